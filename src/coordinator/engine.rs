@@ -1,0 +1,468 @@
+//! The meta engine: the meta table in memory, its store on disk, and the single writer that
+//! connects them.
+//!
+//! Every DDL goes through one writer thread. The writer takes all requests that are queued,
+//! gives each its own timestamp, plans it against the newest state (including the earlier
+//! requests of the same batch), applies the changes to the meta table as versions *above*
+//! the committed timestamp, and writes every change of the batch together with the DDL log
+//! records, the TSO save point and the ID allocator in **one** store transaction (group
+//! commit: one fsync for the whole batch). Only then does it raise the committed timestamp
+//! and answer the callers. Readers always read as of the committed timestamp, so they never
+//! see a change that is not yet durable, and a failed commit is undone by removing the
+//! versions above it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use tokio::sync::oneshot;
+
+use crate::meta::change::{
+    ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, ID_ALLOCATOR_KEY,
+    TSO_KEY, ddl_log_key,
+};
+use crate::meta::names::DEFAULT_DATABASE;
+use crate::meta::table::Touched;
+use crate::meta::tso::{self, Tso};
+use crate::meta::{Ddl, MetaError, MetaResult, MetaTable, PlanContext, Timestamp};
+use crate::proto::records::{DdlRecord, Mutation};
+use crate::store::{MetaStore, StoreError, WriteBatch};
+
+/// The first ID handed out on a new store (database `default` is 1).
+pub const FIRST_ID: i64 = 100;
+
+/// How the engine keeps history and batches writes.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long reads "as of" a timestamp are answered exactly; older history is compacted.
+    pub history_retention: Duration,
+    /// How often compaction runs.
+    pub compaction_interval: Duration,
+    /// Most requests one store commit carries.
+    pub max_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            history_retention: Duration::from_secs(3600),
+            compaction_interval: Duration::from_secs(60),
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error("meta store: {0}")]
+    Store(#[from] StoreError),
+    /// A stored record could not be decoded.
+    #[error("meta store holds an unreadable record: {0}")]
+    Corrupt(String),
+    /// The initial `default` database could not be created.
+    #[error("creating the default database: {0}")]
+    Bootstrap(MetaError),
+}
+
+enum Job {
+    Ddl {
+        ddl: Box<Ddl>,
+        reply: oneshot::Sender<MetaResult<Timestamp>>,
+    },
+    Timestamp {
+        reply: oneshot::Sender<MetaResult<Timestamp>>,
+    },
+}
+
+struct Shared {
+    table: RwLock<MetaTable>,
+    committed: AtomicU64,
+}
+
+/// Handle to the meta engine; cheap to share behind an `Arc`.
+pub struct Engine {
+    shared: Arc<Shared>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a restart found; logged and reported by benchmarks.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryStats {
+    /// Databases, collections and aliases loaded.
+    pub records: usize,
+    /// DDL log records replayed for history.
+    pub log_records: usize,
+    /// Time the recovery took.
+    pub elapsed: Duration,
+}
+
+struct Writer {
+    store: Arc<dyn MetaStore>,
+    shared: Arc<Shared>,
+    tso: Tso,
+    next_id: i64,
+    /// Timestamps of the DDL log records in the store, oldest first.
+    log: VecDeque<Timestamp>,
+    config: EngineConfig,
+    last_compaction: Instant,
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Engine {
+    /// Opens the engine on a store: recovers the meta table with its history, resumes the
+    /// TSO above its save point, and creates the `default` database on a new store.
+    pub fn open(
+        store: Arc<dyn MetaStore>,
+        config: EngineConfig,
+    ) -> Result<(Self, RecoveryStats), EngineError> {
+        let started = Instant::now();
+        let bound = store
+            .get(TSO_KEY)?
+            .as_deref()
+            .and_then(decode_u64)
+            .unwrap_or(0);
+        let next_id = store
+            .get(ID_ALLOCATOR_KEY)?
+            .as_deref()
+            .and_then(decode_u64)
+            .map_or(FIRST_ID, |id| id as i64);
+        let (table, log, stats) = recover_table(store.as_ref())?;
+        let committed = log.back().copied().unwrap_or(0);
+        let shared = Arc::new(Shared {
+            table: RwLock::new(table),
+            committed: AtomicU64::new(committed),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let mut writer = Writer {
+            store,
+            shared: shared.clone(),
+            tso: Tso::recover(bound),
+            next_id,
+            log,
+            config,
+            last_compaction: Instant::now(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("meta-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| StoreError::Io {
+                context: "starting the meta writer thread".into(),
+                source,
+            })?;
+        let engine = Self {
+            shared,
+            jobs: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+        };
+        if engine.read(0, |table, at| {
+            table.database(DEFAULT_DATABASE, at).is_none()
+        }) {
+            engine
+                .execute_blocking(Ddl::CreateDatabase {
+                    name: DEFAULT_DATABASE.into(),
+                    properties: Vec::new(),
+                })
+                .map_err(EngineError::Bootstrap)?;
+        }
+        Ok((
+            engine,
+            RecoveryStats {
+                elapsed: started.elapsed(),
+                ..stats
+            },
+        ))
+    }
+
+    fn submit(&self, job: Job) -> MetaResult<()> {
+        let jobs = self.jobs.lock();
+        let sender = jobs
+            .as_ref()
+            .ok_or_else(|| MetaError::not_ready("coordinator is stopping"))?;
+        sender
+            .send(job)
+            .map_err(|_| MetaError::not_ready("meta writer stopped"))
+    }
+
+    /// Runs a DDL; resolves once it is durable (or refused). Returns its timestamp.
+    pub async fn execute(&self, ddl: Ddl) -> MetaResult<Timestamp> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Ddl {
+            ddl: Box::new(ddl),
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| MetaError::not_ready("meta writer stopped"))?
+    }
+
+    /// [`Engine::execute`] for callers outside an async runtime.
+    pub fn execute_blocking(&self, ddl: Ddl) -> MetaResult<Timestamp> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Ddl {
+            ddl: Box::new(ddl),
+            reply,
+        })?;
+        answer
+            .blocking_recv()
+            .map_err(|_| MetaError::not_ready("meta writer stopped"))?
+    }
+
+    /// A fresh timestamp from the TSO, greater than every timestamp handed out before.
+    pub async fn allocate_timestamp(&self) -> MetaResult<Timestamp> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Timestamp { reply })?;
+        answer
+            .await
+            .map_err(|_| MetaError::not_ready("meta writer stopped"))?
+    }
+
+    /// The timestamp of the newest durable change.
+    pub fn committed_ts(&self) -> Timestamp {
+        self.shared.committed.load(Ordering::Acquire)
+    }
+
+    /// Reads the meta table as of `requested` (0 = now). Reads never see changes that are
+    /// not yet durable: a timestamp above the committed one is lowered to it.
+    pub fn read<R>(
+        &self,
+        requested: Timestamp,
+        read: impl FnOnce(&MetaTable, Timestamp) -> R,
+    ) -> R {
+        let table = self.shared.table.read();
+        let committed = self.committed_ts();
+        let at = if requested == 0 {
+            committed
+        } else {
+            requested.min(committed)
+        };
+        read(&table, at)
+    }
+
+    /// Stops accepting DDL, lets the writer finish what is queued, and waits for it.
+    pub fn shutdown(&self) {
+        self.jobs.lock().take();
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Rebuilds the meta table from the store: the current records, plus the versions the DDL
+/// log holds for the retention window, so that reads as of a timestamp survive restarts.
+fn recover_table(
+    store: &dyn MetaStore,
+) -> Result<(MetaTable, VecDeque<Timestamp>, RecoveryStats), EngineError> {
+    let corrupt = |e: crate::meta::change::DecodeError| EngineError::Corrupt(e.to_string());
+    let mut current: Vec<(String, Vec<u8>)> = Vec::new();
+    for prefix in [DATABASE_PREFIX, COLLECTION_PREFIX, ALIAS_PREFIX] {
+        current.extend(store.scan_prefix(prefix)?);
+    }
+    let mut records = Vec::new();
+    for (key, value) in store.scan_prefix(DDL_LOG_PREFIX)? {
+        let record = DdlRecord::decode(value.as_slice())
+            .map_err(|e| EngineError::Corrupt(format!("DDL log record {key}: {e}")))?;
+        records.push(record);
+    }
+    // The value each logged key had before the first logged change to it.
+    let mut before_log: HashMap<&str, Option<&[u8]>> = HashMap::new();
+    for record in &records {
+        for mutation in &record.mutations {
+            before_log
+                .entry(mutation.key.as_str())
+                .or_insert(mutation.old_value.as_deref());
+        }
+    }
+    let mut table = MetaTable::default();
+    let mut scratch: Vec<Touched> = Vec::new();
+    for (key, value) in &current {
+        if !before_log.contains_key(key.as_str()) {
+            table.apply(
+                &Change::decode(key, Some(value)).map_err(corrupt)?,
+                0,
+                &mut scratch,
+            );
+            scratch.clear();
+        }
+    }
+    for (key, old) in &before_log {
+        if let Some(old) = old {
+            table.apply(
+                &Change::decode(key, Some(old)).map_err(corrupt)?,
+                0,
+                &mut scratch,
+            );
+            scratch.clear();
+        }
+    }
+    let mut log = VecDeque::with_capacity(records.len());
+    for record in &records {
+        for mutation in &record.mutations {
+            let change =
+                Change::decode(&mutation.key, mutation.new_value.as_deref()).map_err(corrupt)?;
+            table.apply(&change, record.ts, &mut scratch);
+            scratch.clear();
+        }
+        log.push_back(record.ts);
+    }
+    let stats = RecoveryStats {
+        records: current.len(),
+        log_records: records.len(),
+        elapsed: Duration::ZERO,
+    };
+    Ok((table, log, stats))
+}
+
+impl Writer {
+    fn run(&mut self, receiver: mpsc::Receiver<Job>) {
+        loop {
+            let first = match receiver.recv_timeout(self.config.compaction_interval) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.maybe_compact();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < self.config.max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs);
+            self.maybe_compact();
+        }
+        tracing::debug!("meta writer stopped");
+    }
+
+    fn process(&mut self, jobs: Vec<Job>) {
+        let committed = self.shared.committed.load(Ordering::Acquire);
+        let previous_bound = self.tso.persisted_bound_ms();
+        let first_id = self.next_id;
+        let allocation = self.tso.allocate(tso::now_ms(), jobs.len() as u32);
+        let mut batch = WriteBatch::default();
+        if let Some(bound) = allocation.persist_bound_ms {
+            batch.put(TSO_KEY, bound.to_be_bytes().to_vec());
+        }
+        let mut touched = Vec::new();
+        let mut logged = Vec::new();
+        let mut outcomes: Vec<(
+            oneshot::Sender<MetaResult<Timestamp>>,
+            MetaResult<Timestamp>,
+        )> = Vec::with_capacity(jobs.len());
+        {
+            let mut table = self.shared.table.write();
+            for (offset, job) in jobs.into_iter().enumerate() {
+                let ts = allocation.first + offset as u64;
+                match job {
+                    Job::Timestamp { reply } => outcomes.push((reply, Ok(ts))),
+                    Job::Ddl { ddl, reply } => {
+                        let mut ctx = PlanContext {
+                            ts,
+                            next_id: &mut self.next_id,
+                        };
+                        let outcome = table.plan(&ddl, &mut ctx).map(|changes| {
+                            if !changes.is_empty() {
+                                let (db, target) = ddl.target();
+                                let mut record = DdlRecord {
+                                    ts,
+                                    operation: ddl.operation().into(),
+                                    db_name: db.into(),
+                                    target: target.into(),
+                                    mutations: Vec::with_capacity(changes.len()),
+                                };
+                                for change in &changes {
+                                    let key = change.key();
+                                    let new_value = change.value();
+                                    let old_value = table.current_value(change);
+                                    match &new_value {
+                                        Some(value) => batch.put(key.clone(), value.clone()),
+                                        None => batch.delete(key.clone()),
+                                    }
+                                    record.mutations.push(Mutation {
+                                        key,
+                                        old_value,
+                                        new_value,
+                                    });
+                                    table.apply(change, ts, &mut touched);
+                                }
+                                batch.put(ddl_log_key(ts), record.encode_to_vec());
+                                logged.push(ts);
+                            }
+                            ts
+                        });
+                        outcomes.push((reply, outcome));
+                    }
+                }
+            }
+        }
+        if self.next_id != first_id {
+            batch.put(
+                ID_ALLOCATOR_KEY,
+                (self.next_id as u64).to_be_bytes().to_vec(),
+            );
+        }
+        if !batch.is_empty()
+            && let Err(error) = self.store.commit(&batch)
+        {
+            tracing::error!(%error, "meta store commit failed; the batch is undone");
+            self.shared.table.write().rollback(&touched, committed);
+            self.tso.persist_failed(previous_bound);
+            self.next_id = first_id;
+            let failure = MetaError::store_failure(&error);
+            for (reply, outcome) in outcomes {
+                let _ = reply.send(outcome.and(Err(failure.clone())));
+            }
+            return;
+        }
+        self.log.extend(logged);
+        self.shared
+            .committed
+            .store(allocation.last, Ordering::Release);
+        for (reply, outcome) in outcomes {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.last_compaction.elapsed() < self.config.compaction_interval {
+            return;
+        }
+        self.last_compaction = Instant::now();
+        let retention_ms = self.config.history_retention.as_millis() as u64;
+        let committed = self.shared.committed.load(Ordering::Acquire);
+        let horizon = tso::compose(tso::now_ms().saturating_sub(retention_ms), 0).min(committed);
+        self.shared.table.write().compact(horizon);
+        let mut batch = WriteBatch::default();
+        while self.log.front().is_some_and(|ts| *ts < horizon) {
+            if let Some(ts) = self.log.pop_front() {
+                batch.delete(ddl_log_key(ts));
+            }
+        }
+        if !batch.is_empty() {
+            let removed = batch.ops.len();
+            match self.store.commit(&batch) {
+                Ok(()) => tracing::debug!(removed, "compacted the DDL log"),
+                Err(error) => tracing::warn!(%error, "compacting the DDL log failed; will retry"),
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `collection-operator`: one binary, one subcommand per role.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use collection_operator::coordinator::{self, CoordinatorConfig, EngineConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "collection-operator",
+    version,
+    about = "Declarative Milvus-style collection aliases"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        env = "LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Milvus-compatible coordinator (metadata only) on the embedded redb store.
+    Coordinator {
+        /// Directory of the meta store.
+        #[arg(long, default_value = "data", env = "COORDINATOR_DATA_DIR")]
+        data_dir: PathBuf,
+        /// gRPC address; pods pass 0.0.0.0:19530.
+        #[arg(long, default_value = "127.0.0.1:19530", env = "COORDINATOR_LISTEN")]
+        listen: SocketAddr,
+        /// How long reads with a timestamp are answered exactly (seconds).
+        #[arg(long, default_value_t = 3600)]
+        history_retention_secs: u64,
+        /// How often old history is compacted (seconds).
+        #[arg(long, default_value_t = 60)]
+        compaction_interval_secs: u64,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Coordinator {
+            data_dir,
+            listen,
+            history_retention_secs,
+            compaction_interval_secs,
+        } => {
+            let engine = EngineConfig {
+                history_retention: Duration::from_secs(history_retention_secs),
+                compaction_interval: Duration::from_secs(compaction_interval_secs.max(1)),
+                ..EngineConfig::default()
+            };
+            coordinator::run(CoordinatorConfig {
+                data_dir,
+                listen,
+                engine,
+            })
+            .await
+        }
+    }
+}

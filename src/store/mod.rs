@@ -1,0 +1,75 @@
+//! Where the meta table is persisted. The meta table knows only this trait: a key/value
+//! store with prefix scans and atomic, durable batches. redb (embedded, default) and etcd
+//! (when one coordinator replica is not enough) both fit it with the same key layout
+//! (see [`crate::meta::change`]).
+
+pub mod redb;
+
+pub use self::redb::RedbStore;
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded redb file failed.
+    #[error("redb: {0}")]
+    Redb(#[from] ::redb::Error),
+    /// The store's files could not be prepared.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// One key's new value, or its deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    /// The key.
+    pub key: String,
+    /// The new value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Changes that are written together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// In order; a later op on the same key wins.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// Sets a key.
+    pub fn put(&mut self, key: impl Into<String>, value: Vec<u8>) {
+        self.ops.push(WriteOp {
+            key: key.into(),
+            value: Some(value),
+        });
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, key: impl Into<String>) {
+        self.ops.push(WriteOp {
+            key: key.into(),
+            value: None,
+        });
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A durable key/value store for the meta table.
+pub trait MetaStore: Send + Sync + 'static {
+    /// Every key under `prefix` with its value, in key order.
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// The value of one key.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes a batch atomically; when this returns `Ok` the batch survives a crash.
+    fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+}
