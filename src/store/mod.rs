@@ -3,9 +3,10 @@
 //! (when one coordinator replica is not enough) both fit it with the same key layout
 //! (see [`crate::meta::change`]).
 
+pub mod commit_log;
 pub mod redb;
 
-pub use self::redb::RedbStore;
+pub use self::redb::{RedbOptions, RedbStore};
 
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +73,10 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Writes a batch atomically; when this returns `Ok` the batch survives a crash.
     fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+
+    /// Makes everything committed so far cheap to recover (called at shutdown). Stores
+    /// whose commits need no recovery work keep the default.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
