@@ -350,6 +350,9 @@ impl Writer {
             self.process(jobs);
             self.maybe_compact();
         }
+        if let Err(error) = self.store.checkpoint() {
+            tracing::warn!(%error, "final checkpoint failed; the next start replays the commit log");
+        }
         tracing::debug!("meta writer stopped");
     }
 

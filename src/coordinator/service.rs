@@ -308,6 +308,14 @@ impl MilvusService for CoordinatorService {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
         let requested_name = req.collection_name.trim().to_string();
+        if !(requested_name.is_empty() && req.collection_id != 0)
+            && let Err(error) = validate_collection_name(&requested_name)
+        {
+            return reply(DescribeCollectionResponse {
+                status: Some(error.to_status()),
+                ..Default::default()
+            });
+        }
         let found = self.engine.read(req.time_stamp, |table, at| {
             let db_record = table.database(&db, at)?.clone();
             let collection = if requested_name.is_empty() && req.collection_id != 0 {
@@ -349,7 +357,7 @@ impl MilvusService for CoordinatorService {
             collection_name: requested_name,
             properties: collection.properties.clone(),
             db_name: db_record.name.clone(),
-            num_partitions: 0,
+            num_partitions: collection.partitions.len() as i64,
             db_id: db_record.id,
             request_time: 0,
             update_timestamp: collection.updated_ts,
@@ -560,8 +568,18 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<BoolResponse>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let name = req.collection_name.trim();
-        let partition = req.partition_name.trim();
+        let (name, partition) = match (
+            validate_collection_name(&req.collection_name),
+            validate_partition_name(&req.partition_name),
+        ) {
+            (Ok(name), Ok(partition)) => (name, partition),
+            (Err(error), _) | (_, Err(error)) => {
+                return reply(BoolResponse {
+                    status: Some(error.to_status()),
+                    value: false,
+                });
+            }
+        };
         match self
             .engine
             .read(0, |table, at| resolve_in(table, &db, name, at))

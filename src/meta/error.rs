@@ -174,7 +174,6 @@ impl MetaError {
 
     /// The `common.Status` Milvus sends for this error.
     pub fn to_status(&self) -> Status {
-        #[allow(deprecated)]
         Status {
             error_code: self.legacy_code() as i32,
             reason: self.message.clone(),

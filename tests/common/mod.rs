@@ -155,3 +155,157 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+// ---- helpers of the alias_matrix / errors / time_travel suites ----
+
+/// An encoded `CollectionSchema` named `name`: `id` Int64 primary key and a float vector
+/// `v` of dimension `dim`.
+pub fn schema_with_dim(name: &str, dim: u32) -> Vec<u8> {
+    use collection_operator::proto::common::KeyValuePair;
+    use collection_operator::proto::schema::{CollectionSchema, DataType, FieldSchema};
+    use prost::Message;
+    CollectionSchema {
+        name: name.into(),
+        fields: vec![
+            FieldSchema {
+                name: "id".into(),
+                data_type: DataType::Int64 as i32,
+                is_primary_key: true,
+                ..Default::default()
+            },
+            FieldSchema {
+                name: "v".into(),
+                data_type: DataType::FloatVector as i32,
+                type_params: vec![KeyValuePair {
+                    key: "dim".into(),
+                    value: dim.to_string(),
+                }],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// [`schema_with_dim`] with dimension 4.
+pub fn valid_schema(name: &str) -> Vec<u8> {
+    schema_with_dim(name, 4)
+}
+
+/// A request with the `db_name` field left as built and, when `header` is `Some`, the
+/// `dbname` header set (also to an empty value, as pymilvus sends for `default`).
+pub fn with_header<T>(message: T, header: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(db) = header {
+        request
+            .metadata_mut()
+            .insert("dbname", db.parse().expect("ascii db name"));
+    }
+    request
+}
+
+/// Asserts a success status (every field zero or empty).
+#[track_caller]
+pub fn assert_ok(status: &collection_operator::proto::common::Status, what: &str) {
+    assert_eq!(
+        (status.code, status.error_code, status.reason.as_str()),
+        (0, 0, ""),
+        "{what}: expected success, got {status:?}"
+    );
+    assert_eq!(status.detail, "", "{what}: detail of a success");
+}
+
+/// Asserts an error status: `code`, legacy `error_code`, `reason`, `detail`, not retriable.
+#[track_caller]
+pub fn assert_error(
+    status: &collection_operator::proto::common::Status,
+    code: i32,
+    legacy: collection_operator::proto::common::ErrorCode,
+    reason: &str,
+    detail: &str,
+    what: &str,
+) {
+    assert_eq!(status.code, code, "{what}: code of {status:?}");
+    assert_eq!(
+        status.error_code, legacy as i32,
+        "{what}: legacy error_code of {status:?}"
+    );
+    assert_eq!(status.reason, reason, "{what}: reason");
+    assert_eq!(status.detail, detail, "{what}: detail");
+    assert!(!status.retriable, "{what}: retriable");
+}
+
+/// [`assert_error`] for the usual case where `reason` and `detail` are the same text.
+#[track_caller]
+pub fn assert_error_msg(
+    status: &collection_operator::proto::common::Status,
+    code: i32,
+    legacy: collection_operator::proto::common::ErrorCode,
+    message: &str,
+    what: &str,
+) {
+    assert_error(status, code, legacy, message, message, what);
+}
+
+/// CreateCollection of [`valid_schema`] in database `db` (request field); asserts success.
+pub async fn create_collection_in(client: &mut Client, db: &str, name: &str) {
+    use collection_operator::proto::api::CreateCollectionRequest;
+    let status = client
+        .create_collection(CreateCollectionRequest {
+            db_name: db.into(),
+            collection_name: name.into(),
+            schema: valid_schema(name),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateCollection rpc")
+        .into_inner();
+    assert_ok(&status, &format!("CreateCollection {db}.{name}"));
+}
+
+/// CreateDatabase `name`; asserts success.
+pub async fn create_database(client: &mut Client, name: &str) {
+    use collection_operator::proto::api::CreateDatabaseRequest;
+    let status = client
+        .create_database(CreateDatabaseRequest {
+            db_name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateDatabase rpc")
+        .into_inner();
+    assert_ok(&status, &format!("CreateDatabase {name}"));
+}
+
+/// CreateAlias `alias` → `collection` in database `db` (request field); asserts success.
+pub async fn create_alias_in(client: &mut Client, db: &str, alias: &str, collection: &str) {
+    use collection_operator::proto::api::CreateAliasRequest;
+    let status = client
+        .create_alias(CreateAliasRequest {
+            db_name: db.into(),
+            collection_name: collection.into(),
+            alias: alias.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateAlias rpc")
+        .into_inner();
+    assert_ok(
+        &status,
+        &format!("CreateAlias {db}.{alias} -> {collection}"),
+    );
+}
+
+/// AllocTimestamp; asserts success and a non-zero timestamp.
+pub async fn alloc_timestamp(client: &mut Client) -> u64 {
+    use collection_operator::proto::api::AllocTimestampRequest;
+    let response = client
+        .alloc_timestamp(AllocTimestampRequest::default())
+        .await
+        .expect("AllocTimestamp rpc")
+        .into_inner();
+    assert_ok(response.status.as_ref().expect("status"), "AllocTimestamp");
+    assert_ne!(response.timestamp, 0, "AllocTimestamp returned 0");
+    response.timestamp
+}
