@@ -84,6 +84,8 @@ enum Job {
 struct Shared {
     table: RwLock<MetaTable>,
     committed: AtomicU64,
+    /// History before this timestamp has been compacted away.
+    horizon: AtomicU64,
 }
 
 /// Handle to the meta engine; cheap to share behind an `Arc`.
@@ -142,6 +144,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             table: RwLock::new(table),
             committed: AtomicU64::new(committed),
+            horizon: AtomicU64::new(0),
         });
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
@@ -233,7 +236,8 @@ impl Engine {
     }
 
     /// Reads the meta table as of `requested` (0 = now). Reads never see changes that are
-    /// not yet durable: a timestamp above the committed one is lowered to it.
+    /// not yet durable: a timestamp above the committed one is lowered to it. A timestamp
+    /// older than the retained history is raised to the oldest retained one.
     pub fn read<R>(
         &self,
         requested: Timestamp,
@@ -241,10 +245,11 @@ impl Engine {
     ) -> R {
         let table = self.shared.table.read();
         let committed = self.committed_ts();
+        let horizon = self.shared.horizon.load(Ordering::Acquire).min(committed);
         let at = if requested == 0 {
             committed
         } else {
-            requested.min(committed)
+            requested.clamp(horizon, committed)
         };
         read(&table, at)
     }
@@ -454,8 +459,9 @@ impl Writer {
         let committed = self.shared.committed.load(Ordering::Acquire);
         let horizon = tso::compose(tso::now_ms().saturating_sub(retention_ms), 0).min(committed);
         self.shared.table.write().compact(horizon);
+        self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
         let mut batch = WriteBatch::default();
-        while self.log.front().is_some_and(|ts| *ts < horizon) {
+        while self.log.front().is_some_and(|ts| *ts <= horizon) {
             if let Some(ts) = self.log.pop_front() {
                 batch.delete(ddl_log_key(ts));
             }
