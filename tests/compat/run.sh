@@ -9,6 +9,7 @@
 #                    relative to the repo root)
 #   COMPAT_TARGET    coordinator (default) | milvus235: where the pymilvus suite points
 #   COMPAT_VENV      venv path (default <repo>/.venv-compat)
+#   COMPAT_SETUP_ONLY=1  only create/update the venv (used by scripts/bench.sh)
 #   COMPAT_KEEP_LOGS set to keep coordinator logs (path printed at teardown)
 #
 # Creates or reuses the venv, installs the pinned requirements, then runs pytest
@@ -39,6 +40,11 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
         --timeout 120 -r "$REQUIREMENTS"
     echo "$want" > "$stamp"
+fi
+
+if [ "${COMPAT_SETUP_ONLY:-0}" = 1 ]; then
+    log "venv ready at $VENV (COMPAT_SETUP_ONLY=1: not running pytest)"
+    exit 0
 fi
 
 # --- coordinator binary ----------------------------------------------------------
