@@ -1,7 +1,7 @@
 //! Coordinator benchmarks: the client loops of shared/reference/milvus-compat.md §4.3, run
-//! against our coordinator (the release binary, fsync on every acknowledged write) and —
+//! against our coordinator (the release binary, fsync on every acknowledged write), or —
 //! when `MILVUS_REFERENCE_ADDR` names a running Milvus 2.3.5 — against it with the very
-//! same client code, side by side. Prints figures; asserts nothing.
+//! same client code. Prints figures; asserts nothing.
 //!
 //! `scripts/bench.sh` starts the Milvus reference inside a private network namespace and
 //! runs this; `cargo bench --bench coordinator` alone measures our coordinator only.
@@ -336,43 +336,32 @@ async fn main() -> anyhow::Result<()> {
     let ops = env_usize("BENCH_OPS", 5000);
     let clients = env_usize("BENCH_CLIENTS", 16);
     let restart_objects = env_usize("BENCH_RESTART_OBJECTS", 100_000);
-    println!(
-        "collection-operator coordinator benchmark: {ops} calls per loop, fsync on every commit"
-    );
-    println!(
-        "machine: {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
-    println!();
-    println!("| loop | server | calls | errors | ops/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|---|");
-
+    let reference = std::env::var("MILVUS_REFERENCE_ADDR").ok().filter(|addr| !addr.is_empty());
+    // BENCH_ROWS_ONLY=1: print only table rows (scripts/bench.sh merges two runs).
+    let rows_only = std::env::var("BENCH_ROWS_ONLY").is_ok_and(|v| v == "1");
+    if !rows_only {
+        println!("collection-operator coordinator benchmark: {ops} calls per loop, fsync on every commit");
+        println!("machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!();
+        println!("| loop | server | calls | errors | ops/s | p50 ms | p99 ms |");
+        println!("|---|---|---|---|---|---|---|");
+    }
+    if let Some(addr) = reference {
+        // Only the reference: our coordinator is measured in a separate run, while the
+        // reference is not running, so that the two never compete for the CPU.
+        for row in client_loops(&addr, "Milvus 2.3.5", ops, clients).await? {
+            println!("{row}");
+        }
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let (mut ours, _) = start_coordinator(dir.path(), port)?;
-    let ours_rows = client_loops(&format!("127.0.0.1:{port}"), "ours", ops, clients).await;
+    let rows = client_loops(&format!("127.0.0.1:{port}"), "ours", ops, clients).await;
     ours.kill()?;
     ours.wait()?;
-    let ours_rows = ours_rows?;
-
-    let milvus_rows = match std::env::var("MILVUS_REFERENCE_ADDR") {
-        Ok(addr) if !addr.is_empty() => {
-            Some(client_loops(&addr, "Milvus 2.3.5", ops, clients).await?)
-        }
-        _ => None,
-    };
-    for (i, row) in ours_rows.iter().enumerate() {
+    for row in rows? {
         println!("{row}");
-        if let Some(milvus) = &milvus_rows {
-            println!("{}", milvus[i]);
-        }
-    }
-    if milvus_rows.is_none() {
-        println!(
-            "| (Milvus 2.3.5 reference not running: set MILVUS_REFERENCE_ADDR, or use scripts/bench.sh) | | | | | | |"
-        );
     }
     if restart_objects > 0 {
         for row in restart_figures(restart_objects).await? {
