@@ -336,12 +336,21 @@ async fn main() -> anyhow::Result<()> {
     let ops = env_usize("BENCH_OPS", 5000);
     let clients = env_usize("BENCH_CLIENTS", 16);
     let restart_objects = env_usize("BENCH_RESTART_OBJECTS", 100_000);
-    let reference = std::env::var("MILVUS_REFERENCE_ADDR").ok().filter(|addr| !addr.is_empty());
+    let reference = std::env::var("MILVUS_REFERENCE_ADDR")
+        .ok()
+        .filter(|addr| !addr.is_empty());
     // BENCH_ROWS_ONLY=1: print only table rows (scripts/bench.sh merges two runs).
     let rows_only = std::env::var("BENCH_ROWS_ONLY").is_ok_and(|v| v == "1");
     if !rows_only {
-        println!("collection-operator coordinator benchmark: {ops} calls per loop, fsync on every commit");
-        println!("machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!(
+            "collection-operator coordinator benchmark: {ops} calls per loop, fsync on every commit"
+        );
+        println!(
+            "machine: {} cores",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
         println!();
         println!("| loop | server | calls | errors | ops/s | p50 ms | p99 ms |");
         println!("|---|---|---|---|---|---|---|");
