@@ -73,6 +73,34 @@ fn resolve_in(table: &MetaTable, db: &str, name: &str, at: Timestamp) -> Option<
     table.resolve(db.id, name, at)
 }
 
+/// Validates an alias and its target, in Milvus's order (the alias first).
+fn validate_alias_and_target(alias: &str, collection: &str) -> MetaResult<(String, String)> {
+    let alias = validate_alias(alias)?;
+    let collection = validate_collection_name(collection)?;
+    Ok((alias.into(), collection.into()))
+}
+
+/// Validates a collection name and a partition name, in Milvus's order.
+fn validate_collection_and_partition(
+    collection: &str,
+    partition: &str,
+) -> MetaResult<(String, String)> {
+    let collection = validate_collection_name(collection)?;
+    let partition = validate_partition_name(partition)?;
+    Ok((collection.into(), partition.into()))
+}
+
+impl CoordinatorService {
+    /// Runs a validated DDL (or answers the validation error) and replies with its status.
+    async fn run_ddl(&self, ddl: MetaResult<Ddl>) -> Result<Response<common::Status>, Status> {
+        let result = match ddl {
+            Ok(ddl) => self.engine.execute(ddl).await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        status_reply(result)
+    }
+}
+
 #[tonic::async_trait]
 impl MilvusService for CoordinatorService {
     async fn connect(
@@ -168,34 +196,20 @@ impl MilvusService for CoordinatorService {
         request: Request<CreateDatabaseRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let req = request.into_inner();
-        let result = match validate_database_name(&req.db_name) {
-            Ok(name) => {
-                self.engine
-                    .execute(Ddl::CreateDatabase {
-                        name: name.into(),
-                        properties: req.properties,
-                    })
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl = validate_database_name(&req.db_name).map(|name| Ddl::CreateDatabase {
+            name: name.into(),
+            properties: req.properties.clone(),
+        });
+        self.run_ddl(ddl).await
     }
 
     async fn drop_database(
         &self,
         request: Request<DropDatabaseRequest>,
     ) -> Result<Response<common::Status>, Status> {
-        let req = request.into_inner();
-        let result = match validate_database_name(&req.db_name) {
-            Ok(name) => {
-                self.engine
-                    .execute(Ddl::DropDatabase { name: name.into() })
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl = validate_database_name(&request.get_ref().db_name)
+            .map(|name| Ddl::DropDatabase { name: name.into() });
+        self.run_ddl(ddl).await
     }
 
     async fn list_databases(
@@ -242,20 +256,15 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let result = match prepare_schema(&req.collection_name, &req.schema) {
-            Ok(schema) => {
-                let ddl = Ddl::CreateCollection {
-                    db,
-                    schema,
-                    shards_num: req.shards_num,
-                    consistency_level: req.consistency_level,
-                    properties: req.properties,
-                };
-                self.engine.execute(ddl).await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl =
+            prepare_schema(&req.collection_name, &req.schema).map(|schema| Ddl::CreateCollection {
+                db,
+                schema,
+                shards_num: req.shards_num,
+                consistency_level: req.consistency_level,
+                properties: req.properties,
+            });
+        self.run_ddl(ddl).await
     }
 
     async fn drop_collection(
@@ -263,18 +272,13 @@ impl MilvusService for CoordinatorService {
         request: Request<DropCollectionRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
-        let result = match validate_collection_name(&request.get_ref().collection_name) {
-            Ok(name) => {
-                self.engine
-                    .execute(Ddl::DropCollection {
-                        db,
-                        name: name.into(),
-                    })
-                    .await
+        let ddl = validate_collection_name(&request.get_ref().collection_name).map(|name| {
+            Ddl::DropCollection {
+                db,
+                name: name.into(),
             }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        });
+        self.run_ddl(ddl).await
     }
 
     async fn has_collection(
@@ -417,19 +421,14 @@ impl MilvusService for CoordinatorService {
         request: Request<LoadCollectionRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
-        let result = match validate_collection_name(&request.get_ref().collection_name) {
-            Ok(name) => {
-                self.engine
-                    .execute(Ddl::SetLoaded {
-                        db,
-                        collection: name.into(),
-                        loaded: true,
-                    })
-                    .await
+        let ddl = validate_collection_name(&request.get_ref().collection_name).map(|name| {
+            Ddl::SetLoaded {
+                db,
+                collection: name.into(),
+                loaded: true,
             }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        });
+        self.run_ddl(ddl).await
     }
 
     async fn release_collection(
@@ -437,19 +436,14 @@ impl MilvusService for CoordinatorService {
         request: Request<ReleaseCollectionRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
-        let result = match validate_collection_name(&request.get_ref().collection_name) {
-            Ok(name) => {
-                self.engine
-                    .execute(Ddl::SetLoaded {
-                        db,
-                        collection: name.into(),
-                        loaded: false,
-                    })
-                    .await
+        let ddl = validate_collection_name(&request.get_ref().collection_name).map(|name| {
+            Ddl::SetLoaded {
+                db,
+                collection: name.into(),
+                loaded: false,
             }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        });
+        self.run_ddl(ddl).await
     }
 
     async fn get_loading_progress(
@@ -522,21 +516,14 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let result = match (
-            validate_collection_name(&req.collection_name),
-            validate_partition_name(&req.partition_name),
-        ) {
-            (Err(error), _) | (_, Err(error)) => Err(error),
-            (Ok(collection), Ok(partition)) => {
-                let ddl = Ddl::CreatePartition {
-                    db,
-                    collection: collection.into(),
-                    partition: partition.into(),
-                };
-                self.engine.execute(ddl).await
-            }
-        };
-        status_reply(result)
+        let ddl = validate_collection_and_partition(&req.collection_name, &req.partition_name).map(
+            |(collection, partition)| Ddl::CreatePartition {
+                db,
+                collection,
+                partition,
+            },
+        );
+        self.run_ddl(ddl).await
     }
 
     async fn drop_partition(
@@ -545,21 +532,14 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let result = match (
-            validate_collection_name(&req.collection_name),
-            validate_partition_name(&req.partition_name),
-        ) {
-            (Err(error), _) | (_, Err(error)) => Err(error),
-            (Ok(collection), Ok(partition)) => {
-                let ddl = Ddl::DropPartition {
-                    db,
-                    collection: collection.into(),
-                    partition: partition.into(),
-                };
-                self.engine.execute(ddl).await
-            }
-        };
-        status_reply(result)
+        let ddl = validate_collection_and_partition(&req.collection_name, &req.partition_name).map(
+            |(collection, partition)| Ddl::DropPartition {
+                db,
+                collection,
+                partition,
+            },
+        );
+        self.run_ddl(ddl).await
     }
 
     async fn has_partition(
@@ -661,21 +641,14 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let result = match validate_alias(&req.alias)
-            .and_then(|a| Ok((a, validate_collection_name(&req.collection_name)?)))
-        {
-            Ok((alias, collection)) => {
-                self.engine
-                    .execute(Ddl::CreateAlias {
-                        db,
-                        collection: collection.into(),
-                        alias: alias.into(),
-                    })
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl = validate_alias_and_target(&req.alias, &req.collection_name).map(
+            |(alias, collection)| Ddl::CreateAlias {
+                db,
+                collection,
+                alias,
+            },
+        );
+        self.run_ddl(ddl).await
     }
 
     async fn alter_alias(
@@ -684,21 +657,14 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let result = match validate_alias(&req.alias)
-            .and_then(|a| Ok((a, validate_collection_name(&req.collection_name)?)))
-        {
-            Ok((alias, collection)) => {
-                self.engine
-                    .execute(Ddl::AlterAlias {
-                        db,
-                        collection: collection.into(),
-                        alias: alias.into(),
-                    })
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl = validate_alias_and_target(&req.alias, &req.collection_name).map(
+            |(alias, collection)| Ddl::AlterAlias {
+                db,
+                collection,
+                alias,
+            },
+        );
+        self.run_ddl(ddl).await
     }
 
     async fn drop_alias(
@@ -706,18 +672,11 @@ impl MilvusService for CoordinatorService {
         request: Request<DropAliasRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
-        let result = match validate_alias(&request.get_ref().alias) {
-            Ok(alias) => {
-                self.engine
-                    .execute(Ddl::DropAlias {
-                        db,
-                        alias: alias.into(),
-                    })
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl = validate_alias(&request.get_ref().alias).map(|alias| Ddl::DropAlias {
+            db,
+            alias: alias.into(),
+        });
+        self.run_ddl(ddl).await
     }
 
     async fn describe_alias(
@@ -816,26 +775,23 @@ impl MilvusService for CoordinatorService {
 
     /// Metadata-only stub: records the index parameters so DescribeIndex can answer; no
     /// index is built (this server holds no vectors).
+    /// Metadata-only stub: records the index parameters so DescribeIndex can answer; no
+    /// index is built (this server holds no vectors).
     async fn create_index(
         &self,
         request: Request<CreateIndexRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let result = match validate_collection_name(&req.collection_name) {
-            Ok(collection) => {
-                let ddl = Ddl::CreateIndex {
-                    db,
-                    collection: collection.into(),
-                    field: req.field_name.trim().into(),
-                    index_name: req.index_name.trim().into(),
-                    params: req.extra_params,
-                };
-                self.engine.execute(ddl).await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl =
+            validate_collection_name(&req.collection_name).map(|collection| Ddl::CreateIndex {
+                db,
+                collection: collection.into(),
+                field: req.field_name.trim().into(),
+                index_name: req.index_name.trim().into(),
+                params: req.extra_params.clone(),
+            });
+        self.run_ddl(ddl).await
     }
 
     /// Metadata-only stub: every recorded index reports state `Finished` with 0 rows.
@@ -887,24 +843,19 @@ impl MilvusService for CoordinatorService {
     }
 
     /// Metadata-only stub: forgets the recorded index.
+    /// Metadata-only stub: forgets the recorded index.
     async fn drop_index(
         &self,
         request: Request<DropIndexRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let result = match validate_collection_name(&req.collection_name) {
-            Ok(collection) => {
-                let ddl = Ddl::DropIndex {
-                    db,
-                    collection: collection.into(),
-                    field: req.field_name.trim().into(),
-                    index_name: req.index_name.trim().into(),
-                };
-                self.engine.execute(ddl).await
-            }
-            Err(error) => Err(error),
-        };
-        status_reply(result)
+        let ddl = validate_collection_name(&req.collection_name).map(|collection| Ddl::DropIndex {
+            db,
+            collection: collection.into(),
+            field: req.field_name.trim().into(),
+            index_name: req.index_name.trim().into(),
+        });
+        self.run_ddl(ddl).await
     }
 }
