@@ -1,7 +1,10 @@
 //! collection-operator: declarative Milvus-style collection aliases, and the embedded
 //! Milvus-compatible coordinator they are reconciled against.
 
+pub mod client;
 pub mod coordinator;
+pub mod crd;
 pub mod meta;
+pub mod plan;
 pub mod proto;
 pub mod store;

@@ -50,6 +50,8 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         compaction_interval_secs: u64,
     },
+    /// Print the CustomResourceDefinitions (the source of `crds/`).
+    Crds,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -86,6 +88,10 @@ async fn main() -> anyhow::Result<()> {
                 engine,
             })
             .await
+        }
+        Command::Crds => {
+            print!("{}", collection_operator::crd::to_yaml()?);
+            Ok(())
         }
     }
 }

@@ -1,0 +1,521 @@
+//! A client of a Milvus-compatible engine (our coordinator or a real Milvus), shaped for
+//! reconciling: observe exactly the names a plan needs, apply one [`Action`] at a time.
+//! Every request names its database in the `db_name` field (not only the header), so
+//! DescribeAlias/ListAliases are scoped correctly on Milvus versions that ignore the header.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::crd::CollectionSpec;
+use crate::meta::error::code;
+use crate::plan::{Action, Observed, ObservedCollection};
+use crate::proto::api::milvus_service_client::MilvusServiceClient;
+use crate::proto::api::*;
+use crate::proto::common::{KeyValuePair, Status};
+use crate::proto::schema::{CollectionSchema, FieldSchema};
+
+/// How long one RPC may take.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failed engine call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint could not be reached or the RPC failed in transport.
+    #[error("engine unreachable at {endpoint}: {message}")]
+    Unreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed.
+        message: String,
+    },
+    /// The engine answered with an error status.
+    #[error("{rpc} failed: code {code}: {message}")]
+    Engine {
+        /// The RPC.
+        rpc: &'static str,
+        /// Milvus integer code (`status.code`, or the legacy code if that is 0).
+        code: i32,
+        /// `status.reason`.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Errors that retrying will not fix (bad input, name clashes, missing targets); they
+    /// are reported and not retried hot.
+    pub fn is_terminal(&self) -> bool {
+        // CreateCollection answers schema and name problems with plain 65535 errors, as
+        // Milvus does: all of them are input errors.
+        if let ClientError::Engine {
+            rpc: "CreateCollection",
+            code: code::UNEXPECTED,
+            ..
+        } = self
+        {
+            return true;
+        }
+        matches!(
+            self,
+            ClientError::Engine { code, .. } if matches!(
+                *code,
+                code::PARAMETER_INVALID
+                    | code::ALIAS_COLLECTION_NAME_CONFLICT
+                    | code::ALIAS_ALREADY_EXIST
+                    | code::COLLECTION_NOT_FOUND
+                    | code::DATABASE_NAME_INVALID
+                    | 1700
+            )
+        )
+    }
+
+    /// The Milvus code, if the engine answered.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ClientError::Engine { code, .. } => Some(*code),
+            ClientError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// Credentials sent as the `authorization` header (what pymilvus sends).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// An API token.
+    Token(String),
+    /// User name and password.
+    UserPassword(String, String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets.
+        match self {
+            Credentials::Token(_) => f.write_str("Token(***)"),
+            Credentials::UserPassword(user, _) => write!(f, "UserPassword({user}, ***)"),
+        }
+    }
+}
+
+/// Outcome of applying one action.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The engine ID of a created or adopted collection.
+    pub collection_id: Option<i64>,
+}
+
+/// A connection to one engine.
+#[derive(Clone)]
+pub struct EngineClient {
+    endpoint: String,
+    rpc: MilvusServiceClient<Channel>,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+fn check(rpc: &'static str, status: Option<Status>) -> Result<(), ClientError> {
+    let status = status.unwrap_or_default();
+    if status.code == 0 && status.error_code == 0 {
+        return Ok(());
+    }
+    let code = if status.code != 0 {
+        status.code
+    } else {
+        status.error_code
+    };
+    Err(ClientError::Engine {
+        rpc,
+        code,
+        message: status.reason,
+    })
+}
+
+fn kv(key: &str, value: impl ToString) -> KeyValuePair {
+    KeyValuePair {
+        key: key.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// The CreateCollection request for a `Collection` spec.
+pub fn create_collection_request(
+    database: &str,
+    name: &str,
+    spec: &CollectionSpec,
+) -> CreateCollectionRequest {
+    let fields = spec
+        .fields
+        .iter()
+        .map(|field| {
+            let mut type_params = Vec::new();
+            if let Some(dim) = field.dim {
+                type_params.push(kv("dim", dim));
+            }
+            if let Some(max_length) = field.max_length {
+                type_params.push(kv("max_length", max_length));
+            }
+            if let Some(max_capacity) = field.max_capacity {
+                type_params.push(kv("max_capacity", max_capacity));
+            }
+            FieldSchema {
+                name: field.name.clone(),
+                description: field.description.clone().unwrap_or_default(),
+                data_type: field.data_type.to_proto() as i32,
+                is_primary_key: field.is_primary_key,
+                auto_id: field.auto_id,
+                type_params,
+                element_type: field
+                    .element_type
+                    .map(|t| t.to_proto() as i32)
+                    .unwrap_or_default(),
+                nullable: field.nullable,
+                is_partition_key: field.is_partition_key,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let schema = CollectionSchema {
+        name: name.to_string(),
+        description: spec.description.clone().unwrap_or_default(),
+        fields,
+        enable_dynamic_field: spec.enable_dynamic_field,
+        ..Default::default()
+    };
+    CreateCollectionRequest {
+        db_name: database.to_string(),
+        collection_name: name.to_string(),
+        schema: schema.encode_to_vec(),
+        shards_num: spec.shards_num.unwrap_or(0),
+        consistency_level: spec.consistency_level.unwrap_or_default().to_proto() as i32,
+        properties: spec
+            .properties
+            .iter()
+            .flatten()
+            .map(|(key, value)| kv(key, value))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+impl EngineClient {
+    /// Connects to `endpoint` (`http://host:port`) and sends `Connect`, as SDKs do.
+    pub async fn connect(
+        endpoint: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Self, ClientError> {
+        let unreachable = |message: String| ClientError::Unreachable {
+            endpoint: endpoint.to_string(),
+            message,
+        };
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| unreachable(e.to_string()))?
+            .connect_timeout(RPC_TIMEOUT)
+            .timeout(RPC_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let authorization = match credentials {
+            None => None,
+            Some(credentials) => {
+                use base64::Engine as _;
+                let raw = match credentials {
+                    Credentials::Token(token) => token.clone(),
+                    Credentials::UserPassword(user, password) => format!("{user}:{password}"),
+                };
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                Some(
+                    encoded
+                        .parse()
+                        .map_err(|_| unreachable("credentials are not valid header text".into()))?,
+                )
+            }
+        };
+        let mut client = Self {
+            endpoint: endpoint.to_string(),
+            rpc: MilvusServiceClient::new(channel)
+                .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
+            authorization,
+        };
+        let response = client
+            .rpc
+            .connect(client.request(ConnectRequest::default()))
+            .await;
+        let response = response.map_err(|s| client.transport(s))?.into_inner();
+        check("Connect", response.status)?;
+        Ok(client)
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
+
+    fn transport(&self, status: tonic::Status) -> ClientError {
+        ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            message: status.to_string(),
+        }
+    }
+
+    /// What the engine reports as its version.
+    pub async fn server_version(&mut self) -> Result<String, ClientError> {
+        let request = self.request(GetVersionRequest {});
+        let response = self
+            .rpc
+            .get_version(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("GetVersion", response.status)?;
+        Ok(response.version)
+    }
+
+    /// Every database.
+    pub async fn databases(&mut self) -> Result<BTreeSet<String>, ClientError> {
+        let request = self.request(ListDatabasesRequest::default());
+        let response = self
+            .rpc
+            .list_databases(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("ListDatabases", response.status)?;
+        Ok(response.db_names.into_iter().collect())
+    }
+
+    /// One collection (by its real name; an alias name is not resolved), or `None`.
+    pub async fn collection(
+        &mut self,
+        database: &str,
+        name: &str,
+    ) -> Result<Option<ObservedCollection>, ClientError> {
+        let request = self.request(DescribeCollectionRequest {
+            db_name: database.to_string(),
+            collection_name: name.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .describe_collection(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("DescribeCollection", response.status) {
+            Ok(()) => {}
+            Err(ClientError::Engine { code, .. })
+                if code == code::COLLECTION_NOT_FOUND
+                    || code == code::DATABASE_NOT_FOUND
+                    || code == 4 =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        }
+        // DescribeCollection resolves aliases; only the real name counts here.
+        let real_name = response
+            .schema
+            .as_ref()
+            .map(|s| s.name.as_str())
+            .unwrap_or_default();
+        if real_name != name {
+            return Ok(None);
+        }
+        Ok(Some(ObservedCollection {
+            id: response.collection_id,
+            aliases: response.aliases.into_iter().collect(),
+        }))
+    }
+
+    /// The target of one alias, or `None`.
+    pub async fn alias_target(
+        &mut self,
+        database: &str,
+        alias: &str,
+    ) -> Result<Option<String>, ClientError> {
+        let request = self.request(DescribeAliasRequest {
+            db_name: database.to_string(),
+            alias: alias.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .describe_alias(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("DescribeAlias", response.status) {
+            Ok(()) => Ok(Some(response.collection)),
+            Err(ClientError::Engine { code, .. })
+                if code == code::ALIAS_NOT_FOUND || code == code::DATABASE_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Observes exactly the databases, collections and aliases named.
+    pub async fn observe(
+        &mut self,
+        collections: &BTreeSet<(String, String)>,
+        aliases: &BTreeSet<(String, String)>,
+    ) -> Result<Observed, ClientError> {
+        let mut observed = Observed {
+            databases: self.databases().await?,
+            ..Default::default()
+        };
+        for (database, name) in collections {
+            if !observed.databases.contains(database) {
+                continue;
+            }
+            if let Some(collection) = self.collection(database, name).await? {
+                observed
+                    .collections
+                    .insert((database.clone(), name.clone()), collection);
+            }
+        }
+        for (database, alias) in aliases {
+            if !observed.databases.contains(database) {
+                continue;
+            }
+            if let Some(target) = self.alias_target(database, alias).await? {
+                observed
+                    .aliases
+                    .insert((database.clone(), alias.clone()), target);
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Applies one action. Adopt actions make no RPC (the collection ID is looked up).
+    pub async fn apply(&mut self, action: &Action) -> Result<Applied, ClientError> {
+        match action {
+            Action::CreateDatabase { database } => {
+                let request = self.request(CreateDatabaseRequest {
+                    db_name: database.clone(),
+                    ..Default::default()
+                });
+                let status = self
+                    .rpc
+                    .create_database(request)
+                    .await
+                    .map_err(|s| self.transport(s))?
+                    .into_inner();
+                match check("CreateDatabase", Some(status)) {
+                    // Created concurrently by someone else: what we wanted.
+                    Err(ClientError::Engine { message, .. })
+                        if message.starts_with("database already exist") => {}
+                    other => other?,
+                }
+                Ok(Applied::default())
+            }
+            Action::CreateCollection {
+                database,
+                name,
+                spec,
+                ..
+            } => {
+                let request = self.request(create_collection_request(database, name, spec));
+                let status = self
+                    .rpc
+                    .create_collection(request)
+                    .await
+                    .map_err(|s| self.transport(s))?
+                    .into_inner();
+                check("CreateCollection", Some(status))?;
+                let id = self.collection(database, name).await?.map(|c| c.id);
+                Ok(Applied { collection_id: id })
+            }
+            Action::AdoptCollection { id, .. } => Ok(Applied {
+                collection_id: Some(*id),
+            }),
+            Action::CreateAlias {
+                database,
+                alias,
+                target,
+                ..
+            } => {
+                let request = self.request(CreateAliasRequest {
+                    db_name: database.clone(),
+                    collection_name: target.clone(),
+                    alias: alias.clone(),
+                    ..Default::default()
+                });
+                let status = self
+                    .rpc
+                    .create_alias(request)
+                    .await
+                    .map_err(|s| self.transport(s))?
+                    .into_inner();
+                check("CreateAlias", Some(status))?;
+                Ok(Applied::default())
+            }
+            Action::AlterAlias {
+                database,
+                alias,
+                to,
+                ..
+            } => {
+                let request = self.request(AlterAliasRequest {
+                    db_name: database.clone(),
+                    collection_name: to.clone(),
+                    alias: alias.clone(),
+                    ..Default::default()
+                });
+                let status = self
+                    .rpc
+                    .alter_alias(request)
+                    .await
+                    .map_err(|s| self.transport(s))?
+                    .into_inner();
+                check("AlterAlias", Some(status))?;
+                Ok(Applied::default())
+            }
+            Action::AdoptAlias { .. } => Ok(Applied::default()),
+            Action::DropAlias {
+                database, alias, ..
+            } => {
+                let request = self.request(DropAliasRequest {
+                    db_name: database.clone(),
+                    alias: alias.clone(),
+                    ..Default::default()
+                });
+                let status = self
+                    .rpc
+                    .drop_alias(request)
+                    .await
+                    .map_err(|s| self.transport(s))?
+                    .into_inner();
+                check("DropAlias", Some(status))?;
+                Ok(Applied::default())
+            }
+            Action::DropCollection { database, name, .. } => {
+                let request = self.request(DropCollectionRequest {
+                    db_name: database.clone(),
+                    collection_name: name.clone(),
+                    ..Default::default()
+                });
+                let status = self
+                    .rpc
+                    .drop_collection(request)
+                    .await
+                    .map_err(|s| self.transport(s))?
+                    .into_inner();
+                check("DropCollection", Some(status))?;
+                Ok(Applied::default())
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The custom resources of group `collections.dev`, version `v1alpha1`: `Coordinator`,
+//! `Collection` and `CollectionAlias`. Schemas (OpenAPI + CEL) are derived from these
+//! types; `collection-operator crds` prints them and `crds/` holds the printed YAML.
+//!
+//! Validation happens in the API server before anything reaches the engine: engine names
+//! follow Milvus's rule (`^[A-Za-z_][A-Za-z0-9_]*$`, at most 255 bytes), the schema and
+//! the engine names are immutable, a collection has exactly one primary key, vector fields
+//! carry `dim` and VarChar fields `maxLength`.
+
+pub mod alias;
+pub mod collection;
+pub mod common;
+pub mod coordinator;
+
+pub use alias::{
+    AliasHistoryEntry, CollectionAlias, CollectionAliasSpec, CollectionAliasStatus, SwitchPolicy,
+};
+pub use collection::{
+    Collection, CollectionSpec, CollectionStatus, ConsistencyLevel, DataType, FieldSpec,
+};
+pub use common::{
+    ADOPT_ANNOTATION, AliasDeletionPolicy, CollectionDeletionPolicy, CoordinatorRef, FINALIZER,
+    GROUP, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION,
+    engine_name_from,
+};
+pub use coordinator::{
+    Coordinator, CoordinatorSpec, CoordinatorStatus, CredentialsSecretRef, ExternalCoordinator,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::core::crd::merge_crds;
+
+/// Every CRD of the project, in a stable order.
+///
+/// Schema defaults are removed inside list items: the API server would write them into
+/// every stored element, and GitOps tools that diff lists element by element (Argo CD)
+/// would then show the manifest as out of sync forever. Code reads those fields with the
+/// same defaults, and CEL rules test them with `has()`.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    [
+        Coordinator::crd(),
+        Collection::crd(),
+        CollectionAlias::crd(),
+    ]
+    .into_iter()
+    .map(without_defaults_in_lists)
+    .collect()
+}
+
+fn without_defaults_in_lists(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(value: &mut serde_json::Value, inside_items: bool) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if inside_items {
+                    map.remove("default");
+                }
+                for (key, child) in map.iter_mut() {
+                    strip(child, inside_items || key == "items");
+                }
+            }
+            serde_json::Value::Array(list) => {
+                list.iter_mut().for_each(|child| strip(child, inside_items))
+            }
+            _ => {}
+        }
+    }
+    let original = crd.clone();
+    let Ok(mut value) = serde_json::to_value(crd) else {
+        return original;
+    };
+    strip(&mut value, false);
+    serde_json::from_value(value).unwrap_or(original)
+}
+
+/// The CRDs as one multi-document YAML stream (what `collection-operator crds` prints).
+pub fn to_yaml() -> anyhow::Result<String> {
+    let mut out = String::new();
+    for crd in all() {
+        // merge_crds with one version is the identity; it validates the version set.
+        let crd = merge_crds(vec![crd], "v1alpha1")?;
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}

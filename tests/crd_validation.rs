@@ -1,0 +1,188 @@
+//! The CEL rules in the CRDs, evaluated locally with the same engine the API server uses
+//! (kube's `cel` feature): bad manifests are refused before anything reaches the engine,
+//! and immutable fields stay immutable.
+
+use collection_operator::crd::{Collection, CollectionAlias, Coordinator};
+
+fn collection(spec: serde_json::Value) -> Collection {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "collections.dev/v1alpha1",
+        "kind": "Collection",
+        "metadata": {"name": "products-v1", "namespace": "search"},
+        "spec": spec,
+    }))
+    .expect("a well-typed Collection")
+}
+
+fn alias(spec: serde_json::Value) -> CollectionAlias {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "collections.dev/v1alpha1",
+        "kind": "CollectionAlias",
+        "metadata": {"name": "products", "namespace": "search"},
+        "spec": spec,
+    }))
+    .expect("a well-typed CollectionAlias")
+}
+
+fn valid_collection_spec() -> serde_json::Value {
+    serde_json::json!({
+        "coordinatorRef": {"name": "main"},
+        "fields": [
+            {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+            {"name": "title", "dataType": "VarChar", "maxLength": 512},
+            {"name": "embedding", "dataType": "FloatVector", "dim": 768}
+        ]
+    })
+}
+
+fn refused_with(result: Result<(), impl std::fmt::Display>, message: &str) {
+    match result {
+        Ok(()) => panic!("expected a refusal containing {message:?}"),
+        Err(error) => assert!(
+            error.to_string().contains(message),
+            "{error} does not mention {message:?}"
+        ),
+    }
+}
+
+#[test]
+fn a_valid_collection_passes() {
+    let valid = collection(valid_collection_spec());
+    valid.validate_cel().expect("valid");
+    assert_eq!(valid.engine_name(), "products_v1");
+}
+
+#[test]
+fn schema_rules_refuse_bad_fields() {
+    let cases = [
+        (
+            serde_json::json!([{"name": "v", "dataType": "FloatVector", "dim": 4}]),
+            "exactly one field must be the primary key",
+        ),
+        (
+            serde_json::json!([
+                {"name": "a", "dataType": "Int64", "isPrimaryKey": true},
+                {"name": "b", "dataType": "Int64", "isPrimaryKey": true}
+            ]),
+            "exactly one field must be the primary key",
+        ),
+        (
+            serde_json::json!([
+                {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+                {"name": "v", "dataType": "FloatVector"}
+            ]),
+            "vector fields need dim",
+        ),
+        (
+            serde_json::json!([
+                {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+                {"name": "t", "dataType": "VarChar"}
+            ]),
+            "VarChar fields need maxLength",
+        ),
+        (
+            serde_json::json!([{"name": "id", "dataType": "Float", "isPrimaryKey": true}]),
+            "the primary key must be Int64 or VarChar",
+        ),
+        (
+            serde_json::json!([
+                {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+                {"name": "x", "dataType": "Int64", "autoID": true}
+            ]),
+            "only the primary key can use autoID",
+        ),
+        (
+            serde_json::json!([
+                {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+                {"name": "id", "dataType": "Int32"}
+            ]),
+            "field names must be unique",
+        ),
+    ];
+    for (fields, message) in cases {
+        let mut spec = valid_collection_spec();
+        spec["fields"] = fields;
+        refused_with(collection(spec).validate_cel(), message);
+    }
+}
+
+#[test]
+fn the_schema_and_engine_names_are_immutable() {
+    let old = collection(valid_collection_spec());
+    let mut spec = valid_collection_spec();
+    spec["fields"][2]["dim"] = serde_json::json!(1024);
+    refused_with(
+        collection(spec).validate_cel_update(&old),
+        "the schema is immutable",
+    );
+
+    let mut spec = valid_collection_spec();
+    spec["name"] = serde_json::json!("other_name");
+    refused_with(
+        collection(spec).validate_cel_update(&old),
+        "name is immutable",
+    );
+
+    let mut spec = valid_collection_spec();
+    spec["database"] = serde_json::json!("analytics");
+    refused_with(
+        collection(spec).validate_cel_update(&old),
+        "coordinatorRef and database are immutable",
+    );
+
+    // The deletion policy may change.
+    let mut spec = valid_collection_spec();
+    spec["deletionPolicy"] = serde_json::json!("Delete");
+    collection(spec)
+        .validate_cel_update(&old)
+        .expect("deletionPolicy is mutable");
+}
+
+#[test]
+fn an_alias_target_may_change_but_its_name_may_not() {
+    let spec = |target: &str| serde_json::json!({"coordinatorRef": {"name": "main"}, "collection": target});
+    let old = alias(spec("products_v1"));
+    old.validate_cel().expect("valid");
+    assert_eq!(old.engine_name(), "products");
+    alias(spec("products_v2"))
+        .validate_cel_update(&old)
+        .expect("the swap is an edit of spec.collection");
+
+    let mut renamed = spec("products_v2");
+    renamed["name"] = serde_json::json!("catalog");
+    refused_with(
+        alias(renamed).validate_cel_update(&old),
+        "name is immutable",
+    );
+
+    let mut self_target = spec("products");
+    self_target["name"] = serde_json::json!("products");
+    refused_with(
+        alias(self_target).validate_cel(),
+        "an alias cannot have the name of its target collection",
+    );
+}
+
+#[test]
+fn a_coordinator_needs_an_http_endpoint() {
+    let coordinator = |spec: serde_json::Value| -> Coordinator {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "collections.dev/v1alpha1",
+            "kind": "Coordinator",
+            "metadata": {"name": "main", "namespace": "search"},
+            "spec": spec,
+        }))
+        .expect("a well-typed Coordinator")
+    };
+    coordinator(serde_json::json!({"external": {"endpoint": "http://milvus:19530"}}))
+        .validate_cel()
+        .expect("valid");
+    refused_with(
+        coordinator(serde_json::json!({"external": {"endpoint": "milvus:19530"}})).validate_cel(),
+        "endpoint must start with http:// or https://",
+    );
+    refused_with(
+        coordinator(serde_json::json!({})).validate_cel(),
+        "spec.external is required",
+    );
+}
