@@ -5,6 +5,7 @@ pub mod client;
 pub mod coordinator;
 pub mod crd;
 pub mod meta;
+pub mod operator;
 pub mod plan;
 pub mod proto;
 pub mod store;

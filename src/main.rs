@@ -52,6 +52,8 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (the source of `crds/`).
     Crds,
+    /// Run the Kubernetes controllers for Collection, CollectionAlias and Coordinator.
+    Operator(collection_operator::operator::OperatorArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -93,5 +95,6 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", collection_operator::crd::to_yaml()?);
             Ok(())
         }
+        Command::Operator(args) => collection_operator::operator::run(args).await,
     }
 }

@@ -1,0 +1,557 @@
+//! What every reconcile shares: the Kubernetes client, the informer caches (to find
+//! rival claimants and target readiness without API calls), engine connections, the
+//! Event recorder, metrics, per-object backoff, requeue hints between controllers, and
+//! a clock (fixed in tests so statuses are comparable byte for byte).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use super::backoff::{Backoff, BackoffPolicy};
+use super::engine::{Engine, Engines};
+use super::error::Error;
+use super::events::{EventSpec, Recorder, Reporter, action_name, failure_event, mutation_event};
+use super::metrics::Metrics;
+use super::status::READY;
+use crate::client::{Applied, ClientError};
+use crate::crd::{
+    Collection, CollectionAlias, CollectionAliasStatus, CollectionStatus, Coordinator,
+    CoordinatorRef,
+};
+use crate::plan::{Action, AliasIntent, CollectionIntent, Seniority, TargetReadiness};
+
+/// How long a reconcile waits for the informer caches before failing (and retrying).
+pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Default drift-correction interval (jittered; per-object annotation overrides).
+    pub resync_interval: Duration,
+    /// Failure backoff.
+    pub backoff: BackoffPolicy,
+    /// Who reports Events.
+    pub reporter: Reporter,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(60),
+            backoff: BackoffPolicy::default(),
+            reporter: Reporter {
+                controller: super::FIELD_MANAGER.to_string(),
+                instance: None,
+            },
+        }
+    }
+}
+
+/// The informer caches the reconcilers read.
+#[derive(Clone)]
+pub struct Stores {
+    /// Coordinators (endpoint lookups).
+    pub coordinators: Store<Coordinator>,
+    /// Collections (rivals, target readiness).
+    pub collections: Store<Collection>,
+    /// Aliases (rivals, requeue mapping).
+    pub aliases: Store<CollectionAlias>,
+    /// Which of them have listed once.
+    pub sync: CacheSync,
+}
+
+/// One of the informer caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Coordinators.
+    Coordinators = 0,
+    /// Collections.
+    Collections = 1,
+    /// CollectionAliases.
+    Aliases = 2,
+}
+
+/// Which informer caches have completed their first list.
+///
+/// `Store::wait_until_ready` cannot be awaited from many tasks at once: it polls one
+/// oneshot receiver, which keeps a single waker, so all but one waiter may never wake
+/// (and a starved waiter would leave its object "running" forever). Readiness is
+/// therefore published here, on a `watch` channel, by the reflector streams themselves.
+#[derive(Clone)]
+pub struct CacheSync(Arc<watch::Sender<[bool; 3]>>);
+
+impl Default for CacheSync {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheSync {
+    /// Nothing synced yet.
+    pub fn new() -> Self {
+        Self(Arc::new(watch::Sender::new([false; 3])))
+    }
+
+    /// Everything synced (stores filled by hand, in tests and tools).
+    pub fn all_synced() -> Self {
+        Self(Arc::new(watch::Sender::new([true; 3])))
+    }
+
+    /// Marks one cache as listed.
+    pub fn mark(&self, cache: Cache) {
+        self.0.send_modify(|synced| synced[cache as usize] = true);
+    }
+
+    /// Whether every cache has listed.
+    pub fn is_synced(&self) -> bool {
+        self.0.borrow().iter().all(|synced| *synced)
+    }
+
+    /// Waits until every cache has listed.
+    pub async fn wait(&self) {
+        let mut receiver = self.0.subscribe();
+        // The sender lives in `self`, so this cannot fail.
+        let _ = receiver.wait_for(|synced| synced.iter().all(|s| *s)).await;
+    }
+}
+
+/// Requests to reconcile other objects soon, sent by one reconcile to a controller's
+/// `reconcile_on` stream: a collection whose aliases just moved (its `status.aliases`, a
+/// `HasAliases` wait), or the losers of a conflict whose winner is gone. Best effort:
+/// a full queue drops hints, and the resync interval catches up.
+#[derive(Clone, Default)]
+pub struct Hints {
+    collections: Option<mpsc::Sender<ObjectRef<Collection>>>,
+    aliases: Option<mpsc::Sender<ObjectRef<CollectionAlias>>>,
+}
+
+/// The receiving ends of [`Hints`].
+pub struct HintReceivers {
+    /// For the Collection controller.
+    pub collections: mpsc::Receiver<ObjectRef<Collection>>,
+    /// For the CollectionAlias controller.
+    pub aliases: mpsc::Receiver<ObjectRef<CollectionAlias>>,
+}
+
+impl Hints {
+    /// Connected hint channels of `capacity` each.
+    pub fn channels(capacity: usize) -> (Self, HintReceivers) {
+        let (collections, collection_rx) = mpsc::channel(capacity);
+        let (aliases, alias_rx) = mpsc::channel(capacity);
+        (
+            Self {
+                collections: Some(collections),
+                aliases: Some(aliases),
+            },
+            HintReceivers {
+                collections: collection_rx,
+                aliases: alias_rx,
+            },
+        )
+    }
+
+    /// Asks for a reconcile of a Collection.
+    pub fn collection(&self, object: ObjectRef<Collection>) {
+        if let Some(sender) = &self.collections {
+            let _ = sender.try_send(object);
+        }
+    }
+
+    /// Asks for a reconcile of a CollectionAlias.
+    pub fn alias(&self, object: ObjectRef<CollectionAlias>) {
+        if let Some(sender) = &self.aliases {
+            let _ = sender.try_send(object);
+        }
+    }
+}
+
+/// The status this process last computed for each object, by UID.
+///
+/// The operator is the only writer of these statuses, so what it last computed is the
+/// truth, while the informer cache may still hold an older version: a pass that runs
+/// right after a status write (requeued by a hint or another watch) would otherwise read
+/// a status without the collection ID it has just recorded, call its own collection
+/// `AlreadyExists` and write that, losing the ownership. It also carries ownership when a
+/// status write failed after an engine create. Entries go when the finalizer is released;
+/// a new leader starts empty with freshly listed caches.
+#[derive(Default)]
+pub struct Remembered {
+    collections: Mutex<HashMap<String, CollectionStatus>>,
+    aliases: Mutex<HashMap<String, CollectionAliasStatus>>,
+}
+
+impl Remembered {
+    /// `collection` with the status last computed for it (if any) instead of the cached one.
+    pub fn collection(&self, collection: &Collection) -> Collection {
+        let mut effective = collection.clone();
+        if let Some(uid) = collection.uid()
+            && let Some(status) = self.collections.lock().get(&uid)
+        {
+            effective.status = Some(status.clone());
+        }
+        effective
+    }
+
+    /// Remembers a computed Collection status.
+    pub fn set_collection(&self, uid: &str, status: &CollectionStatus) {
+        self.collections
+            .lock()
+            .insert(uid.to_string(), status.clone());
+    }
+
+    /// Forgets a Collection.
+    pub fn forget_collection(&self, uid: &str) {
+        self.collections.lock().remove(uid);
+    }
+
+    /// `alias` with the status last computed for it (if any).
+    pub fn alias(&self, alias: &CollectionAlias) -> CollectionAlias {
+        let mut effective = alias.clone();
+        if let Some(uid) = alias.uid()
+            && let Some(status) = self.aliases.lock().get(&uid)
+        {
+            effective.status = Some(status.clone());
+        }
+        effective
+    }
+
+    /// Remembers a computed alias status.
+    pub fn set_alias(&self, uid: &str, status: &CollectionAliasStatus) {
+        self.aliases.lock().insert(uid.to_string(), status.clone());
+    }
+
+    /// Forgets an alias.
+    pub fn forget_alias(&self, uid: &str) {
+        self.aliases.lock().remove(uid);
+    }
+}
+
+/// The time source.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// What an [`Context::execute`] run did.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// Actions applied, in order, with their results.
+    pub applied: Vec<(Action, Applied)>,
+    /// The action that failed and why; later actions were not attempted.
+    pub failure: Option<(Action, ClientError)>,
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Informer caches.
+    pub stores: Stores,
+    /// Engine connections.
+    pub engines: Engines,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Failure backoff of Collections.
+    pub collection_backoff: Backoff<Collection>,
+    /// Failure backoff of CollectionAliases.
+    pub alias_backoff: Backoff<CollectionAlias>,
+    /// Failure backoff of Coordinators.
+    pub coordinator_backoff: Backoff<Coordinator>,
+    /// Requeue hints.
+    pub hints: Hints,
+    /// Statuses last computed.
+    pub remembered: Remembered,
+    clock: Clock,
+}
+
+impl Context {
+    /// A context over `client` and `stores`.
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        hints: Hints,
+    ) -> Self {
+        Self {
+            engines: Engines::new(client.clone(), metrics.clone()),
+            recorder: Recorder::new(client.clone(), settings.reporter.clone()),
+            collection_backoff: Backoff::new(settings.backoff),
+            alias_backoff: Backoff::new(settings.backoff),
+            coordinator_backoff: Backoff::new(settings.backoff),
+            client,
+            settings,
+            stores,
+            metrics,
+            hints,
+            remembered: Remembered::default(),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// The same context with another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, in whole seconds: the precision Kubernetes stores times with, so that a
+    /// status read back from the API server compares equal to the one computed.
+    pub fn now(&self) -> Timestamp {
+        let now = (self.clock)();
+        Timestamp::from_second(now.as_second()).unwrap_or(now)
+    }
+
+    /// Waits until every informer cache has listed once. Before that, a missing rival or
+    /// target would look absent, and e.g. an alias would switch to a target whose
+    /// `Collection` is not Ready.
+    /// Bounded, so that a cache that cannot list (e.g. missing RBAC) turns into a retried
+    /// error rather than reconciles that hang and block graceful shutdown.
+    pub async fn caches_ready(&self) -> Result<(), Error> {
+        tokio::time::timeout(CACHE_SYNC_TIMEOUT, self.stores.sync.wait())
+            .await
+            .map_err(|_| Error::CachesNotSynced(CACHE_SYNC_TIMEOUT))
+    }
+
+    /// The Coordinator `name` in `namespace`: from the cache, and when the cache has none,
+    /// from the API server (a cache that lags must not make the operator release
+    /// finalizers because it believes the Coordinator is gone). `None`: it does not exist.
+    pub async fn coordinator(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Coordinator>>, Error> {
+        let reference = ObjectRef::<Coordinator>::new(name).within(namespace);
+        if let Some(coordinator) = self.stores.coordinators.get(&reference) {
+            return Ok(Some(coordinator));
+        }
+        let api: Api<Coordinator> = Api::namespaced(self.client.clone(), namespace);
+        let found = api.get_opt(name).await.map_err(|source| {
+            Error::kube(format!("reading Coordinator {namespace}/{name}"), source)
+        })?;
+        Ok(found.map(Arc::new))
+    }
+
+    /// Which engine a reference designates: the Coordinator's endpoint when known (two
+    /// Coordinators may point to the same engine), else the reference itself.
+    pub fn engine_identity(&self, namespace: &str, coordinator: &CoordinatorRef) -> String {
+        let reference = ObjectRef::<Coordinator>::new(&coordinator.name).within(namespace);
+        match self
+            .stores
+            .coordinators
+            .get(&reference)
+            .and_then(|c| c.spec.external.as_ref().map(|e| e.endpoint.clone()))
+        {
+            Some(endpoint) => format!("endpoint {}", endpoint.trim_end_matches('/').to_lowercase()),
+            None => format!("coordinator {namespace}/{}", coordinator.name),
+        }
+    }
+
+    /// The other Collections claiming the same engine collection.
+    pub fn collection_rivals(&self, collection: &Collection) -> Vec<Seniority> {
+        let namespace = collection.namespace().unwrap_or_default();
+        let engine = self.engine_identity(&namespace, &collection.spec.coordinator_ref);
+        let name = collection.engine_name();
+        self.stores
+            .collections
+            .state()
+            .iter()
+            .filter(|other| {
+                !(other.namespace() == collection.namespace()
+                    && other.name_any() == collection.name_any())
+                    && other.spec.database == collection.spec.database
+                    && other.engine_name() == name
+                    && self.engine_identity(
+                        &other.namespace().unwrap_or_default(),
+                        &other.spec.coordinator_ref,
+                    ) == engine
+            })
+            .map(|other| CollectionIntent::from_resource(other).seniority)
+            .collect()
+    }
+
+    /// The other CollectionAliases claiming the same engine alias.
+    pub fn alias_rivals(&self, alias: &CollectionAlias) -> Vec<Seniority> {
+        self.alias_claimants(alias)
+            .iter()
+            .map(|other| AliasIntent::from_resource(other).seniority)
+            .collect()
+    }
+
+    /// The other CollectionAliases claiming the same engine alias (for hints too).
+    pub fn alias_claimants(&self, alias: &CollectionAlias) -> Vec<Arc<CollectionAlias>> {
+        let namespace = alias.namespace().unwrap_or_default();
+        let engine = self.engine_identity(&namespace, &alias.spec.coordinator_ref);
+        let name = alias.engine_name();
+        self.stores
+            .aliases
+            .state()
+            .into_iter()
+            .filter(|other| {
+                !(other.namespace() == alias.namespace() && other.name_any() == alias.name_any())
+                    && other.spec.database == alias.spec.database
+                    && other.engine_name() == name
+                    && self.engine_identity(
+                        &other.namespace().unwrap_or_default(),
+                        &other.spec.coordinator_ref,
+                    ) == engine
+            })
+            .collect()
+    }
+
+    /// The other Collections claiming the same engine collection (for hints).
+    pub fn collection_claimants(&self, collection: &Collection) -> Vec<Arc<Collection>> {
+        let namespace = collection.namespace().unwrap_or_default();
+        self.collections_named(
+            &namespace,
+            &collection.spec.coordinator_ref,
+            &collection.spec.database,
+            &collection.engine_name(),
+        )
+        .into_iter()
+        .filter(|other| {
+            !(other.namespace() == collection.namespace()
+                && other.name_any() == collection.name_any())
+        })
+        .collect()
+    }
+
+    /// Collections managing engine collection `name` in `database` of the engine that
+    /// `coordinator` (in `namespace`) designates.
+    pub fn collections_named(
+        &self,
+        namespace: &str,
+        coordinator: &CoordinatorRef,
+        database: &str,
+        name: &str,
+    ) -> Vec<Arc<Collection>> {
+        let engine = self.engine_identity(namespace, coordinator);
+        self.stores
+            .collections
+            .state()
+            .into_iter()
+            .filter(|c| {
+                c.spec.database == database
+                    && c.engine_name() == name
+                    && self.engine_identity(
+                        &c.namespace().unwrap_or_default(),
+                        &c.spec.coordinator_ref,
+                    ) == engine
+            })
+            .collect()
+    }
+
+    /// How ready the alias's desired target is, as far as `Collection` resources tell.
+    pub fn target_readiness(&self, alias: &CollectionAlias) -> TargetReadiness {
+        let managing: Vec<Arc<Collection>> = self
+            .collections_named(
+                &alias.namespace().unwrap_or_default(),
+                &alias.spec.coordinator_ref,
+                &alias.spec.database,
+                &alias.spec.collection,
+            )
+            .into_iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .collect();
+        target_readiness_of(&managing)
+    }
+
+    /// Applies `actions` in order, stopping at the first failure, and publishes an Event
+    /// for every engine mutation and for the failure. `recorded`: what the resource's
+    /// status held (owned collection ID, bound alias target), to tell drift correction
+    /// from ordinary changes. `paused`: apply nothing (the planner already plans nothing
+    /// for a paused resource; this is the guarantee).
+    pub async fn execute(
+        &self,
+        engine: &mut Engine,
+        regarding: &ObjectReference,
+        actions: Vec<Action>,
+        recorded: Option<&str>,
+        paused: bool,
+    ) -> Executed {
+        let mut executed = Executed::default();
+        if paused {
+            if !actions.is_empty() {
+                tracing::warn!(
+                    object = regarding.name.as_deref().unwrap_or_default(),
+                    planned = actions.len(),
+                    "paused: not applying planned engine changes"
+                );
+            }
+            return executed;
+        }
+        for action in actions {
+            match engine.apply(&action).await {
+                Ok(applied) => {
+                    let event = mutation_event(&action, recorded, &applied);
+                    tracing::info!(
+                        object = regarding.name.as_deref().unwrap_or_default(),
+                        reason = %event.reason,
+                        "{}",
+                        event.note
+                    );
+                    self.metrics.mutation(&event_label(&event, &action));
+                    self.recorder.publish(&event, regarding).await;
+                    executed.applied.push((action, applied));
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        object = regarding.name.as_deref().unwrap_or_default(),
+                        %error,
+                        "engine call failed"
+                    );
+                    let event = failure_event(action_name(&action), &error);
+                    self.recorder.publish(&event, regarding).await;
+                    executed.failure = Some((action, error));
+                    break;
+                }
+            }
+        }
+        executed
+    }
+
+    /// Publishes an Event that is not about an engine mutation.
+    pub async fn publish(&self, event: &EventSpec, regarding: &ObjectReference) {
+        self.recorder.publish(event, regarding).await;
+    }
+}
+
+fn event_label(event: &EventSpec, action: &Action) -> String {
+    if event.reason == "DriftCorrected" {
+        "DriftCorrected".to_string()
+    } else {
+        action_name(action).to_string()
+    }
+}
+
+/// Whether a Collection reports `Ready=True` for its current generation.
+pub fn collection_is_ready(collection: &Collection) -> bool {
+    collection.status.as_ref().is_some_and(|status| {
+        status.observed_generation == collection.metadata.generation
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+    })
+}
+
+/// Readiness of a target from the Collections managing it: none → `Unmanaged`; any Ready
+/// (the winner of a conflict) → `Ready`; else `NotReady`.
+pub fn target_readiness_of(managing: &[Arc<Collection>]) -> TargetReadiness {
+    if managing.is_empty() {
+        TargetReadiness::Unmanaged
+    } else if managing.iter().any(|c| collection_is_ready(c)) {
+        TargetReadiness::Ready
+    } else {
+        TargetReadiness::NotReady
+    }
+}

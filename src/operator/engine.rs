@@ -1,0 +1,244 @@
+//! Engine connections, one per `Coordinator`, shared by every object that references it.
+//!
+//! A connection is made on first use (reading the credentials Secret then) and reused
+//! until the Coordinator's generation or endpoint changes, a call finds the engine
+//! unreachable, or it is older than [`CONNECTION_TTL`] (so a rotated Secret is picked up
+//! without watching Secrets, which would need cluster-wide read access to all of them).
+//! Every call is timed into the RPC latency metric.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use parking_lot::Mutex;
+
+use super::error::Error;
+use super::events::{action_name, is_rpc};
+use super::metrics::Metrics;
+use crate::client::{Applied, ClientError, Credentials, EngineClient};
+use crate::crd::Coordinator;
+use crate::plan::{Action, Observed};
+
+/// How long a connection (and the credentials read for it) is reused.
+pub const CONNECTION_TTL: Duration = Duration::from_secs(300);
+
+/// Secret key holding an API token.
+pub const TOKEN_KEY: &str = "token";
+/// Secret key holding the user name.
+pub const USERNAME_KEY: &str = "username";
+/// Secret key holding the password.
+pub const PASSWORD_KEY: &str = "password";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    uid: Option<String>,
+    generation: Option<i64>,
+    endpoint: String,
+    secret: Option<String>,
+}
+
+struct Cached {
+    fingerprint: Fingerprint,
+    client: EngineClient,
+    since: Instant,
+}
+
+type CacheKey = (String, String);
+
+/// The connection cache.
+#[derive(Clone)]
+pub struct Engines {
+    client: Client,
+    metrics: Arc<Metrics>,
+    cache: Arc<Mutex<HashMap<CacheKey, Cached>>>,
+}
+
+impl Engines {
+    /// An empty cache; `client` reads credentials Secrets.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            metrics,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A connection to the engine `coordinator` describes.
+    pub async fn connect(&self, coordinator: &Coordinator) -> Result<Engine, Error> {
+        let namespace = coordinator
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
+        let name = coordinator.name_any();
+        let external = coordinator
+            .spec
+            .external
+            .as_ref()
+            .ok_or_else(|| Error::Coordinator {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                message: "spec.external is not set (managed coordinators are not available \
+                          in this version)"
+                    .to_string(),
+            })?;
+        let fingerprint = Fingerprint {
+            uid: coordinator.uid(),
+            generation: coordinator.metadata.generation,
+            endpoint: external.endpoint.clone(),
+            secret: external.credentials_secret.as_ref().map(|s| s.name.clone()),
+        };
+        let key = (namespace.clone(), name);
+        if let Some(cached) = self.cache.lock().get(&key)
+            && cached.fingerprint == fingerprint
+            && cached.since.elapsed() < CONNECTION_TTL
+        {
+            return Ok(Engine {
+                client: cached.client.clone(),
+                metrics: self.metrics.clone(),
+                cache: self.cache.clone(),
+                key,
+            });
+        }
+        let credentials = match &fingerprint.secret {
+            Some(secret) => Some(read_credentials(&self.client, &namespace, secret).await?),
+            None => None,
+        };
+        let started = Instant::now();
+        let connected = EngineClient::connect(&fingerprint.endpoint, credentials.as_ref()).await;
+        self.metrics
+            .rpc("Connect", connected.is_ok(), started.elapsed());
+        let client = connected?;
+        self.cache.lock().insert(
+            key.clone(),
+            Cached {
+                fingerprint,
+                client: client.clone(),
+                since: Instant::now(),
+            },
+        );
+        Ok(Engine {
+            client,
+            metrics: self.metrics.clone(),
+            cache: self.cache.clone(),
+            key,
+        })
+    }
+
+    /// Drops the cached connection of a Coordinator (after it was deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.cache
+            .lock()
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+}
+
+/// Reads engine credentials from a Secret: `token`, or `username` and `password`. Error
+/// messages name the keys, never the values.
+pub async fn read_credentials(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Credentials, Error> {
+    let problem = |message: &str| Error::Credentials {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        message: message.to_string(),
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::kube(format!("reading Secret {namespace}/{name}"), source))?
+        .ok_or_else(|| problem("not found"))?;
+    credentials_from_secret(&secret).map_err(|message| problem(&message))
+}
+
+/// The credentials a Secret holds (pure part of [`read_credentials`]).
+pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
+    let value = |key: &str| -> Result<Option<String>, String> {
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|bytes| bytes.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|data| data.get(key))
+                    .map(|text| text.clone().into_bytes())
+            });
+        match bytes {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(|text| Some(text.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|_| format!("key {key:?} is not UTF-8 text")),
+        }
+    };
+    if let Some(token) = value(TOKEN_KEY)?.filter(|t| !t.is_empty()) {
+        return Ok(Credentials::Token(token));
+    }
+    match (value(USERNAME_KEY)?, value(PASSWORD_KEY)?) {
+        (Some(user), Some(password)) if !user.is_empty() => {
+            Ok(Credentials::UserPassword(user, password))
+        }
+        _ => Err(format!(
+            "needs key {TOKEN_KEY:?}, or keys {USERNAME_KEY:?} and {PASSWORD_KEY:?}"
+        )),
+    }
+}
+
+/// One connection in use, timing its calls.
+pub struct Engine {
+    client: EngineClient,
+    metrics: Arc<Metrics>,
+    cache: Arc<Mutex<HashMap<CacheKey, Cached>>>,
+    key: CacheKey,
+}
+
+impl Engine {
+    fn after<T>(&self, method: &str, started: Instant, result: &Result<T, ClientError>) {
+        self.metrics.rpc(method, result.is_ok(), started.elapsed());
+        if let Err(ClientError::Unreachable { .. }) = result {
+            // Reconnect next time: the channel may be stuck on a dead address.
+            self.cache.lock().remove(&self.key);
+        }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &str {
+        self.client.endpoint()
+    }
+
+    /// [`EngineClient::observe`], timed as `Observe`.
+    pub async fn observe(
+        &mut self,
+        collections: &BTreeSet<(String, String)>,
+        aliases: &BTreeSet<(String, String)>,
+    ) -> Result<Observed, ClientError> {
+        let started = Instant::now();
+        let result = self.client.observe(collections, aliases).await;
+        self.after("Observe", started, &result);
+        result
+    }
+
+    /// [`EngineClient::apply`], timed under the action's RPC name.
+    pub async fn apply(&mut self, action: &Action) -> Result<Applied, ClientError> {
+        let started = Instant::now();
+        let result = self.client.apply(action).await;
+        if is_rpc(action) {
+            self.after(action_name(action), started, &result);
+        }
+        result
+    }
+
+    /// [`EngineClient::server_version`], timed as `GetVersion`.
+    pub async fn server_version(&mut self) -> Result<String, ClientError> {
+        let started = Instant::now();
+        let result = self.client.server_version().await;
+        self.after("GetVersion", started, &result);
+        result
+    }
+}
