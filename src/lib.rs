@@ -9,3 +9,4 @@ pub mod operator;
 pub mod plan;
 pub mod proto;
 pub mod store;
+pub mod up;

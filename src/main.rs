@@ -54,6 +54,12 @@ enum Command {
     Crds,
     /// Run the Kubernetes controllers for Collection, CollectionAlias and Coordinator.
     Operator(collection_operator::operator::OperatorArgs),
+    /// Run everything on one machine: the embedded coordinator, reconciling the manifests
+    /// of a folder and re-applying when files change.
+    Up(collection_operator::up::UpArgs),
+    /// Print the actions a reconcile of the manifests would take. Exit code 0: in sync;
+    /// 2: changes; 1: error (like `terraform plan -detailed-exitcode`).
+    Plan(collection_operator::up::PlanArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -96,5 +102,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Operator(args) => collection_operator::operator::run(args).await,
+        Command::Up(args) => collection_operator::up::run_up(args).await,
+        Command::Plan(args) => match collection_operator::up::run_plan(args).await {
+            Ok(false) => Ok(()),
+            Ok(true) => std::process::exit(2),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::exit(1)
+            }
+        },
     }
 }

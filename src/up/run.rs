@@ -1,0 +1,782 @@
+//! The `up` loop: embedded coordinator, reconcile passes on start, on file changes
+//! (debounced) and on a periodic resync, a status table after each change, graceful
+//! shutdown on SIGINT/SIGTERM.
+//!
+//! Safety rules that the loop keeps:
+//! - A manifest set with any problem is not applied at all: a half-written or broken file
+//!   must never read as "these resources were deleted". Meanwhile the last accepted
+//!   manifests (kept in the state file) stay in force and are still resynced.
+//! - Deleting a file deletes its resources: the intent is rebuilt from the last accepted
+//!   manifest with `deleting` set, so its `deletionPolicy` applies, also when the file was
+//!   removed while `up` was not running.
+//! - A pass that has started is finished before shutdown (a second signal exits at once;
+//!   the pending marks of [`super::state`] cover that case).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::UpArgs;
+use super::manifest::{self, Kind, ResourceId};
+use super::reconcile::{self, Intents, action_key};
+use super::state::{self, Record, State};
+use super::table;
+use crate::client::{ClientError, EngineClient};
+use crate::coordinator::{Engine, EngineConfig, open_engine_async, serve, shutdown_signal};
+use crate::crd::{AliasDeletionPolicy, Collection, CollectionAlias, CollectionDeletionPolicy};
+use crate::plan::{Action, Reason, Verdict};
+
+/// Above this many resources the status table shows only the rows that changed.
+const FULL_TABLE_ROWS: usize = 50;
+
+/// While a resource waits (for a target, for aliases to go), look again this often.
+const WAITING_RECHECK: Duration = Duration::from_secs(5);
+
+/// First retry after a failed pass; doubles up to the resync interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// The `pending` value of a collection whose CreateCollection is in flight.
+const PENDING_CREATE: &str = "create";
+
+pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
+    match std::fs::metadata(&args.manifests) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => anyhow::bail!("--manifests {} is not a folder", args.manifests.display()),
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
+                    "manifest folder {} (create it, or pass --manifests DIR, e.g. \
+                     --manifests examples)",
+                    args.manifests.display()
+                )
+            });
+        }
+    }
+    // The state file is JSON and the store changes every second: inside the manifest
+    // folder they would be read as (broken) manifests and trigger endless passes.
+    let manifests_abs = std::fs::canonicalize(&args.manifests)
+        .with_context(|| format!("resolving {}", args.manifests.display()))?;
+    let data_abs = std::fs::canonicalize(&args.data_dir)
+        .or_else(|_| std::path::absolute(&args.data_dir))
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    anyhow::ensure!(
+        !data_abs.starts_with(&manifests_abs),
+        "--data-dir {} is inside --manifests {}: put the data directory elsewhere",
+        args.data_dir.display(),
+        args.manifests.display()
+    );
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let state_path = state::path_in(&args.data_dir);
+    let state = State::load(&state_path)?;
+
+    // Signals are caught from here on, before the first (possibly long) pass.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+        eprintln!("up: stopping after the current pass (signal again to exit at once)");
+        shutdown_signal().await;
+        eprintln!("up: second signal, exiting now");
+        std::process::exit(130);
+    });
+
+    let (engine, _) = open_engine_async(args.data_dir.clone(), EngineConfig::default()).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(engine.clone(), listener, async {
+        let _ = server_stopped.await;
+    }));
+    let endpoint = super::loopback_endpoint(local);
+    let result = async {
+        let client = EngineClient::connect(&endpoint, None)
+            .await
+            .with_context(|| format!("connecting to the embedded coordinator at {endpoint}"))?;
+        println!(
+            "up: engine serving MilvusService on {local} (data in {}); reconciling {} \
+             (resync every {} s)",
+            args.data_dir.display(),
+            args.manifests.display(),
+            args.resync_secs
+        );
+        let mut runner = Runner {
+            client,
+            manifests: args.manifests.clone(),
+            state,
+            state_path,
+            printed: BTreeMap::new(),
+            last_problems: None,
+            last_ignored: Vec::new(),
+            dirty: false,
+        };
+        runner
+            .run(
+                Duration::from_secs(args.resync_secs),
+                Duration::from_millis(args.debounce_ms),
+                shutdown_rx,
+            )
+            .await
+    }
+    .await;
+    stop(engine, stop_server, server).await;
+    result
+}
+
+async fn stop(
+    engine: Arc<Engine>,
+    stop_server: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let _ = stop_server.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("up: coordinator server: {error:#}"),
+        Err(error) => eprintln!("up: coordinator server task: {error}"),
+    }
+    if let Err(error) = tokio::task::spawn_blocking(move || engine.shutdown()).await {
+        eprintln!("up: stopping the meta engine: {error}");
+    }
+    println!("up: stopped");
+}
+
+/// Watches the manifest folder; every relevant event sends a unit on `tx`. `None` if the
+/// platform watcher cannot start (then only the periodic resync picks up changes).
+fn watch_folder(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = match event {
+            Ok(event) => {
+                !matches!(event.kind, EventKind::Access(_))
+                    && (event.paths.is_empty() || event.paths.iter().any(|p| may_matter(p)))
+            }
+            // A watcher error (e.g. an overflowed queue): re-read to be safe.
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            eprintln!("up: cannot watch files ({error}); changes are picked up at each resync");
+            return None;
+        }
+    };
+    if let Err(error) = watcher.watch(path, RecursiveMode::Recursive) {
+        eprintln!(
+            "up: cannot watch {} ({error}); changes are picked up at each resync",
+            path.display()
+        );
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Whether a changed path can change the manifest set: a manifest file, or something
+/// without an extension (a folder). Editor swap and backup files are not.
+fn may_matter(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with('.'));
+    let extension = path.extension().and_then(|e| e.to_str());
+    !hidden && matches!(extension, None | Some("yaml" | "yml" | "json"))
+}
+
+/// Waits until no event arrived for `quiet` (at most 2 s or 4 × `quiet` in all).
+async fn settle(rx: &mut mpsc::UnboundedReceiver<()>, quiet: Duration) {
+    let deadline = Instant::now() + (quiet * 4).max(Duration::from_secs(2));
+    while Instant::now() < deadline {
+        match tokio::time::timeout(quiet, rx.recv()).await {
+            Ok(Some(())) => continue,
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+/// How a pass ended, for scheduling the next one.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Some engine call failed.
+    failed: bool,
+    /// A resource waits for something that may change without a file event.
+    waiting: bool,
+}
+
+struct Runner {
+    client: EngineClient,
+    manifests: PathBuf,
+    state: State,
+    state_path: PathBuf,
+    /// The status rows as last printed.
+    printed: BTreeMap<ResourceId, Vec<String>>,
+    /// The manifest problems as last printed (`None`: the manifests were accepted).
+    last_problems: Option<Vec<String>>,
+    last_ignored: Vec<String>,
+    /// The state changed since it was last saved.
+    dirty: bool,
+}
+
+fn now_rfc3339() -> String {
+    // Seconds, always the same width, so that text order is time order (the planner
+    // compares seniority as text).
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn clock() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%H:%M:%S")
+        .to_string()
+}
+
+impl Runner {
+    async fn run(
+        &mut self,
+        resync: Duration,
+        debounce: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = watch_folder(&self.manifests, tx);
+        let mut retry = FIRST_RETRY;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let started = Instant::now();
+            let delay = match self.pass().await {
+                Ok(outcome) if outcome.failed => {
+                    let delay = retry.min(resync);
+                    retry = (retry * 2).min(resync);
+                    delay
+                }
+                Ok(outcome) => {
+                    retry = FIRST_RETRY;
+                    if outcome.waiting {
+                        WAITING_RECHECK.min(resync)
+                    } else {
+                        resync
+                    }
+                }
+                Err(error) => {
+                    eprintln!("up: [{}] reconcile failed: {error:#}", clock());
+                    let delay = retry.min(resync);
+                    retry = (retry * 2).min(resync);
+                    delay
+                }
+            };
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "pass done"
+            );
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(delay) => {}
+                Some(()) = rx.recv() => settle(&mut rx, debounce).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the manifests into the state: accepted ones replace their records, records
+    /// whose manifest is gone are marked deleted. Returns `false` (and changes nothing)
+    /// if the manifests have problems.
+    async fn read_manifests(&mut self) -> anyhow::Result<bool> {
+        // The state is lent to the loading task (it is the `oldSelf` of every update)
+        // rather than copied: with 10,000 resources a copy per pass costs more memory
+        // than everything else up keeps.
+        let state = std::mem::take(&mut self.state);
+        let folder = self.manifests.clone();
+        let (state, loaded) = tokio::task::spawn_blocking(move || {
+            let loaded =
+                manifest::load(&[folder], Some(&state as &(dyn manifest::Previous + Sync)));
+            (state, loaded)
+        })
+        .await
+        .context("manifest loading task failed (the state of this run is lost)")?;
+        self.state = state;
+        let set = match loaded {
+            Ok(set) => set,
+            Err(error) => {
+                if self.last_problems.as_ref() != Some(&error.problems) {
+                    eprintln!(
+                        "up: [{}] manifests NOT applied, the last accepted ones stay in force \
+                         until this is fixed:\n{error}",
+                        clock()
+                    );
+                    self.last_problems = Some(error.problems);
+                }
+                return Ok(false);
+            }
+        };
+        if self.last_problems.take().is_some() {
+            eprintln!("up: [{}] manifests accepted again", clock());
+        }
+        if set.ignored != self.last_ignored {
+            for note in &set.ignored {
+                eprintln!("up: note: {note}");
+            }
+            self.last_ignored = set.ignored.clone();
+        }
+        let since = now_rfc3339();
+        let mut present = std::collections::HashSet::new();
+        let documents = set
+            .collections
+            .into_iter()
+            .map(|m| (manifest::id_of(Kind::Collection, &m.resource), m.object))
+            .chain(set.aliases.into_iter().map(|m| {
+                (
+                    manifest::id_of(Kind::CollectionAlias, &m.resource),
+                    m.object,
+                )
+            }));
+        for (id, object) in documents {
+            match self.state.records.get_mut(&id) {
+                Some(record) => {
+                    if record.manifest != object || record.deleted {
+                        record.manifest = object;
+                        record.deleted = false;
+                        self.dirty = true;
+                    }
+                }
+                None => {
+                    self.state.records.insert(
+                        id.clone(),
+                        Record {
+                            since: since.clone(),
+                            manifest: object,
+                            deleted: false,
+                            collection_id: None,
+                            bound: None,
+                            pending: None,
+                        },
+                    );
+                    self.dirty = true;
+                }
+            }
+            present.insert(id);
+        }
+        for (id, record) in self.state.records.iter_mut() {
+            if !present.contains(id) && !record.deleted {
+                record.deleted = true;
+                self.dirty = true;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Builds the intents of every record: current manifests, and deleted ones until
+    /// their deletion is handled.
+    fn intents(&self) -> anyhow::Result<Intents> {
+        let mut intents = Intents::default();
+        let records = || self.state.records.iter();
+        for (id, record) in records().filter(|(id, _)| id.kind == Kind::Collection) {
+            let collection = Collection::deserialize(&record.manifest).with_context(|| {
+                format!("{}: recorded manifest of {id}", self.state_path.display())
+            })?;
+            let has_timestamp = collection.metadata.creation_timestamp.is_some();
+            let intent = intents.push_collection(&collection);
+            intent.deleting = record.deleted;
+            intent.owned_id = record.owned_id();
+            if !has_timestamp {
+                intent.seniority.created = record.since.clone();
+            }
+        }
+        for (id, record) in records().filter(|(id, _)| id.kind == Kind::CollectionAlias) {
+            let alias = CollectionAlias::deserialize(&record.manifest).with_context(|| {
+                format!("{}: recorded manifest of {id}", self.state_path.display())
+            })?;
+            let has_timestamp = alias.metadata.creation_timestamp.is_some();
+            let intent = intents.push_alias(&alias);
+            intent.deleting = record.deleted;
+            intent.bound = record.bound.clone();
+            if !has_timestamp {
+                intent.seniority.created = record.since.clone();
+            }
+        }
+        Ok(intents)
+    }
+
+    async fn pass(&mut self) -> anyhow::Result<Outcome> {
+        let started = Instant::now();
+        self.read_manifests().await?;
+        let loaded = started.elapsed();
+        let mut intents = self.intents()?;
+        let observed = reconcile::observe(&self.client, &intents)
+            .await
+            .context("observing the engine")?;
+        let observed_at = started.elapsed();
+
+        // Creates and binds that were sent but whose outcome was never recorded (up
+        // stopped in between) are ours if the engine shows exactly what we sent.
+        for index in 0..intents.collections.len() {
+            let key = intents.collections[index].key.clone();
+            let Some(record) = intents
+                .resource(&key)
+                .and_then(|id| self.state.records.get_mut(id))
+            else {
+                continue;
+            };
+            if record.pending.as_deref() != Some(PENDING_CREATE) {
+                continue;
+            }
+            let intent = &mut intents.collections[index];
+            let found = observed
+                .collections
+                .get(&(intent.database.clone(), intent.name.clone()))
+                .map(|c| c.id);
+            if intent.owned_id.is_none()
+                && let Some(id) = found
+            {
+                intent.owned_id = Some(id);
+                record.collection_id = Some(id.to_string());
+                record.pending = None;
+                self.dirty = true;
+            }
+        }
+        for index in 0..intents.aliases.len() {
+            let key = intents.aliases[index].key.clone();
+            let Some(record) = intents
+                .resource(&key)
+                .and_then(|id| self.state.records.get_mut(id))
+            else {
+                continue;
+            };
+            let intent = &mut intents.aliases[index];
+            if let Some(pending) = record.pending.clone()
+                && observed
+                    .aliases
+                    .get(&(intent.database.clone(), intent.alias.clone()))
+                    == Some(&pending)
+            {
+                intent.bound = Some(pending.clone());
+                record.bound = Some(pending);
+                record.pending = None;
+                self.dirty = true;
+            }
+        }
+
+        let plan = intents.plan(&observed);
+        drop(observed);
+        let planned = started.elapsed();
+
+        // Record what is about to be created or bound before sending it.
+        let mut marked = false;
+        for action in &plan.actions {
+            let pending = match action {
+                Action::CreateCollection { .. } => Some(PENDING_CREATE.to_string()),
+                Action::CreateAlias { target, .. } => Some(target.clone()),
+                Action::AlterAlias { to, .. } => Some(to.clone()),
+                _ => None,
+            };
+            if let Some(pending) = pending
+                && let Some(record) = self.record_for(&intents, action)
+            {
+                record.pending = Some(pending);
+                marked = true;
+            }
+        }
+        if marked {
+            self.state.save(&self.state_path)?;
+        }
+
+        let results = reconcile::apply(&self.client, &plan.actions).await;
+        let applied_at = started.elapsed();
+
+        let mut errors: HashMap<ResourceId, String> = HashMap::new();
+        let mut general_errors = Vec::new();
+        let mut outcome = Outcome::default();
+        for (action, result) in plan.actions.iter().zip(results) {
+            let id = action_key(action)
+                .and_then(|key| intents.resource(key))
+                .cloned();
+            match result {
+                Ok(applied) => {
+                    self.dirty = true;
+                    if let Some(record) = self.record_for(&intents, action) {
+                        record.pending = None;
+                        match action {
+                            Action::CreateCollection { .. } | Action::AdoptCollection { .. } => {
+                                record.collection_id =
+                                    applied.collection_id.map(|id| id.to_string());
+                            }
+                            Action::CreateAlias { target, .. }
+                            | Action::AdoptAlias { target, .. } => {
+                                record.bound = Some(target.clone())
+                            }
+                            Action::AlterAlias { to, .. } => record.bound = Some(to.clone()),
+                            Action::DropAlias { .. } => record.bound = None,
+                            Action::DropCollection { .. } => record.collection_id = None,
+                            Action::CreateDatabase { .. } => {}
+                        }
+                    }
+                }
+                Err(error) => {
+                    outcome.failed = true;
+                    self.dirty = true;
+                    // An unreachable engine may or may not have applied it: keep the
+                    // pending mark. An engine answer means it was not applied.
+                    if matches!(error, ClientError::Engine { .. })
+                        && let Some(record) = self.record_for(&intents, action)
+                    {
+                        record.pending = None;
+                    }
+                    let text = format!("{}: {error}", verb(action));
+                    match id {
+                        Some(id) => {
+                            errors.insert(id, text);
+                        }
+                        None => general_errors.push(text),
+                    }
+                }
+            }
+        }
+
+        // Deletions that are done leave the state; their rows say what happened.
+        let mut released = Vec::new();
+        for (key, verdict) in &plan.verdicts {
+            if matches!(verdict, Verdict::Released)
+                && let Some(id) = intents.resource(key)
+                && !errors.contains_key(id)
+                && let Some(record) = self.state.records.remove(id)
+            {
+                self.dirty = true;
+                released.push((id.clone(), record));
+            }
+            if let Verdict::NotReady { reason, .. } = verdict
+                && matches!(reason, Reason::WaitingForTarget | Reason::HasAliases)
+            {
+                outcome.waiting = true;
+            }
+        }
+
+        if self.dirty {
+            self.state.save(&self.state_path)?;
+            self.dirty = false;
+        }
+        let saved = started.elapsed();
+        for error in &general_errors {
+            eprintln!("up: [{}] {error}", clock());
+        }
+        self.print_status(
+            &intents,
+            &plan.verdicts,
+            &errors,
+            &released,
+            plan.actions.len(),
+            started,
+        );
+        tracing::debug!(
+            resources = intents.collections.len() + intents.aliases.len(),
+            actions = plan.actions.len(),
+            load_ms = loaded.as_millis() as u64,
+            observe_ms = (observed_at - loaded).as_millis() as u64,
+            plan_ms = (planned - observed_at).as_millis() as u64,
+            apply_ms = (applied_at - planned).as_millis() as u64,
+            save_ms = (saved - applied_at).as_millis() as u64,
+            print_ms = (started.elapsed() - saved).as_millis() as u64,
+            "reconcile pass"
+        );
+        Ok(outcome)
+    }
+
+    fn record_for(&mut self, intents: &Intents, action: &Action) -> Option<&mut Record> {
+        let id = action_key(action).and_then(|key| intents.resource(key))?;
+        self.state.records.get_mut(id)
+    }
+
+    fn print_status(
+        &mut self,
+        intents: &Intents,
+        verdicts: &BTreeMap<crate::plan::ObjectKey, Verdict>,
+        errors: &HashMap<ResourceId, String>,
+        released: &[(ResourceId, Record)],
+        actions: usize,
+        started: Instant,
+    ) {
+        let mut rows: BTreeMap<ResourceId, Vec<String>> = BTreeMap::new();
+        for intent in &intents.collections {
+            let Some(id) = intents.resource(&intent.key) else {
+                continue;
+            };
+            let Some(record) = self.state.records.get(id) else {
+                continue;
+            };
+            let target = record
+                .collection_id
+                .clone()
+                .unwrap_or_else(|| "-".to_string());
+            let status = status_text(verdicts.get(&intent.key), errors.get(id), record.deleted);
+            rows.insert(
+                id.clone(),
+                vec![
+                    id.to_string(),
+                    intent.database.clone(),
+                    intent.name.clone(),
+                    target,
+                    status,
+                ],
+            );
+        }
+        for intent in &intents.aliases {
+            let Some(id) = intents.resource(&intent.key) else {
+                continue;
+            };
+            let Some(record) = self.state.records.get(id) else {
+                continue;
+            };
+            let target = match &record.bound {
+                Some(bound) if *bound == intent.target => bound.clone(),
+                Some(bound) => format!("{bound} (wants {})", intent.target),
+                None => format!("- (wants {})", intent.target),
+            };
+            let status = status_text(verdicts.get(&intent.key), errors.get(id), record.deleted);
+            rows.insert(
+                id.clone(),
+                vec![
+                    id.to_string(),
+                    intent.database.clone(),
+                    intent.alias.clone(),
+                    target,
+                    status,
+                ],
+            );
+        }
+        let mut gone: Vec<Vec<String>> = Vec::new();
+        for (id, record) in released {
+            gone.push(vec![
+                id.to_string(),
+                record
+                    .manifest
+                    .pointer("/spec/database")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("default")
+                    .to_string(),
+                engine_name_of(id, record),
+                "-".to_string(),
+                deleted_text(id.kind, record),
+            ]);
+        }
+        let changed: Vec<&ResourceId> = rows
+            .iter()
+            .filter(|(id, row)| self.printed.get(*id) != Some(*row))
+            .map(|(id, _)| id)
+            .collect();
+        let vanished = self.printed.keys().any(|id| !rows.contains_key(id));
+        if changed.is_empty() && !vanished && gone.is_empty() && actions == 0 {
+            return;
+        }
+        let total = rows.len();
+        let ready = rows.values().filter(|row| row[4] == "READY").count();
+        let headers = ["RESOURCE", "DATABASE", "ENGINE NAME", "TARGET/ID", "STATUS"];
+        let mut shown: Vec<Vec<String>> = if total <= FULL_TABLE_ROWS {
+            rows.values().cloned().collect()
+        } else {
+            changed
+                .iter()
+                .filter_map(|id| rows.get(*id))
+                .take(FULL_TABLE_ROWS)
+                .cloned()
+                .collect()
+        };
+        shown.extend(gone.iter().cloned());
+        let mut out = format!(
+            "\n[{}] {} engine change(s) applied in {} ms\n",
+            clock(),
+            actions,
+            started.elapsed().as_millis()
+        );
+        out.push_str(&table::render(&headers, &shown));
+        if total > FULL_TABLE_ROWS && changed.len() > FULL_TABLE_ROWS {
+            out.push_str(&format!(
+                "... and {} more changed row(s)\n",
+                changed.len() - FULL_TABLE_ROWS
+            ));
+        }
+        out.push_str(&format!(
+            "{ready}/{total} resource(s) ready, {} not ready, {} deleted in this pass\n",
+            total - ready,
+            gone.len()
+        ));
+        print!("{out}");
+        self.printed = rows;
+    }
+}
+
+fn engine_name_of(id: &ResourceId, record: &Record) -> String {
+    let spec_name = record
+        .manifest
+        .pointer("/spec/name")
+        .and_then(|v| v.as_str());
+    match spec_name {
+        Some(name) => name.to_string(),
+        None => crate::crd::engine_name_from(&id.key.name),
+    }
+}
+
+fn deleted_text(kind: Kind, record: &Record) -> String {
+    let policy = record
+        .manifest
+        .pointer("/spec/deletionPolicy")
+        .and_then(|v| v.as_str());
+    match kind {
+        Kind::Collection => {
+            let policy: CollectionDeletionPolicy = policy
+                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
+                .unwrap_or_default();
+            match policy {
+                CollectionDeletionPolicy::Retain => "DELETED (Retain: engine collection kept)",
+                CollectionDeletionPolicy::Delete => "DELETED (Delete: engine collection dropped)",
+            }
+        }
+        Kind::CollectionAlias => {
+            let policy: AliasDeletionPolicy = policy
+                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
+                .unwrap_or_default();
+            match policy {
+                AliasDeletionPolicy::Retain => "DELETED (Retain: engine alias kept)",
+                AliasDeletionPolicy::Delete => "DELETED (Delete: engine alias dropped)",
+            }
+        }
+    }
+    .to_string()
+}
+
+fn status_text(verdict: Option<&Verdict>, error: Option<&String>, deleted: bool) -> String {
+    let prefix = if deleted { "DELETING " } else { "" };
+    if let Some(error) = error {
+        return format!("{prefix}ERROR {error}");
+    }
+    match verdict {
+        Some(Verdict::Ready) => format!("{prefix}READY").trim().to_string(),
+        Some(Verdict::Released) => "DELETED".to_string(),
+        Some(Verdict::NotReady { reason, message }) => {
+            format!("{prefix}{}: {message}", reason.as_str())
+        }
+        None => format!("{prefix}(no verdict)"),
+    }
+}
+
+fn verb(action: &Action) -> &'static str {
+    match action {
+        Action::CreateDatabase { .. } => "CreateDatabase",
+        Action::CreateCollection { .. } => "CreateCollection",
+        Action::AdoptCollection { .. } => "AdoptCollection",
+        Action::CreateAlias { .. } => "CreateAlias",
+        Action::AlterAlias { .. } => "AlterAlias",
+        Action::AdoptAlias { .. } => "AdoptAlias",
+        Action::DropAlias { .. } => "DropAlias",
+        Action::DropCollection { .. } => "DropCollection",
+    }
+}

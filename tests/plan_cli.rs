@@ -1,0 +1,230 @@
+//! `collection-operator plan`, the real binary against a real coordinator over loopback:
+//! exit code 2 with changes, 0 once applied, 2 again after the one-line swap, 1 for bad
+//! manifests and for an unreachable engine; the table names what would change.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use collection_operator::up::apply_once;
+
+/// Runs `plan -f <paths> --coordinator <url>` on the blocking pool.
+async fn plan(paths: &[&Path], coordinator: &str) -> Output {
+    let mut command = std::process::Command::new(common::binary());
+    command.arg("plan");
+    for path in paths {
+        command.arg("-f").arg(path);
+    }
+    command
+        .args(["--coordinator", coordinator])
+        .env("RUST_LOG", "warn")
+        .env_remove("COLLECTION_OPERATOR_COORDINATOR")
+        .env_remove("MILVUS_TOKEN");
+    tokio::task::spawn_blocking(move || command.output().expect("plan runs"))
+        .await
+        .expect("plan task")
+}
+
+fn text(output: &Output) -> (i32, String, String) {
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// A copy of `examples/` the test may edit.
+fn examples_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    for entry in std::fs::read_dir(examples()).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            let name = path.file_name().expect("name");
+            std::fs::copy(&path, dir.path().join(name)).expect("copy");
+        }
+    }
+    dir
+}
+
+/// The table row of `verb` for `object` (columns split on runs of spaces).
+fn row<'a>(stdout: &'a str, verb: &str, object: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .find(|line| line.starts_with(verb) && line.split_whitespace().any(|cell| cell == object))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reports_changes_then_in_sync_then_the_swap() {
+    let server = common::InProcess::start().await;
+    let url = format!("http://{}", server.addr);
+    let manifests = examples_copy();
+
+    // Fresh engine: everything is to be created.
+    let (code, stdout, stderr) = text(&plan(&[manifests.path()], &url).await);
+    assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ACTION") && header.contains("DETAIL"),
+        "{stdout}"
+    );
+    for name in ["products_v1", "products_v2"] {
+        assert!(
+            row(&stdout, "create collection", name).is_some(),
+            "{stdout}"
+        );
+    }
+    let create = row(&stdout, "create alias", "products").expect("create alias row");
+    assert!(create.contains("-> products_v1"), "{create}");
+    assert!(
+        create.contains("CollectionAlias default/products"),
+        "{create}"
+    );
+    assert!(
+        stdout.contains("Plan: 3 to create, 0 to alter, 0 to drop"),
+        "{stdout}"
+    );
+    // The Coordinator document is for kubectl users; plan says it skipped it.
+    assert!(stderr.contains("Coordinator milvus ignored"), "{stderr}");
+
+    // Apply with the same planner, then the engine is in sync.
+    let paths = vec![manifests.path().to_path_buf()];
+    let applied = apply_once(&url, &paths).await.expect("apply");
+    assert_eq!(applied.actions.len(), 3);
+    let (code, stdout, stderr) = text(&plan(&[manifests.path()], &url).await);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("No engine changes."), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("CollectionAlias default/products") && l.ends_with("Ready")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 of 3 resource(s) not ready"), "{stdout}");
+
+    // The one-line swap is an AlterAlias.
+    let alias = manifests.path().join("products.yaml");
+    let edited = std::fs::read_to_string(&alias)
+        .expect("read")
+        .replace("collection: products_v1", "collection: products_v2");
+    std::fs::write(&alias, edited).expect("write");
+    let (code, stdout, _) = text(&plan(&[manifests.path()], &url).await);
+    assert_eq!(code, 2, "{stdout}");
+    let alter = row(&stdout, "alter alias", "products").expect("alter alias row");
+    assert!(alter.contains("products_v1 -> products_v2"), "{alter}");
+    assert!(
+        stdout.contains("Plan: 0 to create, 1 to alter, 0 to drop"),
+        "{stdout}"
+    );
+
+    // Files can be named one by one as well as by folder. plan infers ownership from the
+    // manifests it is given: the alias counts as managed because it points at a
+    // collection that one of these manifests manages.
+    let files: Vec<PathBuf> = ["products-v1.yaml", "products-v2.yaml", "products.yaml"]
+        .iter()
+        .map(|name| manifests.path().join(name))
+        .collect();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, stdout, _) = text(&plan(&refs, &url).await);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        row(&stdout, "alter alias", "products").is_some(),
+        "{stdout}"
+    );
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_someone_else_made_is_not_in_sync() {
+    let server = common::InProcess::start().await;
+    let url = format!("http://{}", server.addr);
+    let mut client = server.client().await;
+    common::create_collection_in(&mut client, "default", "theirs").await;
+    common::create_collection_in(&mut client, "default", "products_v1").await;
+    common::create_alias_in(&mut client, "default", "products", "theirs").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        examples().join("products.yaml"),
+        dir.path().join("products.yaml"),
+    )
+    .expect("copy");
+    // No action would be taken, but the resource would not be Ready: exit 2, not 0.
+    let (code, stdout, stderr) = text(&plan(&[dir.path()], &url).await);
+    assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("No engine changes."), "{stdout}");
+    assert!(stdout.contains("NotReady AlreadyExists"), "{stdout}");
+    assert!(stdout.contains("pointing to theirs"), "{stdout}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_exit_1_naming_file_and_document() {
+    let server = common::InProcess::start().await;
+    let url = format!("http://{}", server.addr);
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: collections.dev/v1alpha1
+kind: CollectionAlias
+metadata: {name: ok}
+spec: {coordinatorRef: {name: c}, collection: products_v1}
+---
+apiVersion: collections.dev/v1alpha1
+kind: Collection
+metadata: {name: products-v3}
+spec:
+  coordinatorRef: {name: c}
+  fields:
+    - {name: id, dataType: Int64}
+    - {name: embedding, dataType: FloatVector, dimension: 8}
+",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = text(&plan(&[&bad], &url).await);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let prefix = format!(
+        "{}: document 2 (line 6): Collection default/products-v3",
+        bad.display()
+    );
+    for problem in [
+        "unknown field \"spec.fields[1].dimension\"",
+        "exactly one field must be the primary key",
+    ] {
+        assert!(
+            stderr.contains(&format!("{prefix}: {problem}"))
+                || stderr
+                    .lines()
+                    .any(|l| l.contains(&prefix) && l.contains(problem)),
+            "missing {problem:?} in:\n{stderr}"
+        );
+    }
+
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "kind: [unclosed\n").expect("write");
+    let (code, _, stderr) = text(&plan(&[&broken], &url).await);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("broken.yaml: invalid YAML"), "{stderr}");
+
+    let (code, _, stderr) = text(&plan(&[&dir.path().join("missing.yaml")], &url).await);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("missing.yaml: cannot read"), "{stderr}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_exits_1() {
+    let port = common::free_port();
+    let (code, stdout, stderr) = text(&plan(&[&examples()], &format!("127.0.0.1:{port}")).await);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("connecting to http://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
