@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, Rust unit and integration tests (real
-# gRPC on loopback, real coordinator processes killed with SIGKILL), then the pymilvus
-# compatibility suite and the differential test against real Milvus 2.3.5 (PyPI), which
-# run inside a private network namespace. Installs what it needs itself (Python venv with
+# gRPC on loopback, real coordinator processes killed with SIGKILL, controllers against a
+# mocked Kubernetes API and the real coordinator), then the pymilvus compatibility suite,
+# the `up` end-to-end test and the differential test against real Milvus 2.3.5 (PyPI),
+# which run inside a private network namespace, and the cluster end-to-end suite when
+# E2E_KUBECONFIG names a cluster (it says loudly that it is skipped otherwise). Installs what it needs itself (Python venv with
 # pinned packages; iproute2 if missing). CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,7 +23,11 @@ cargo build --locked
 step "cargo test (unit, gRPC integration, crash)"
 cargo test --locked
 
-step "pymilvus compatibility + differential test against Milvus 2.3.5"
+step "pymilvus compatibility + differential test against Milvus 2.3.5 + up end to end"
 COORDINATOR_BIN=target/debug/collection-operator tests/compat/run.sh
+
+step "end-to-end suite against a cluster (runs only with E2E_KUBECONFIG)"
+python3 -m py_compile tests/e2e/conftest.py tests/e2e/test_lifecycle.py
+tests/e2e/run.sh
 
 step "all tests passed"
