@@ -2,6 +2,8 @@
 //! loopback port (in-process, or as the real binary), and a client for it.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,151 @@
+//! Swap latency of the operator: from a manifest change of `CollectionAlias.spec.collection`
+//! to the AlterAlias applied in the engine and the resource reporting `Ready` for the new
+//! generation. The controllers run as in a cluster, against the in-memory API server of
+//! the tests (watch events, status patches) and the real coordinator over loopback — a
+//! stand-in for a kube-apiserver, whose own latency this figure does not include; the
+//! e2e suite (tests/e2e) measures the same against a real cluster.
+//!
+//! `cargo bench --bench swap` (`SWAPS`, default 50). Prints figures; asserts nothing.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use collection_operator::operator::http::Health;
+use collection_operator::operator::leader::LeaderElectionArgs;
+use collection_operator::operator::metrics::Metrics;
+use collection_operator::operator::{OperatorArgs, Shutdown, run_controllers};
+use collection_operator::proto::api::DescribeAliasRequest;
+use common::InProcess;
+use common::fake_api::{FakeApi, NS};
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+fn ready(object: &Option<Value>) -> bool {
+    object.as_ref().is_some_and(|o| {
+        o["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        }) && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+    })
+}
+
+async fn alias_target(client: &mut common::Client) -> Option<String> {
+    let response = client
+        .describe_alias(DescribeAliasRequest {
+            alias: "products".into(),
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    (response.status.unwrap_or_default().code == 0).then_some(response.collection)
+}
+
+async fn wait(what: &str, mut done: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        anyhow::ensure!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let swaps: usize = std::env::var("SWAPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let engine = InProcess::start().await;
+    let api = FakeApi::default();
+    let spec = json!({
+        "coordinatorRef": {"name": "engine"},
+        "fields": [
+            {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+            {"name": "v", "dataType": "FloatVector", "dim": 4}
+        ]
+    });
+    api.create(
+        "coordinators",
+        "engine",
+        json!({"external": {"endpoint": format!("http://{}", engine.addr)}}),
+        json!({}),
+    );
+    api.create("collections", "products-v1", spec.clone(), json!({}));
+    api.create("collections", "products-v2", spec, json!({}));
+    api.create(
+        "collectionaliases",
+        "products",
+        json!({"coordinatorRef": {"name": "engine"}, "collection": "products_v1"}),
+        json!({}),
+    );
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(api.clone().serve(handle));
+    let args = OperatorArgs {
+        namespace: Some(NS.to_string()),
+        metrics_addr: "127.0.0.1:0".parse()?,
+        resync_interval: Duration::from_secs(60),
+        concurrency: 16,
+        leader_election: LeaderElectionArgs {
+            enabled: false,
+            namespace: None,
+            lease_name: "collection-operator".into(),
+            identity: None,
+            lease_duration: Duration::from_secs(15),
+            renew_grace: Duration::from_secs(5),
+        },
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    let controllers = tokio::spawn(async move {
+        run_controllers(
+            Client::new(service, "default"),
+            &args,
+            Arc::new(Metrics::new()),
+            Arc::new(Health::default()),
+            shutdown,
+        )
+        .await
+    });
+    let mut client = engine.client().await;
+    wait("initial convergence", async || {
+        alias_target(&mut client).await.as_deref() == Some("products_v1")
+            && ready(&api.object("collectionaliases", "products"))
+            && ready(&api.object("collections", "products-v2"))
+    })
+    .await?;
+
+    let mut latencies = Vec::with_capacity(swaps);
+    for i in 0..swaps {
+        let target = if i % 2 == 0 {
+            "products_v2"
+        } else {
+            "products_v1"
+        };
+        let started = Instant::now();
+        api.edit_spec("collectionaliases", "products", |spec| {
+            spec["collection"] = json!(target)
+        });
+        wait("swap applied and Ready", async || {
+            alias_target(&mut client).await.as_deref() == Some(target)
+                && ready(&api.object("collectionaliases", "products"))
+        })
+        .await?;
+        latencies.push(started.elapsed());
+    }
+    trigger.fire();
+    let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "operator swap latency (manifest change -> AlterAlias applied and Ready), {swaps} swaps, in-memory API server + real coordinator: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(latencies[swaps / 2]),
+        ms(latencies[(swaps * 99 / 100).min(swaps - 1)]),
+        ms(latencies[swaps - 1]),
+    );
+    Ok(())
+}
