@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::crd::CollectionSpec;
 use crate::meta::error::code;
@@ -114,6 +114,22 @@ pub struct EngineClient {
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
+/// An error with its sources ("transport error: …: invalid peer certificate: …"):
+/// tonic's own text alone does not say why a TLS connection failed.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn check(rpc: &'static str, status: Option<Status>) -> Result<(), ClientError> {
     let status = status.unwrap_or_default();
     if status.code == 0 && status.error_code == 0 {
@@ -199,7 +215,10 @@ pub fn create_collection_request(
 }
 
 impl EngineClient {
-    /// Connects to `endpoint` (`http://host:port`) and sends `Connect`, as SDKs do.
+    /// Connects to `endpoint` (`http://host:port`, or `https://host:port` for TLS) and
+    /// sends `Connect`, as SDKs do. `https://` verifies the server certificate against
+    /// the system roots; to trust a private CA, point `SSL_CERT_FILE` (or `SSL_CERT_DIR`)
+    /// at it, which replaces the system roots.
     pub async fn connect(
         endpoint: &str,
         credentials: Option<&Credentials>,
@@ -208,14 +227,20 @@ impl EngineClient {
             endpoint: endpoint.to_string(),
             message,
         };
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| unreachable(e.to_string()))?
+        let mut target =
+            Endpoint::from_shared(endpoint.to_string()).map_err(|e| unreachable(e.to_string()))?;
+        if target.uri().scheme_str() == Some("https") {
+            target = target
+                .tls_config(ClientTlsConfig::new().with_native_roots())
+                .map_err(|e| unreachable(format!("TLS set-up: {}", error_chain(&e))))?;
+        }
+        let channel = target
             .connect_timeout(RPC_TIMEOUT)
             .timeout(RPC_TIMEOUT)
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(error_chain(&e)))?;
         let authorization = match credentials {
             None => None,
             Some(credentials) => {

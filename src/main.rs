@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use collection_operator::coordinator::{self, CoordinatorConfig, EngineConfig};
+use collection_operator::coordinator::{
+    self, AuthArgs, AuthConfig, CoordinatorConfig, EngineConfig, TlsArgs,
+};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,10 @@ enum Command {
         /// How often old history is compacted (seconds).
         #[arg(long, default_value_t = 60)]
         compaction_interval_secs: u64,
+        #[command(flatten)]
+        auth: AuthArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Print the CustomResourceDefinitions (the source of `crds/`).
     Crds,
@@ -84,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             history_retention_secs,
             compaction_interval_secs,
+            auth,
+            tls,
         } => {
             let engine = EngineConfig {
                 history_retention: Duration::from_secs(history_retention_secs),
@@ -94,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 engine,
+                auth: AuthConfig::from_env(&auth)?,
+                tls: tls.files(),
             })
             .await
         }

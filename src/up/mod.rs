@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// write a file in several steps).
     #[arg(long, default_value_t = 200)]
     pub debounce_ms: u64,
+    /// Authentication of the embedded coordinator, as for `coordinator`; up's own
+    /// client uses the first credential configured.
+    #[command(flatten)]
+    pub auth: crate::coordinator::AuthArgs,
 }
 
 /// Flags of `collection-operator plan`.

@@ -27,8 +27,11 @@ use super::manifest::{self, Kind, ResourceId};
 use super::reconcile::{self, Intents, action_key};
 use super::state::{self, Record, State};
 use super::table;
-use crate::client::{ClientError, EngineClient};
-use crate::coordinator::{Engine, EngineConfig, open_engine_async, serve, shutdown_signal};
+use crate::client::{ClientError, Credentials, EngineClient};
+use crate::coordinator::{
+    AuthConfig, Authenticator, Engine, EngineConfig, Security, open_engine_async, serve_with,
+    shutdown_signal,
+};
 use crate::crd::{AliasDeletionPolicy, Collection, CollectionAlias, CollectionDeletionPolicy};
 use crate::plan::{Action, Reason, Verdict};
 
@@ -87,18 +90,38 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
+    // Authentication (optional): the endpoint checks every credential configured; up's
+    // own client sends the first one.
+    let auth = AuthConfig::from_env(&args.auth)?;
+    let (security, own_credentials) = match &auth {
+        None => (Security::default(), None),
+        Some(config) => {
+            let credentials = config.load()?;
+            let authenticator = Authenticator::new(&credentials);
+            authenticator.spawn_reload(config.clone(), crate::coordinator::auth::RELOAD_INTERVAL);
+            let own = credentials.into_iter().next().map(Credentials::Token);
+            (
+                Security {
+                    authenticator: Some(authenticator),
+                    tls: None,
+                },
+                own,
+            )
+        }
+    };
+
     let (engine, _) = open_engine_async(args.data_dir.clone(), EngineConfig::default()).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(engine.clone(), listener, async {
+    let server = tokio::spawn(serve_with(engine.clone(), listener, security, async {
         let _ = server_stopped.await;
     }));
     let endpoint = super::loopback_endpoint(local);
     let result = async {
-        let client = EngineClient::connect(&endpoint, None)
+        let client = EngineClient::connect(&endpoint, own_credentials.as_ref())
             .await
             .with_context(|| format!("connecting to the embedded coordinator at {endpoint}"))?;
         println!(

@@ -14,6 +14,7 @@ become ready in time raises ``ServerStartError`` with the tail of its log.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -44,6 +45,7 @@ class ServerHandle:
     kind: str  # "coordinator" or "milvus235"
     host: str
     port: int
+    scheme: str = "http"  # "https" when the server speaks TLS
 
     @property
     def address(self) -> str:
@@ -51,7 +53,7 @@ class ServerHandle:
 
     @property
     def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 def free_port() -> int:
@@ -69,16 +71,39 @@ def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def grpc_connect_ok(address: str, timeout: float = 2.0) -> bool:
+def auth_metadata(token: str | None) -> list[tuple[str, str]] | None:
+    """The ``authorization`` header pymilvus sends for ``token`` (or ``user:password``)."""
+    if token is None:
+        return None
+    return [("authorization", base64.b64encode(token.encode()).decode())]
+
+
+def open_channel(address: str, root_cert: bytes | None = None) -> grpc.Channel:
+    """A plaintext channel, or a TLS one trusting ``root_cert`` (PEM)."""
+    if root_cert is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert))
+
+
+def grpc_connect_ok(
+    address: str,
+    timeout: float = 2.0,
+    *,
+    token: str | None = None,
+    root_cert: bytes | None = None,
+) -> bool:
     """True when the server answers the MilvusService Connect RPC with success.
 
     This is exactly what ``MilvusClient(uri)`` needs; using the raw stub avoids
-    pymilvus' connection cache and its long retry loops.
+    pymilvus' connection cache and its long retry loops. ``token`` is sent as
+    pymilvus sends it; ``root_cert`` makes it a TLS connection.
     """
-    channel = grpc.insecure_channel(address)
+    channel = open_channel(address, root_cert)
     try:
         stub = milvus_pb2_grpc.MilvusServiceStub(channel)
-        resp = stub.Connect(milvus_pb2.ConnectRequest(), timeout=timeout)
+        resp = stub.Connect(
+            milvus_pb2.ConnectRequest(), timeout=timeout, metadata=auth_metadata(token)
+        )
         return resp.status.code == 0 and resp.status.error_code == 0
     except grpc.RpcError:
         return False
@@ -124,9 +149,27 @@ def coordinator_binary() -> Path:
 
 
 class CoordinatorServer:
-    """Our coordinator binary on a free loopback port with a temp data dir."""
+    """Our coordinator binary on a free loopback port with a temp data dir.
 
-    def __init__(self, binary: Path | None = None):
+    ``extra_args`` are appended to the command line and ``env`` added to the
+    environment (e.g. ``--auth-token-file``, ``COORDINATOR_AUTH_TOKENS``). When the
+    server requires credentials or speaks TLS, the readiness probe needs
+    ``ready_token`` (sent as pymilvus sends a token) and ``root_cert`` (PEM bytes
+    trusted for TLS; the handle's scheme is then ``https``).
+    """
+
+    def __init__(
+        self,
+        binary: Path | None = None,
+        extra_args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        ready_token: str | None = None,
+        root_cert: bytes | None = None,
+    ):
+        self.extra_args = [str(arg) for arg in extra_args]
+        self.env = dict(env or {})
+        self.ready_token = ready_token
+        self.root_cert = root_cert
         self.binary = binary or coordinator_binary()
         self.root = Path(tempfile.mkdtemp(prefix="coordinator-"))
         self.data_dir = self.root / "data"
@@ -150,12 +193,14 @@ class CoordinatorServer:
             str(self.data_dir),
             "--listen",
             f"127.0.0.1:{port}",
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env} if self.env else None,
             preexec_fn=_die_with_parent,
         )
         log.close()
@@ -166,8 +211,11 @@ class CoordinatorServer:
                     f"coordinator exited with {self.proc.returncode} during startup: "
                     f"{' '.join(cmd)}\n--- log tail ---\n{tail(self.log_path)}"
                 )
-            if tcp_accepts("127.0.0.1", port) and grpc_connect_ok(f"127.0.0.1:{port}"):
-                self.handle = ServerHandle("coordinator", "127.0.0.1", port)
+            if tcp_accepts("127.0.0.1", port) and grpc_connect_ok(
+                f"127.0.0.1:{port}", token=self.ready_token, root_cert=self.root_cert
+            ):
+                scheme = "http" if self.root_cert is None else "https"
+                self.handle = ServerHandle("coordinator", "127.0.0.1", port, scheme)
                 return self.handle
             time.sleep(0.1)
         self.stop()
@@ -207,8 +255,13 @@ class Milvus235Server:
     check, with a bounded deadline.
     """
 
-    def __init__(self):
+    def __init__(self, config: dict | None = None, ready_token: str | None = None):
+        """``config``: launcher settings (``MilvusServerConfig.set``), e.g.
+        ``{"authorization_enabled": True}``; then pass ``ready_token="root:Milvus"``
+        (the default root user) so that the readiness probes authenticate."""
         self.data_dir = Path(tempfile.mkdtemp(prefix="milvus235-data-"))
+        self.config = dict(config or {})
+        self.ready_token = ready_token
         self._server = None
         self.handle: ServerHandle | None = None
 
@@ -224,6 +277,8 @@ class Milvus235Server:
         # subprocess shim whose Popen also sets the parent-death signal.
         milvus.subprocess = _PopenWithParentDeath()
         config = MilvusServerConfig(data_dir=str(self.data_dir))
+        for key, value in self.config.items():
+            config.set(key, value)
         self._server = MilvusServer(config, wait_for_started=False)
         self._server.start()
         port = self._server.listen_port
@@ -239,8 +294,8 @@ class Milvus235Server:
                     f"{tail(log_dir / 'milvus-stderr.log')}\n--- stdout tail ---\n"
                     f"{tail(log_dir / 'milvus-stdout.log')}"
                 )
-            if tcp_accepts("127.0.0.1", port) and grpc_connect_ok(address):
-                if self._ddl_ready(address):
+            if tcp_accepts("127.0.0.1", port) and grpc_connect_ok(address, token=self.ready_token):
+                if self._ddl_ready(address, self.ready_token):
                     self.handle = ServerHandle("milvus235", "127.0.0.1", port)
                     return self.handle
             time.sleep(0.5)
@@ -251,12 +306,14 @@ class Milvus235Server:
         )
 
     @staticmethod
-    def _ddl_ready(address: str) -> bool:
+    def _ddl_ready(address: str, token: str | None = None) -> bool:
         """Connect succeeds before rootcoord is up; ShowCollections needs rootcoord."""
         channel = grpc.insecure_channel(address)
         try:
             stub = milvus_pb2_grpc.MilvusServiceStub(channel)
-            resp = stub.ShowCollections(milvus_pb2.ShowCollectionsRequest(), timeout=2.0)
+            resp = stub.ShowCollections(
+                milvus_pb2.ShowCollectionsRequest(), timeout=2.0, metadata=auth_metadata(token)
+            )
             return resp.status.code == 0 and resp.status.error_code == 0
         except grpc.RpcError:
             return False
