@@ -23,6 +23,8 @@ cargo build --locked
 step "cargo test (unit, gRPC integration, crash)"
 cargo test --locked
 
+step "Helm chart, CRDs and GitOps examples (lint, render, validate, RBAC/security tests)"; scripts/chart-check.sh
+
 step "pymilvus compatibility + differential test against Milvus 2.3.5 + up end to end"
 COORDINATOR_BIN=target/debug/collection-operator tests/compat/run.sh
 
