@@ -1,6 +1,6 @@
 """Fixtures of the end-to-end suite: a namespace of its own on the cluster named by
-E2E_KUBECONFIG, the CRDs from crds/, and the coordinator and operator binaries running on
-this machine. Only run through tests/e2e/run.sh, which skips loudly without a cluster."""
+E2E_KUBECONFIG, the Helm chart installed there, and the coordinator and operator (binaries
+on this machine, or the operator image in the cluster with E2E_IMAGE). Only run through tests/e2e/run.sh, which skips loudly without a cluster."""
 
 from __future__ import annotations
 
@@ -53,43 +53,45 @@ def kube():
 
 
 @pytest.fixture(scope="session")
-def crds(kube):
-    """Installs crds/ with server-side apply and waits until every CRD is Established."""
-    ext = client.ApiextensionsV1Api(kube)
-    docs = [d for d in yaml.safe_load_all((REPO_ROOT / "crds" / "collections.dev.yaml").read_text()) if d]
-    for doc in docs:
-        name = doc["metadata"]["name"]
-        if _exists(ext, name):
-            ext.patch_custom_resource_definition(name, doc, field_manager="collection-operator-e2e", force=True,
-                                                 _content_type="application/apply-patch+yaml")
-        else:
-            ext.create_custom_resource_definition(doc)
-    for doc in docs:
-        name = doc["metadata"]["name"]
-        wait_until(f"CRD {name} established", lambda: any(
-            c.type == "Established" and c.status == "True"
-            for c in (ext.read_custom_resource_definition(name).status.conditions or [])
-        ))
-    return [d["metadata"]["name"] for d in docs]
-
-
-def _exists(ext, name: str) -> bool:
-    try:
-        ext.read_custom_resource_definition(name)
-        return True
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-
-
-@pytest.fixture(scope="session")
-def namespace(kube, crds):
+def namespace(kube):
     core = client.CoreV1Api(kube)
     name = f"collection-operator-e2e-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+def in_cluster_operator() -> bool:
+    """E2E_IMAGE: the chart runs the operator image in the cluster."""
+    return bool(os.environ.get("E2E_IMAGE"))
+
+
+@pytest.fixture(scope="session")
+def release(kube, namespace):
+    """Installs charts/collection-operator into the test namespace (namespace-scoped RBAC,
+    CRDs from the chart's templates) and waits until every CRD is Established."""
+    helm = os.environ["E2E_HELM"]
+    args = [helm, "install", "e2e", str(REPO_ROOT / "charts" / "collection-operator"),
+            "--namespace", namespace, "--kubeconfig", os.environ["E2E_KUBECONFIG"],
+            "--set", "watch.scope=Namespace", "--set", "crds.install=true", "--wait", "--timeout", "5m"]
+    image = os.environ.get("E2E_IMAGE")
+    if image:
+        repository, _, tag = image.rpartition(":")
+        args += ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+    else:
+        # The operator runs on this machine; the chart provides everything around it.
+        args += ["--set", "replicaCount=0", "--set", "podDisruptionBudget.enabled=false"]
+    subprocess.run(args, check=True)
+    ext = client.ApiextensionsV1Api(kube)
+    for plural in PLURALS.values():
+        name = f"{plural}.{GROUP}"
+        wait_until(f"CRD {name} established", lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in (ext.read_custom_resource_definition(name).status.conditions or [])
+        ))
+    yield "e2e"
+    subprocess.run([helm, "uninstall", "e2e", "--namespace", namespace, "--kubeconfig",
+                    os.environ["E2E_KUBECONFIG"], "--wait"], check=False)
 
 
 class Process:
@@ -123,6 +125,12 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def coordinator(workdir):
+    endpoint = os.environ.get("E2E_COORDINATOR_ENDPOINT")
+    if in_cluster_operator():
+        assert endpoint, "E2E_IMAGE needs E2E_COORDINATOR_ENDPOINT (reachable from the pods and from here)"
+    if endpoint:
+        yield endpoint
+        return
     port = free_port()
     binary = os.environ["COLLECTION_OPERATOR_BIN"]
     proc = Process([binary, "coordinator", "--data-dir", str(workdir / "data"), "--listen", f"127.0.0.1:{port}"],
@@ -142,7 +150,14 @@ def _accepts(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def operator(namespace, coordinator, workdir):
+def operator(release, namespace, coordinator, workdir):
+    if in_cluster_operator():
+        apps = client.AppsV1Api()
+        wait_until("operator Deployment available", lambda: any(
+            d.status.available_replicas for d in apps.list_namespaced_deployment(namespace).items
+        ), timeout_s=300)
+        yield None
+        return
     metrics_port = free_port()
     env = dict(os.environ, KUBECONFIG=os.environ["E2E_KUBECONFIG"], RUST_LOG="info")
     binary = os.environ["COLLECTION_OPERATOR_BIN"]

@@ -5,11 +5,15 @@
 #
 # Without E2E_KUBECONFIG it prints a loud SKIPPED banner and exits 0: no API server can
 # run on the development machines or in CI, so this suite runs wherever a cluster is at
-# hand (kind, k3d, a test cluster). With it, it creates its own namespace, installs
-# crds/, starts the coordinator and operator binaries on this machine (the operator
-# talks to the cluster through the kubeconfig, the Coordinator resource points at the
-# local coordinator), applies examples/, swaps an alias by editing the manifest, checks
-# the engine with pymilvus, measures the swap latency, deletes everything and checks that
+# hand (kind, k3d, a test cluster). With it, it creates its own namespace and installs
+# the Helm chart there (CRDs, RBAC, ServiceAccount, namespace-scoped). By default the
+# chart runs no operator pod and the coordinator and operator binaries run on this
+# machine (the operator talks to the cluster through the kubeconfig; the Coordinator
+# resource points at the local coordinator). With E2E_IMAGE (an image built from the
+# Dockerfile and available to the cluster) the chart runs the operator in the cluster,
+# and E2E_COORDINATOR_ENDPOINT must name a coordinator reachable from the pods and from
+# here. Then it applies examples/, swaps an alias by editing the manifest, checks the
+# engine with pymilvus, measures the swap latency, deletes everything and checks that
 # nothing is left and no finalizer hangs.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,6 +43,9 @@ fi
 
 cargo build --locked
 export COLLECTION_OPERATOR_BIN="${COLLECTION_OPERATOR_BIN:-$REPO_ROOT/target/debug/collection-operator}"
+# The suite installs with the Helm chart; scripts/chart-check.sh fetches the pinned helm.
+E2E_HELM="$(CHART_TOOLS_ONLY=1 scripts/chart-check.sh)"
+export E2E_HELM
 rc=0
 "$VENV/bin/python" -m pytest tests/e2e -ra -p no:cacheprovider "$@" || rc=$?
 [ "$rc" -eq 5 ] && { echo "pytest collected no tests" >&2; exit 1; }

@@ -115,4 +115,5 @@ def test_blue_green_swap_and_cleanup(custom, namespace, coordinator, operator, e
         policy = doc["spec"].get("deletionPolicy", "Retain")
         present = MilvusClient(coordinator, db_name=doc["spec"].get("database", "default")).has_collection(engine_name(doc))
         assert present == (policy == "Retain"), doc
-    assert operator.proc.poll() is None, operator.tail()
+    if operator is not None:
+        assert operator.proc.poll() is None, operator.tail()
