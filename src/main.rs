@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use collection_operator::coordinator::{
-    self, AuthArgs, AuthConfig, CoordinatorConfig, EngineConfig, TlsArgs,
+    self, AuthArgs, AuthConfig, CoordinatorConfig, EngineConfig, MetaStoreArgs, TlsArgs,
 };
 
 #[derive(Parser)]
@@ -37,9 +37,10 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Milvus-compatible coordinator (metadata only) on the embedded redb store.
+    /// Run the Milvus-compatible coordinator (metadata only) on the embedded redb store
+    /// (default) or on etcd.
     Coordinator {
-        /// Directory of the meta store.
+        /// Directory of the meta store (redb).
         #[arg(long, default_value = "data", env = "COORDINATOR_DATA_DIR")]
         data_dir: PathBuf,
         /// gRPC address; pods pass 0.0.0.0:19530.
@@ -51,6 +52,8 @@ enum Command {
         /// How often old history is compacted (seconds).
         #[arg(long, default_value_t = 60)]
         compaction_interval_secs: u64,
+        #[command(flatten)]
+        meta_store: MetaStoreArgs,
         #[command(flatten)]
         auth: AuthArgs,
         #[command(flatten)]
@@ -90,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             history_retention_secs,
             compaction_interval_secs,
+            meta_store,
             auth,
             tls,
         } => {
@@ -100,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
             };
             coordinator::run(CoordinatorConfig {
                 data_dir,
+                meta_store,
                 listen,
                 engine,
                 auth: AuthConfig::from_env(&auth)?,

@@ -460,18 +460,35 @@ impl Writer {
         let horizon = tso::compose(tso::now_ms().saturating_sub(retention_ms), 0).min(committed);
         self.shared.table.write().compact(horizon);
         self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
-        let mut batch = WriteBatch::default();
-        while self.log.front().is_some_and(|ts| *ts <= horizon) {
-            if let Some(ts) = self.log.pop_front() {
-                batch.delete(ddl_log_key(ts));
+        // Old history need not go atomically: delete it in commits the store accepts
+        // (etcd caps the operations of one transaction), oldest first, forgetting each
+        // record only once its deletion is durable.
+        let chunk = self.store.max_ops_per_commit().unwrap_or(usize::MAX).max(1);
+        let mut removed = 0;
+        loop {
+            let expired: Vec<Timestamp> = self
+                .log
+                .iter()
+                .take_while(|ts| **ts <= horizon)
+                .take(chunk)
+                .copied()
+                .collect();
+            if expired.is_empty() {
+                break;
             }
+            let mut batch = WriteBatch::default();
+            for ts in &expired {
+                batch.delete(ddl_log_key(*ts));
+            }
+            if let Err(error) = self.store.commit(&batch) {
+                tracing::warn!(%error, "compacting the DDL log failed; will retry");
+                break;
+            }
+            self.log.drain(..expired.len());
+            removed += expired.len();
         }
-        if !batch.is_empty() {
-            let removed = batch.ops.len();
-            match self.store.commit(&batch) {
-                Ok(()) => tracing::debug!(removed, "compacted the DDL log"),
-                Err(error) => tracing::warn!(%error, "compacting the DDL log failed; will retry"),
-            }
+        if removed > 0 {
+            tracing::debug!(removed, "compacted the DDL log");
         }
     }
 }

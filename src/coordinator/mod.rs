@@ -1,5 +1,5 @@
 //! The Milvus-compatible coordinator: a gRPC server for `MilvusService` over the meta
-//! engine (redb by default).
+//! engine (redb by default; etcd with cargo feature `etcd` and `--meta-store etcd`).
 
 pub mod auth;
 pub mod engine;
@@ -17,7 +17,7 @@ pub use engine::{Engine, EngineConfig, RecoveryStats};
 pub use service::CoordinatorService;
 
 use crate::proto::api::milvus_service_server::MilvusServiceServer;
-use crate::store::RedbStore;
+use crate::store::{MetaStore, RedbStore};
 
 /// Largest request the server decodes (Milvus's proxy allows 64 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -27,6 +27,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct CoordinatorConfig {
     /// Where the redb file lives.
     pub data_dir: PathBuf,
+    /// Which store holds the metadata (redb in `data_dir`, or etcd).
+    pub meta_store: MetaStoreArgs,
     /// The gRPC listen address.
     pub listen: SocketAddr,
     /// History and batching.
@@ -35,6 +37,74 @@ pub struct CoordinatorConfig {
     pub auth: Option<AuthConfig>,
     /// Certificate and key to serve TLS with; `None`: plaintext.
     pub tls: Option<TlsFiles>,
+}
+
+/// Where the metadata is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetaStoreKind {
+    /// The embedded redb file in the data directory.
+    #[default]
+    Redb,
+    /// An etcd cluster (builds with cargo feature `etcd` only).
+    Etcd,
+}
+
+/// Meta store flags of the coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetaStoreArgs {
+    /// Where the metadata is kept: the embedded redb file in --data-dir, or etcd (needs a
+    /// build with cargo feature `etcd`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "redb",
+        env = "COORDINATOR_META_STORE"
+    )]
+    pub meta_store: MetaStoreKind,
+    /// etcd endpoints, comma separated (e.g. http://127.0.0.1:2379); with --meta-store etcd.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "URL",
+        env = "COORDINATOR_ETCD_ENDPOINTS"
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Prefix of every key the coordinator writes in etcd.
+    #[arg(
+        long,
+        default_value = "collection-operator/",
+        env = "COORDINATOR_ETCD_PREFIX"
+    )]
+    pub etcd_prefix: String,
+    /// The etcd server's --max-txn-ops: one DDL batch is one transaction, so batches are
+    /// capped to (this - 2) / 2 DDLs.
+    #[arg(long, default_value_t = 128, env = "COORDINATOR_ETCD_MAX_TXN_OPS")]
+    pub etcd_max_txn_ops: usize,
+}
+
+impl Default for MetaStoreArgs {
+    fn default() -> Self {
+        Self {
+            meta_store: MetaStoreKind::Redb,
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "collection-operator/".into(),
+            etcd_max_txn_ops: 128,
+        }
+    }
+}
+
+impl MetaStoreArgs {
+    /// Where the metadata lives, for logs.
+    pub fn describe(&self, data_dir: &std::path::Path) -> String {
+        match self.meta_store {
+            MetaStoreKind::Redb => format!("redb in {}", data_dir.display()),
+            MetaStoreKind::Etcd => format!(
+                "etcd {} under {:?}",
+                self.etcd_endpoints.join(","),
+                self.etcd_prefix
+            ),
+        }
+    }
 }
 
 /// TLS flags (PEM files, e.g. the `tls.crt` and `tls.key` of a mounted Secret).
@@ -154,6 +224,71 @@ pub async fn open_engine_async(
         .context("meta engine start-up task failed")?
 }
 
+/// Opens the engine on any store, on the blocking thread pool.
+pub async fn open_engine_on(
+    store: Arc<dyn MetaStore>,
+    config: EngineConfig,
+) -> anyhow::Result<(Arc<Engine>, RecoveryStats)> {
+    tokio::task::spawn_blocking(move || {
+        let (engine, stats) = Engine::open(store, config).context("recovering the meta table")?;
+        Ok((Arc::new(engine), stats))
+    })
+    .await
+    .context("meta engine start-up task failed")?
+}
+
+/// Connects to etcd and opens the engine on it. The engine's batch is capped so that each
+/// batch fits in one etcd transaction of `options.max_txn_ops` operations.
+#[cfg(feature = "etcd")]
+pub async fn open_engine_etcd(
+    endpoints: &[String],
+    prefix: &str,
+    options: crate::store::EtcdOptions,
+    config: EngineConfig,
+) -> anyhow::Result<(Arc<Engine>, RecoveryStats)> {
+    let max_batch = crate::store::etcd::max_ddls_per_batch(options.max_txn_ops);
+    let store = crate::store::EtcdStore::connect_with(endpoints, prefix, options)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the etcd meta store at {} (prefix {prefix:?})",
+                endpoints.join(",")
+            )
+        })?;
+    let config = EngineConfig {
+        max_batch: config.max_batch.min(max_batch),
+        ..config
+    };
+    open_engine_on(Arc::new(store), config).await
+}
+
+/// Opens the engine on the store `args` names: redb in `data_dir`, or etcd.
+pub async fn open_engine_with(
+    args: &MetaStoreArgs,
+    data_dir: PathBuf,
+    config: EngineConfig,
+) -> anyhow::Result<(Arc<Engine>, RecoveryStats)> {
+    match args.meta_store {
+        MetaStoreKind::Redb => open_engine_async(data_dir, config).await,
+        #[cfg(feature = "etcd")]
+        MetaStoreKind::Etcd => {
+            if args.etcd_endpoints.is_empty() {
+                anyhow::bail!("--meta-store etcd needs --etcd-endpoints");
+            }
+            let options = crate::store::EtcdOptions {
+                max_txn_ops: args.etcd_max_txn_ops,
+                ..Default::default()
+            };
+            open_engine_etcd(&args.etcd_endpoints, &args.etcd_prefix, options, config).await
+        }
+        #[cfg(not(feature = "etcd"))]
+        MetaStoreKind::Etcd => anyhow::bail!(
+            "--meta-store etcd: this binary was built without etcd support (build with \
+             `cargo build --features etcd`)"
+        ),
+    }
+}
+
 /// Serves MilvusService for `engine` on `listener` until `shutdown` resolves, in
 /// plaintext and without authentication.
 pub async fn serve(
@@ -198,7 +333,12 @@ pub async fn serve_with(
 pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     // Bad credentials or TLS files stop the start before the store is opened.
     let security = Security::load(config.auth.as_ref(), config.tls.as_ref())?;
-    let (engine, stats) = open_engine_async(config.data_dir.clone(), config.engine.clone()).await?;
+    let (engine, stats) = open_engine_with(
+        &config.meta_store,
+        config.data_dir.clone(),
+        config.engine.clone(),
+    )
+    .await?;
     let (databases, collections, aliases) = engine.read(0, |table, at| table.counts(at));
     tracing::info!(
         databases,
@@ -214,6 +354,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
+        meta_store = %config.meta_store.describe(&config.data_dir),
         tls = security.tls.is_some(),
         authentication = security.authenticator.is_some(),
         accepted_credentials = security.authenticator.as_ref().map(Authenticator::len).unwrap_or(0),

@@ -4,8 +4,12 @@
 //! (see [`crate::meta::change`]).
 
 pub mod commit_log;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod redb;
 
+#[cfg(feature = "etcd")]
+pub use self::etcd::{EtcdOptions, EtcdStore};
 pub use self::redb::{RedbOptions, RedbStore};
 
 /// A failed store operation.
@@ -78,5 +82,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// whose commits need no recovery work keep the default.
     fn checkpoint(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Most operations one `commit` accepts (etcd's `--max-txn-ops`); `None`: no limit.
+    /// The engine sizes its batches and splits its history compaction by it.
+    fn max_ops_per_commit(&self) -> Option<usize> {
+        None
     }
 }

@@ -311,3 +311,26 @@ pub async fn alloc_timestamp(client: &mut Client) -> u64 {
     assert_ne!(response.timestamp, 0, "AllocTimestamp returned 0");
     response.timestamp
 }
+
+impl InProcess {
+    /// Serves an engine that is already open (e.g. on etcd); `data_dir` is an unused,
+    /// empty temp dir.
+    pub async fn start_with_engine(engine: Arc<Engine>) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(engine.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            engine,
+            data_dir,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+}
