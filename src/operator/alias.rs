@@ -49,20 +49,14 @@ async fn reconcile_inner(alias: Arc<CollectionAlias>, ctx: &Context) -> Result<R
 
 /// Requeue after a failed pass (see [`super::collection::error_policy`]).
 pub fn error_policy(alias: Arc<CollectionAlias>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    ctx.metrics.failed(CONTROLLER, error.metric_label());
-    let key = ObjectRef::from_obj(&*alias);
-    let delay = if error.is_terminal() {
-        next_resync(&*alias, ctx.settings.resync_interval)
-    } else {
-        ctx.alias_backoff.next(&key)
-    };
-    match error {
-        Error::Blocked { .. } => {
-            tracing::info!(alias = %key, %error, retry_in = ?delay, "deletion waits")
-        }
-        _ => tracing::warn!(alias = %key, %error, retry_in = ?delay, "reconcile failed"),
-    }
-    Requeue::requeue(delay)
+    Requeue::requeue(super::backoff::after_error(
+        &*alias,
+        error,
+        &ctx.alias_backoff,
+        ctx.settings.resync_interval,
+        &ctx.metrics,
+        CONTROLLER,
+    ))
 }
 
 /// (database, name) pairs to observe.

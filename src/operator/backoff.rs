@@ -176,3 +176,36 @@ pub fn resync_interval<K: Resource>(object: &K, default: Duration) -> Duration {
 pub fn next_resync<K: Resource>(object: &K, default: Duration) -> Duration {
     jitter(resync_interval(object, default), 0.1)
 }
+
+/// How long to wait after a failed pass of `object`, shared by the Collection and
+/// CollectionAlias controllers: terminal errors (bad input, name clashes) wait for the
+/// resync interval — an edit triggers a pass anyway — others back off exponentially per
+/// object. Records the failure metric and logs the outcome.
+pub fn after_error<K>(
+    object: &K,
+    error: &super::error::Error,
+    backoff: &Backoff<K>,
+    resync_default: Duration,
+    metrics: &super::metrics::Metrics,
+    controller: &'static str,
+) -> Duration
+where
+    K: Resource<DynamicType = ()>,
+{
+    metrics.failed(controller, error.metric_label());
+    let key = ObjectRef::from_obj(object);
+    let delay = if error.is_terminal() {
+        next_resync(object, resync_default)
+    } else {
+        backoff.next(&key)
+    };
+    match error {
+        super::error::Error::Blocked { .. } => {
+            tracing::info!(controller, object = %key, %error, retry_in = ?delay, "deletion waits")
+        }
+        _ => {
+            tracing::warn!(controller, object = %key, %error, retry_in = ?delay, "reconcile failed")
+        }
+    }
+    delay
+}

@@ -50,20 +50,14 @@ async fn reconcile_inner(collection: Arc<Collection>, ctx: &Context) -> Result<R
 /// Requeue after a failed pass: terminal errors wait for the resync interval (an edit
 /// triggers a pass anyway), others back off exponentially per object.
 pub fn error_policy(collection: Arc<Collection>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    ctx.metrics.failed(CONTROLLER, error.metric_label());
-    let key = ObjectRef::from_obj(&*collection);
-    let delay = if error.is_terminal() {
-        next_resync(&*collection, ctx.settings.resync_interval)
-    } else {
-        ctx.collection_backoff.next(&key)
-    };
-    match error {
-        Error::Blocked { .. } => tracing::info!(
-            collection = %key, %error, retry_in = ?delay, "deletion waits"
-        ),
-        _ => tracing::warn!(collection = %key, %error, retry_in = ?delay, "reconcile failed"),
-    }
-    Requeue::requeue(delay)
+    Requeue::requeue(super::backoff::after_error(
+        &*collection,
+        error,
+        &ctx.collection_backoff,
+        ctx.settings.resync_interval,
+        &ctx.metrics,
+        CONTROLLER,
+    ))
 }
 
 /// The engine names a Collection pass observes.
