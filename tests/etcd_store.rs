@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,123 +16,8 @@ use collection_operator::proto::api::*;
 use collection_operator::proto::schema::CollectionSchema;
 use collection_operator::store::etcd::{DEFAULT_PREFIX, max_ddls_per_batch};
 use collection_operator::store::{EtcdOptions, EtcdStore, MetaStore, WriteBatch};
-use common::{
-    Client, InProcess, alloc_timestamp, assert_ok, create_alias_in, free_port, schema_with_dim,
-};
-
-/// How long etcd may take to answer after it was started.
-const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// A single-member etcd on loopback; killed and its data removed on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let client_port = free_port();
-        let peer_port = free_port();
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new("etcd")
-            .args(["--name", "test"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd starts (Debian package etcd-server; scripts/test.sh installs it)");
-        let mut etcd = Self {
-            child,
-            endpoint: client_url,
-            _dir: dir,
-        };
-        etcd.wait_ready();
-        etcd
-    }
-
-    /// Bounded wait until etcd answers a status request.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_WITHIN;
-        let runtime = runtime();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("etcd exited early ({status}); log:\n{}", self.log());
-            }
-            let options = EtcdOptions {
-                connect_timeout: Duration::from_millis(500),
-                request_timeout: Duration::from_secs(1),
-                ..EtcdOptions::default()
-            };
-            if runtime
-                .block_on(EtcdStore::connect_with(
-                    &self.endpoints(),
-                    "ready/",
-                    options,
-                ))
-                .is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not answer within {READY_WITHIN:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("etcd.log")).unwrap_or_default()
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        vec![self.endpoint.clone()]
-    }
-
-    /// Connects a store (from sync code).
-    fn store(&self, prefix: &str) -> EtcdStore {
-        self.store_with(prefix, EtcdOptions::default())
-    }
-
-    fn store_with(&self, prefix: &str, options: EtcdOptions) -> EtcdStore {
-        runtime()
-            .block_on(EtcdStore::connect_with(&self.endpoints(), prefix, options))
-            .expect("store connects")
-    }
-}
-
-/// [`Etcd::start`] from async code.
-async fn start_etcd() -> Etcd {
-    tokio::task::spawn_blocking(Etcd::start)
-        .await
-        .expect("etcd start task")
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use common::etcd::{Etcd, Replica, runtime, start_etcd, wait_writable};
+use common::{Client, InProcess, alloc_timestamp, assert_ok, create_alias_in, schema_with_dim};
 
 fn batch(ops: &[(&str, Option<&[u8]>)]) -> WriteBatch {
     let mut batch = WriteBatch::default();
@@ -206,18 +89,20 @@ fn put_get_scan_delete() {
 fn batches_are_all_or_nothing() {
     let etcd = Etcd::start();
 
-    // Refused by the store before sending: more ops than etcd's default --max-txn-ops.
+    // Refused by the store before sending: more ops than etcd's default --max-txn-ops
+    // leaves beside the fence key.
     let store = etcd.store("atomic/");
     let mut too_big = WriteBatch::default();
-    for i in 0..129 {
+    for i in 0..128 {
         too_big.put(format!("k/{i:03}"), b"v".to_vec());
     }
-    let error = store.commit(&too_big).expect_err("129 ops are refused");
+    let error = store.commit(&too_big).expect_err("128 ops are refused");
     let message = error.to_string();
     assert!(
-        message.contains("129 operations") && message.contains("128"),
+        message.contains("128 operations") && message.contains("the 127 a transaction"),
         "{message}"
     );
+    too_big.put("k/128", b"v".to_vec());
     assert_eq!(store.scan_prefix("k/").expect("scan"), vec![]);
 
     // Refused by etcd itself (the store is told a higher limit than the server's): nothing
@@ -241,10 +126,10 @@ fn batches_are_all_or_nothing() {
     assert_eq!(store.get("huge").expect("get"), None);
     // Exactly at the limit is fine.
     let mut full = WriteBatch::default();
-    for i in 0..128 {
+    for i in 0..127 {
         full.put(format!("k/{i:03}"), b"0".to_vec());
     }
-    store.commit(&full).expect("128 ops commit");
+    store.commit(&full).expect("127 ops commit");
 
     // Readers never see half a batch: a writer rewrites all 100 keys per batch while
     // paginated scans (10 keys a page) check that every key has the same generation.
@@ -480,46 +365,23 @@ async fn engine_on_etcd_keeps_state_and_history_across_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_binary_on_etcd() {
     let etcd = start_etcd().await;
-    let start = |port: u16| -> Child {
-        let child = Command::new(common::binary())
-            .args(["coordinator", "--meta-store", "etcd"])
-            .args(["--etcd-endpoints", &etcd.endpoint])
-            .args(["--etcd-prefix", "bin/"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(Path::new("/nonexistent/unused-with-etcd"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("coordinator starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "coordinator did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    };
-    let port = free_port();
-    let mut child = start(port);
-    let mut client = common::connect(([127, 0, 0, 1], port).into()).await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut replica = Replica::start(&etcd, "bin/", 2, logs.path());
+    wait_writable(replica.addr, Duration::from_secs(20)).await;
+    let mut client = common::connect(replica.addr).await;
     create(&mut client, "A", 4).await;
     create_alias_in(&mut client, "", "Z", "A").await;
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    replica.kill9();
 
-    let port = free_port();
-    let mut child = start(port);
-    let mut client = common::connect(([127, 0, 0, 1], port).into()).await;
+    // Reads are served at once by the restarted replica (still a follower while the dead
+    // one's lease runs out).
+    let replica = Replica::start(&etcd, "bin/", 2, logs.path());
+    let mut client = common::connect(replica.addr).await;
     assert_eq!(resolves_to(&mut client, "Z", 0).await.as_deref(), Some("A"));
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    drop(replica);
 
     // The engine's batch cap for etcd's default limit.
-    assert_eq!(max_ddls_per_batch(128), 63);
+    assert_eq!(max_ddls_per_batch(128), 62);
 }
 
 /// History compaction on etcd deletes expired DDL log records in transactions etcd

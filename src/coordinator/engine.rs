@@ -86,13 +86,27 @@ struct Shared {
     committed: AtomicU64,
     /// History before this timestamp has been compacted away.
     horizon: AtomicU64,
+    /// While an elected leader writes: until when its leadership lease is known to hold.
+    /// Timestamps are handed out only before it (they need no store write inside the
+    /// TSO's save window, so the store's fence cannot stop a deposed leader from handing
+    /// out one below its successor's). `None`: no lease (a single coordinator).
+    lease_deadline: Mutex<Option<Instant>>,
 }
 
 /// Handle to the meta engine; cheap to share behind an `Arc`.
+///
+/// An engine either **writes** (its writer thread runs: the single coordinator, or the
+/// elected leader of several) or is a **replica** (no writer: a follower of an elected
+/// leader, whose meta table is fed by [`Engine::apply_replicated`]). Both serve reads the
+/// same way; a replica refuses writes with a retriable error that names the leader.
 pub struct Engine {
     shared: Arc<Shared>,
+    store: Arc<dyn MetaStore>,
+    config: EngineConfig,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Why writes are refused while no writer runs.
+    refusal: Mutex<String>,
 }
 
 /// What a restart found; logged and reported by benchmarks.
@@ -104,6 +118,9 @@ pub struct RecoveryStats {
     pub log_records: usize,
     /// Time the recovery took.
     pub elapsed: Duration,
+    /// The store revision the table was read at (etcd; 0 on redb): a replica follows the
+    /// DDL log from the next one.
+    pub revision: i64,
 }
 
 struct Writer {
@@ -121,39 +138,106 @@ fn decode_u64(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// The oldest timestamp whose history is kept: `retention` before now, never above what
+/// is committed.
+fn history_horizon(retention: Duration, committed: Timestamp) -> Timestamp {
+    let retention_ms = retention.as_millis() as u64;
+    tso::compose(tso::now_ms().saturating_sub(retention_ms), 0).min(committed)
+}
+
 impl Engine {
-    /// Opens the engine on a store: recovers the meta table with its history, resumes the
-    /// TSO above its save point, and creates the `default` database on a new store.
+    /// Opens the engine on a store as its writer: recovers the meta table with its
+    /// history, resumes the TSO above its save point, and creates the `default` database
+    /// on a new store.
     pub fn open(
         store: Arc<dyn MetaStore>,
         config: EngineConfig,
     ) -> Result<(Self, RecoveryStats), EngineError> {
+        let engine = Self::idle(store, config);
+        let stats = engine.start_writer()?;
+        Ok((engine, stats))
+    }
+
+    /// Opens the engine on a store as a replica: loads the meta table and refuses writes
+    /// until [`Engine::start_writer`]. Keep it current with [`Engine::apply_replicated`]
+    /// from `stats.revision + 1` on.
+    pub fn open_replica(
+        store: Arc<dyn MetaStore>,
+        config: EngineConfig,
+    ) -> Result<(Self, RecoveryStats), EngineError> {
+        let engine = Self::idle(store, config);
+        let (_, stats) = engine.load()?;
+        Ok((engine, stats))
+    }
+
+    fn idle(store: Arc<dyn MetaStore>, config: EngineConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                table: RwLock::new(MetaTable::default()),
+                committed: AtomicU64::new(0),
+                horizon: AtomicU64::new(0),
+                lease_deadline: Mutex::new(None),
+            }),
+            store,
+            config,
+            jobs: Mutex::new(None),
+            writer: Mutex::new(None),
+            refusal: Mutex::new("this coordinator replica is not the leader".into()),
+        }
+    }
+
+    /// Reads the meta table (one consistent snapshot) from the store and serves it from
+    /// now on, replacing what was served before.
+    fn load(&self) -> Result<(VecDeque<Timestamp>, RecoveryStats), EngineError> {
         let started = Instant::now();
-        let bound = store
+        let (table, log, stats) = recover_table(self.store.as_ref())?;
+        let committed = log.back().copied().unwrap_or(0);
+        *self.shared.table.write() = table;
+        self.shared.committed.store(committed, Ordering::Release);
+        self.shared.horizon.store(0, Ordering::Release);
+        Ok((
+            log,
+            RecoveryStats {
+                elapsed: started.elapsed(),
+                ..stats
+            },
+        ))
+    }
+
+    /// Makes this engine the writer: reloads the meta table from the store (a replica's
+    /// copy may trail it), resumes the TSO above the persisted high-water mark and the ID
+    /// allocator, starts the writer thread, and creates `default` on a new store. Does
+    /// nothing but report when the writer already runs.
+    pub fn start_writer(&self) -> Result<RecoveryStats, EngineError> {
+        if self.is_writer() {
+            return Ok(RecoveryStats {
+                records: 0,
+                log_records: 0,
+                elapsed: Duration::ZERO,
+                revision: 0,
+            });
+        }
+        let bound = self
+            .store
             .get(TSO_KEY)?
             .as_deref()
             .and_then(decode_u64)
             .unwrap_or(0);
-        let next_id = store
+        let next_id = self
+            .store
             .get(ID_ALLOCATOR_KEY)?
             .as_deref()
             .and_then(decode_u64)
             .map_or(FIRST_ID, |id| id as i64);
-        let (table, log, stats) = recover_table(store.as_ref())?;
-        let committed = log.back().copied().unwrap_or(0);
-        let shared = Arc::new(Shared {
-            table: RwLock::new(table),
-            committed: AtomicU64::new(committed),
-            horizon: AtomicU64::new(0),
-        });
+        let (log, stats) = self.load()?;
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
-            store,
-            shared: shared.clone(),
+            store: self.store.clone(),
+            shared: self.shared.clone(),
             tso: Tso::recover(bound),
             next_id,
             log,
-            config,
+            config: self.config.clone(),
             last_compaction: Instant::now(),
         };
         let handle = std::thread::Builder::new()
@@ -163,35 +247,87 @@ impl Engine {
                 context: "starting the meta writer thread".into(),
                 source,
             })?;
-        let engine = Self {
-            shared,
-            jobs: Mutex::new(Some(sender)),
-            writer: Mutex::new(Some(handle)),
-        };
-        if engine.read(0, |table, at| {
+        *self.jobs.lock() = Some(sender);
+        *self.writer.lock() = Some(handle);
+        if self.read(0, |table, at| {
             table.database(DEFAULT_DATABASE, at).is_none()
         }) {
-            engine
-                .execute_blocking(Ddl::CreateDatabase {
-                    name: DEFAULT_DATABASE.into(),
-                    properties: Vec::new(),
-                })
-                .map_err(EngineError::Bootstrap)?;
+            self.execute_blocking(Ddl::CreateDatabase {
+                name: DEFAULT_DATABASE.into(),
+                properties: Vec::new(),
+            })
+            .map_err(EngineError::Bootstrap)?;
         }
-        Ok((
-            engine,
-            RecoveryStats {
-                elapsed: started.elapsed(),
-                ..stats
-            },
-        ))
+        Ok(stats)
+    }
+
+    /// Stops writing: refuses new DDL with `refusal`, lets the writer finish what is
+    /// queued (a fenced store refuses those commits) and waits for it. Reads go on.
+    pub fn stop_writer(&self, refusal: &str) {
+        *self.refusal.lock() = refusal.to_string();
+        self.jobs.lock().take();
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Whether the writer thread runs.
+    pub fn is_writer(&self) -> bool {
+        self.jobs.lock().is_some()
+    }
+
+    /// Records until when the leadership lease holds (see `Shared::lease_deadline`).
+    pub fn set_lease_deadline(&self, deadline: Option<Instant>) {
+        *self.shared.lease_deadline.lock() = deadline;
+    }
+
+    /// Sets the message writes are refused with while this engine is a replica (it names
+    /// the leader, once known).
+    pub fn set_refusal(&self, refusal: &str) {
+        *self.refusal.lock() = refusal.to_string();
+    }
+
+    /// Reloads a replica's table from the store (after it lost track of the leader's log,
+    /// e.g. a compacted watch). Returns the revision to follow from.
+    pub fn reload_replica(&self) -> Result<RecoveryStats, EngineError> {
+        Ok(self.load()?.1)
+    }
+
+    /// Applies a DDL log record the leader committed (a replica follows the leader's log
+    /// this way). Records at or below the committed timestamp were applied already.
+    pub fn apply_replicated(&self, record: &DdlRecord) -> Result<(), EngineError> {
+        if record.ts <= self.committed_ts() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(record.mutations.len());
+        for mutation in &record.mutations {
+            changes.push(
+                Change::decode(&mutation.key, mutation.new_value.as_deref())
+                    .map_err(|e| EngineError::Corrupt(e.to_string()))?,
+            );
+        }
+        let mut table = self.shared.table.write();
+        let mut touched = Vec::new();
+        for change in &changes {
+            table.apply(change, record.ts, &mut touched);
+        }
+        self.shared.committed.store(record.ts, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops a replica's history older than the retention window (the leader compacts
+    /// the store; a replica only its memory).
+    pub fn compact_replica(&self) {
+        let horizon = history_horizon(self.config.history_retention, self.committed_ts());
+        self.shared.table.write().compact(horizon);
+        self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
     }
 
     fn submit(&self, job: Job) -> MetaResult<()> {
         let jobs = self.jobs.lock();
         let sender = jobs
             .as_ref()
-            .ok_or_else(|| MetaError::not_ready("coordinator is stopping"))?;
+            .ok_or_else(|| MetaError::not_ready(&self.refusal.lock()))?;
         sender
             .send(job)
             .map_err(|_| MetaError::not_ready("meta writer stopped"))
@@ -256,10 +392,7 @@ impl Engine {
 
     /// Stops accepting DDL, lets the writer finish what is queued, and waits for it.
     pub fn shutdown(&self) {
-        self.jobs.lock().take();
-        if let Some(handle) = self.writer.lock().take() {
-            let _ = handle.join();
-        }
+        self.stop_writer("coordinator is stopping");
     }
 }
 
@@ -275,12 +408,21 @@ fn recover_table(
     store: &dyn MetaStore,
 ) -> Result<(MetaTable, VecDeque<Timestamp>, RecoveryStats), EngineError> {
     let corrupt = |e: crate::meta::change::DecodeError| EngineError::Corrupt(e.to_string());
+    let snapshot = store.snapshot(&[
+        DATABASE_PREFIX,
+        COLLECTION_PREFIX,
+        ALIAS_PREFIX,
+        DDL_LOG_PREFIX,
+    ])?;
+    let revision = snapshot.revision;
+    let mut entries = snapshot.entries.into_iter();
     let mut current: Vec<(String, Vec<u8>)> = Vec::new();
-    for prefix in [DATABASE_PREFIX, COLLECTION_PREFIX, ALIAS_PREFIX] {
-        current.extend(store.scan_prefix(prefix)?);
+    for _ in 0..3 {
+        current.extend(entries.next().unwrap_or_default());
     }
+    let logged = entries.next().unwrap_or_default();
     let mut records = Vec::new();
-    for (key, value) in store.scan_prefix(DDL_LOG_PREFIX)? {
+    for (key, value) in logged {
         let record = DdlRecord::decode(value.as_slice())
             .map_err(|e| EngineError::Corrupt(format!("DDL log record {key}: {e}")))?;
         records.push(record);
@@ -330,6 +472,7 @@ fn recover_table(
         records: current.len(),
         log_records: records.len(),
         elapsed: Duration::ZERO,
+        revision,
     };
     Ok((table, log, stats))
 }
@@ -381,7 +524,21 @@ impl Writer {
             for (offset, job) in jobs.into_iter().enumerate() {
                 let ts = allocation.first + offset as u64;
                 match job {
-                    Job::Timestamp { reply } => outcomes.push((reply, Ok(ts))),
+                    Job::Timestamp { reply } => {
+                        let lease_ended = self
+                            .shared
+                            .lease_deadline
+                            .lock()
+                            .is_some_and(|deadline| Instant::now() >= deadline);
+                        let outcome = if lease_ended {
+                            Err(MetaError::not_ready(
+                                "the leadership lease could not be renewed in time",
+                            ))
+                        } else {
+                            Ok(ts)
+                        };
+                        outcomes.push((reply, outcome));
+                    }
                     Job::Ddl { ddl, reply } => {
                         let mut ctx = PlanContext {
                             ts,
@@ -455,9 +612,8 @@ impl Writer {
             return;
         }
         self.last_compaction = Instant::now();
-        let retention_ms = self.config.history_retention.as_millis() as u64;
         let committed = self.shared.committed.load(Ordering::Acquire);
-        let horizon = tso::compose(tso::now_ms().saturating_sub(retention_ms), 0).min(committed);
+        let horizon = history_horizon(self.config.history_retention, committed);
         self.shared.table.write().compact(horizon);
         self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
         // Old history need not go atomically: delete it in commits the store accepts

@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod engine;
+#[cfg(feature = "etcd")]
+pub mod ha;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -80,6 +82,15 @@ pub struct MetaStoreArgs {
     /// capped to (this - 2) / 2 DDLs.
     #[arg(long, default_value_t = 128, env = "COORDINATOR_ETCD_MAX_TXN_OPS")]
     pub etcd_max_txn_ops: usize,
+    /// On etcd, replicas elect a leader: the address this replica's clients reach it at,
+    /// which followers name when they refuse a write (default: the listen address; in
+    /// Kubernetes pass the pod's address).
+    #[arg(long, value_name = "HOST:PORT", env = "COORDINATOR_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// TTL of the leadership lease on etcd: a failed leader is replaced within about this
+    /// long.
+    #[arg(long, default_value_t = 5, env = "COORDINATOR_LEADER_LEASE_SECS")]
+    pub leader_lease_secs: u64,
 }
 
 impl Default for MetaStoreArgs {
@@ -89,6 +100,8 @@ impl Default for MetaStoreArgs {
             etcd_endpoints: Vec::new(),
             etcd_prefix: "collection-operator/".into(),
             etcd_max_txn_ops: 128,
+            advertise_address: None,
+            leader_lease_secs: 5,
         }
     }
 }
@@ -329,16 +342,32 @@ pub async fn serve_with(
         .context("gRPC server failed")
 }
 
-/// Runs a coordinator process: opens the store, binds, serves until SIGINT/SIGTERM.
+/// Runs a coordinator process: opens the store, binds, serves until SIGINT/SIGTERM. On
+/// etcd the process is one replica of a set that elects a leader (see [`ha`]).
 pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     // Bad credentials or TLS files stop the start before the store is opened.
     let security = Security::load(config.auth.as_ref(), config.tls.as_ref())?;
+    #[cfg(feature = "etcd")]
+    if config.meta_store.meta_store == MetaStoreKind::Etcd {
+        return run_replica_process(config, security).await;
+    }
     let (engine, stats) = open_engine_with(
         &config.meta_store,
         config.data_dir.clone(),
         config.engine.clone(),
     )
     .await?;
+    log_recovery(&engine, &stats);
+    let listener = bind(&config, &security).await?;
+    serve_with(engine.clone(), listener, security, shutdown_signal()).await?;
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .context("stopping the meta writer")?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+fn log_recovery(engine: &Engine, stats: &RecoveryStats) {
     let (databases, collections, aliases) = engine.read(0, |table, at| table.counts(at));
     tracing::info!(
         databases,
@@ -348,6 +377,9 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         recovery_ms = stats.elapsed.as_millis() as u64,
         "meta table recovered"
     );
+}
+
+async fn bind(config: &CoordinatorConfig, security: &Security) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -360,10 +392,84 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         accepted_credentials = security.authenticator.as_ref().map(Authenticator::len).unwrap_or(0),
         "coordinator serving MilvusService"
     );
-    serve_with(engine.clone(), listener, security, shutdown_signal()).await?;
+    Ok(listener)
+}
+
+/// One replica on etcd: loads the meta table as a follower, serves reads at once, and
+/// campaigns for leadership beside the server.
+#[cfg(feature = "etcd")]
+async fn run_replica_process(config: CoordinatorConfig, security: Security) -> anyhow::Result<()> {
+    let args = &config.meta_store;
+    if args.etcd_endpoints.is_empty() {
+        anyhow::bail!("--meta-store etcd needs --etcd-endpoints");
+    }
+    let options = crate::store::EtcdOptions {
+        max_txn_ops: args.etcd_max_txn_ops,
+        ..Default::default()
+    };
+    let engine_config = EngineConfig {
+        max_batch: config
+            .engine
+            .max_batch
+            .min(crate::store::etcd::max_ddls_per_batch(options.max_txn_ops)),
+        ..config.engine.clone()
+    };
+    let store = Arc::new(
+        crate::store::EtcdStore::connect_with(&args.etcd_endpoints, &args.etcd_prefix, options)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the etcd meta store at {} (prefix {:?})",
+                    args.etcd_endpoints.join(","),
+                    args.etcd_prefix
+                )
+            })?,
+    );
+    let opening = store.clone();
+    let (engine, stats) = tokio::task::spawn_blocking(move || {
+        Engine::open_replica(opening, engine_config).context("loading the meta table")
+    })
+    .await
+    .context("meta engine start-up task failed")??;
+    let engine = Arc::new(engine);
+    log_recovery(&engine, &stats);
+    let listener = bind(&config, &security).await?;
+    let replica = ha::ReplicaConfig {
+        member_id: ha::new_member_id(),
+        advertise_address: match &args.advertise_address {
+            Some(address) => address.clone(),
+            None => listener.local_addr()?.to_string(),
+        },
+        lease_ttl: std::time::Duration::from_secs(args.leader_lease_secs.max(1)),
+        compaction_interval: config.engine.compaction_interval,
+    };
+    tracing::info!(
+        member = %replica.member_id,
+        advertise = %replica.advertise_address,
+        lease_secs = replica.lease_ttl.as_secs(),
+        "replica on etcd: following, campaigning for leadership"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (role, _) = tokio::sync::watch::channel(ha::Role::Follower(None));
+    let replica_task = tokio::spawn(ha::run_replica(
+        engine.clone(),
+        store,
+        replica,
+        stats.revision,
+        role,
+        stopped,
+    ));
+    let served = serve_with(engine.clone(), listener, security, shutdown_signal()).await;
+    let _ = stop.send(true);
+    match replica_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(error = %format!("{error:#}"), "replica loop failed"),
+        Err(error) => tracing::error!(%error, "replica task failed"),
+    }
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .context("stopping the meta writer")?;
+    served?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

@@ -20,23 +20,44 @@
 //! client lives; each call is spawned there and waited for, so it works from any thread
 //! (from an async task it would block that worker: call it from a blocking context).
 //!
-//! Not here yet (the rest of issue 6): leases, leader election, and guarding commits with
-//! the expected revision. An ambiguous failure (a timeout after etcd received the
-//! transaction) is reported as a failure although etcd may have applied it; the next start
-//! reads what etcd holds.
+//! **Write fence.** With several coordinator replicas (see [`crate::coordinator::ha`]),
+//! only the elected leader may write. Once [`EtcdStore::arm_fence`] is called, every commit
+//! is a transaction that succeeds only if both
+//! - the leader key still has the create revision of this leader's election (the key is
+//!   bound to the leader's etcd lease, so it is gone the moment the lease ends: a paused or
+//!   partitioned leader cannot write after another replica was elected), and
+//! - the fence key ([`FENCE_KEY`]) still has the mod revision of this store's last commit
+//!   (the *expected revision*: nobody else wrote since, and no earlier commit of ours went
+//!   through unseen).
+//!
+//! Each guarded commit also rewrites the fence key, so it moves on with every batch. A
+//! refused transaction writes nothing and is reported as [`StoreError::Fenced`]; the HA
+//! loop is woken through [`EtcdStore::fence_broken`] to find out whether it is still the
+//! leader (then it reloads what etcd holds, which also settles an ambiguous earlier
+//! commit — a timeout after etcd applied it) or must step down.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
-use super::{MetaStore, StoreError, WriteBatch};
+use super::{MetaStore, Snapshot, StoreError, WriteBatch};
 
 /// The default key prefix in etcd.
 pub const DEFAULT_PREFIX: &str = "collection-operator/";
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// The key (under the prefix) every guarded commit rewrites; its mod revision is the
+/// expected revision of the next commit.
+pub const FENCE_KEY: &str = "coordinator/fence";
+/// The key (under the prefix) the elected leader holds, bound to its lease.
+pub const LEADER_KEY: &str = "coordinator/leader";
+/// Operations of a transaction the store adds itself: the fence key.
+const STORE_OPS_PER_COMMIT: usize = 1;
 /// Store operations per batch that are not DDL changes: the TSO save point and the ID
 /// allocator.
 const FIXED_OPS_PER_BATCH: usize = 2;
@@ -45,10 +66,11 @@ const OPS_PER_DDL: usize = 2;
 /// Largest response the client decodes (a scan page of big collection records).
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 
-/// The most DDLs one engine batch may carry so that its commit fits in one etcd transaction
-/// of at most `max_txn_ops` operations (63 for etcd's default of 128).
+/// The most DDLs one engine batch may carry so that its commit, with the fence key, fits
+/// in one etcd transaction of at most `max_txn_ops` operations (62 for etcd's default of
+/// 128).
 pub fn max_ddls_per_batch(max_txn_ops: usize) -> usize {
-    (max_txn_ops.saturating_sub(FIXED_OPS_PER_BATCH) / OPS_PER_DDL).max(1)
+    (max_txn_ops.saturating_sub(STORE_OPS_PER_COMMIT + FIXED_OPS_PER_BATCH) / OPS_PER_DDL).max(1)
 }
 
 /// Connection and size settings of the etcd store.
@@ -77,10 +99,22 @@ impl Default for EtcdOptions {
 
 /// An etcd-backed [`MetaStore`].
 pub struct EtcdStore {
+    client: Client,
     kv: KvClient,
     prefix: String,
     options: EtcdOptions,
+    fence: Mutex<Option<WriteFence>>,
+    fence_broken: Arc<Notify>,
     runtime: OwnedRuntime,
+}
+
+/// What a guarded commit compares (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WriteFence {
+    /// Create revision of the leader key this process holds.
+    leader_revision: i64,
+    /// Mod revision the fence key must still have.
+    expected_revision: i64,
 }
 
 /// The store's runtime; shut down without waiting when dropped, so that the store (or a
@@ -183,11 +217,55 @@ impl EtcdStore {
             .kv_client()
             .max_decoding_message_size(MAX_DECODING_BYTES);
         Ok(Self {
+            client,
             kv,
             prefix: prefix.to_string(),
             options,
+            fence: Mutex::new(None),
+            fence_broken: Arc::new(Notify::new()),
             runtime,
         })
+    }
+
+    /// The etcd client (cheap to clone), for leases, elections and watches. Its
+    /// connections live on the store's runtime; it may be used from any runtime.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Guards every later commit with the leader key created at `leader_revision` and the
+    /// fence key's current mod revision (read now). Called by a replica that has just won
+    /// the election, before it loads the meta table.
+    pub async fn arm_fence(&self, leader_revision: i64) -> Result<(), StoreError> {
+        let mut kv = self.kv.clone();
+        let key = self.full_key(FENCE_KEY);
+        let expected_revision = kv
+            .get(key, None)
+            .await
+            .map_err(etcd_error("reading the write fence"))?
+            .kvs()
+            .first()
+            .map_or(0, |entry| entry.mod_revision());
+        *self.fence.lock() = Some(WriteFence {
+            leader_revision,
+            expected_revision,
+        });
+        Ok(())
+    }
+
+    /// Stops guarding commits (the replica stepped down; it does not write any more).
+    pub fn disarm_fence(&self) {
+        self.fence.lock().take();
+    }
+
+    /// Notified whenever etcd refuses a guarded commit.
+    pub fn fence_broken(&self) -> Arc<Notify> {
+        self.fence_broken.clone()
+    }
+
+    /// The full etcd key of a store key.
+    pub fn etcd_key(&self, key: &str) -> Vec<u8> {
+        self.full_key(key)
     }
 
     /// The key prefix in etcd.
@@ -226,51 +304,98 @@ impl EtcdStore {
     }
 }
 
+/// One prefix scan, ready to run on the store's runtime.
+struct PrefixScan {
+    kv: KvClient,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    strip: usize,
+    page_size: usize,
+    context: String,
+}
+
+impl PrefixScan {
+    /// Every key under the prefix as of `revision` (0: now), in pages, all at one
+    /// revision; returns it.
+    async fn read(mut self, revision: i64) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+        let mut out = Vec::new();
+        // etcd refuses an empty key; "\0" is the first key there is.
+        let mut from = if self.start.is_empty() {
+            vec![0]
+        } else {
+            self.start.clone()
+        };
+        let mut revision = revision;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(self.end.clone())
+                .with_limit(self.page_size as i64);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut response = self
+                .kv
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(etcd_error(self.context.clone()))?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            from = last.key().to_vec();
+            from.push(0);
+            for entry in kvs {
+                let (key, value) = entry.into_key_value();
+                let key = String::from_utf8(key).map_err(|e| {
+                    store_error(self.context.clone(), format!("a key is not UTF-8: {e}"))
+                })?;
+                let key = key.get(self.strip..).unwrap_or_default().to_string();
+                out.push((key, value));
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok((out, revision))
+    }
+}
+
+impl EtcdStore {
+    fn scanner(&self, prefix: &str) -> PrefixScan {
+        let start = self.full_key(prefix);
+        PrefixScan {
+            kv: self.kv.clone(),
+            end: prefix_end(&start),
+            start,
+            strip: self.prefix.len(),
+            page_size: self.options.page_size,
+            context: format!("scanning {prefix:?}"),
+        }
+    }
+}
+
 impl MetaStore for EtcdStore {
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let start = self.full_key(prefix);
-        let end = prefix_end(&start);
-        let strip = self.prefix.len();
-        let page_size = self.options.page_size;
-        let mut kv = self.kv.clone();
-        let context = format!("scanning {prefix:?}");
-        self.run(&context.clone(), async move {
-            let mut out = Vec::new();
-            // etcd refuses an empty key; "\0" is the first key there is.
-            let mut from = if start.is_empty() { vec![0] } else { start };
-            let mut revision = 0i64;
-            loop {
-                let mut options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_limit(page_size as i64);
-                if revision > 0 {
-                    options = options.with_revision(revision);
-                }
-                let mut response = kv
-                    .get(from.clone(), Some(options))
-                    .await
-                    .map_err(etcd_error(context.clone()))?;
-                if revision == 0 {
-                    revision = response.header().map_or(0, |h| h.revision());
-                }
-                let more = response.more();
-                let kvs = response.take_kvs();
-                let Some(last) = kvs.last() else { break };
-                from = last.key().to_vec();
-                from.push(0);
-                for entry in kvs {
-                    let (key, value) = entry.into_key_value();
-                    let key = String::from_utf8(key).map_err(|e| {
-                        store_error(context.clone(), format!("a key is not UTF-8: {e}"))
-                    })?;
-                    let key = key.get(strip..).unwrap_or_default().to_string();
-                    out.push((key, value));
-                }
-                if !more {
-                    break;
-                }
+        let scan = self.scanner(prefix);
+        self.run(
+            &scan.context.clone(),
+            async move { Ok(scan.read(0).await?.0) },
+        )
+    }
+
+    fn snapshot(&self, prefixes: &[&str]) -> Result<Snapshot, StoreError> {
+        let scans: Vec<PrefixScan> = prefixes.iter().map(|p| self.scanner(p)).collect();
+        self.run("reading a snapshot", async move {
+            let mut snapshot = Snapshot::default();
+            for scan in scans {
+                // The first scan fixes the revision; the others read as of it.
+                let (entries, revision) = scan.read(snapshot.revision).await?;
+                snapshot.revision = revision;
+                snapshot.entries.push(entries);
             }
-            Ok(out)
+            Ok(snapshot)
         })
     }
 
@@ -307,12 +432,17 @@ impl MetaStore for EtcdStore {
         if ops.is_empty() {
             return Ok(());
         }
-        if ops.len() > self.options.max_txn_ops {
+        let limit = self
+            .options
+            .max_txn_ops
+            .saturating_sub(STORE_OPS_PER_COMMIT);
+        if ops.len() > limit {
             return Err(store_error(
                 "committing a batch",
                 format!(
-                    "{} operations exceed the etcd transaction limit of {} (etcd \
-                     --max-txn-ops); the batch is not split, so that it stays atomic",
+                    "{} operations exceed the {limit} a transaction can carry (etcd \
+                     --max-txn-ops {} minus the fence key); the batch is not split, so \
+                     that it stays atomic",
                     ops.len(),
                     self.options.max_txn_ops
                 ),
@@ -321,22 +451,61 @@ impl MetaStore for EtcdStore {
         let count = ops.len();
         let mut kv = self.kv.clone();
         let context = format!("committing a batch of {count} operations");
-        self.run(&context.clone(), async move {
-            let response = kv
-                .txn(Txn::new().and_then(ops))
-                .await
-                .map_err(etcd_error(context.clone()))?;
-            // No comparisons: the transaction always takes its success branch.
-            if response.succeeded() {
-                Ok(())
-            } else {
-                Err(store_error(context, "transaction was not applied"))
+        let fence = *self.fence.lock();
+        let txn = match fence {
+            None => Txn::new().and_then(ops),
+            Some(fence) => {
+                let mut ops = ops;
+                ops.push(TxnOp::put(self.full_key(FENCE_KEY), Vec::new(), None));
+                Txn::new()
+                    .when(vec![
+                        Compare::create_revision(
+                            self.full_key(LEADER_KEY),
+                            CompareOp::Equal,
+                            fence.leader_revision,
+                        ),
+                        Compare::mod_revision(
+                            self.full_key(FENCE_KEY),
+                            CompareOp::Equal,
+                            fence.expected_revision,
+                        ),
+                    ])
+                    .and_then(ops)
             }
-        })
+        };
+        let response = self.run(&context.clone(), async move {
+            kv.txn(txn).await.map_err(etcd_error(context))
+        })?;
+        if response.succeeded() {
+            if let Some(fence) = fence {
+                let revision = response.header().map_or(0, |h| h.revision());
+                let mut current = self.fence.lock();
+                // Unless the fence was disarmed or re-armed meanwhile.
+                if *current == Some(fence) {
+                    *current = Some(WriteFence {
+                        expected_revision: revision,
+                        ..fence
+                    });
+                }
+            }
+            return Ok(());
+        }
+        // Only a guarded transaction has a failure branch.
+        self.fence_broken.notify_one();
+        Err(StoreError::Fenced(
+            "etcd refused the transaction: the leader key or the fence key changed (the \
+             leadership lease ended, or another writer committed)"
+                .into(),
+        ))
     }
 
     fn max_ops_per_commit(&self) -> Option<usize> {
-        Some(self.options.max_txn_ops)
+        Some(
+            self.options
+                .max_txn_ops
+                .saturating_sub(STORE_OPS_PER_COMMIT)
+                .max(1),
+        )
     }
 }
 
@@ -355,8 +524,10 @@ mod tests {
     #[test]
     fn batch_cap_fits_the_default_limit() {
         let ddls = max_ddls_per_batch(DEFAULT_MAX_TXN_OPS);
-        assert_eq!(ddls, 63);
-        assert!(ddls * OPS_PER_DDL + FIXED_OPS_PER_BATCH <= DEFAULT_MAX_TXN_OPS);
+        assert_eq!(ddls, 62);
+        assert!(
+            ddls * OPS_PER_DDL + FIXED_OPS_PER_BATCH + STORE_OPS_PER_COMMIT <= DEFAULT_MAX_TXN_OPS
+        );
         assert_eq!(max_ddls_per_batch(1), 1);
     }
 }

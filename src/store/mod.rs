@@ -18,6 +18,11 @@ pub enum StoreError {
     /// The embedded redb file failed.
     #[error("redb: {0}")]
     Redb(#[from] ::redb::Error),
+    /// A guarded commit was refused because this process no longer holds the write
+    /// fence: its leadership lease ended, or another writer changed the store since its
+    /// last commit. Nothing of the batch was written.
+    #[error("commit fenced: {0}")]
+    Fenced(String),
     /// The store's files could not be prepared.
     #[error("{context}: {source}")]
     Io {
@@ -67,6 +72,17 @@ impl WriteBatch {
     }
 }
 
+/// Several prefixes read at one moment of the store, so that records spread over them are
+/// consistent with each other even while another process writes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// One list per requested prefix, in the order asked, each in key order.
+    pub entries: Vec<Vec<(String, Vec<u8>)>>,
+    /// The store revision the snapshot was read at (etcd's); 0 for stores without
+    /// revisions. Changes after it can be watched from `revision + 1`.
+    pub revision: i64,
+}
+
 /// A durable key/value store for the meta table.
 pub trait MetaStore: Send + Sync + 'static {
     /// Every key under `prefix` with its value, in key order.
@@ -74,6 +90,19 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// The value of one key.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every key under each of `prefixes`, all as of one moment. The default scans one
+    /// prefix after another, which is consistent when no other process writes (redb).
+    fn snapshot(&self, prefixes: &[&str]) -> Result<Snapshot, StoreError> {
+        let mut entries = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            entries.push(self.scan_prefix(prefix)?);
+        }
+        Ok(Snapshot {
+            entries,
+            revision: 0,
+        })
+    }
 
     /// Writes a batch atomically; when this returns `Ok` the batch survives a crash.
     fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;

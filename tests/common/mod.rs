@@ -2,6 +2,8 @@
 //! loopback port (in-process, or as the real binary), and a client for it.
 #![allow(dead_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod fake_api;
 
 use std::net::SocketAddr;

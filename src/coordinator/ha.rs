@@ -1,0 +1,526 @@
+//! Several coordinator replicas on one etcd: one leader writes, the others follow.
+//!
+//! **Election.** Each replica campaigns for the leader key ([`LEADER_KEY`] under the store
+//! prefix) with a transaction that creates it only if it does not exist, bound to a fresh
+//! etcd lease of `--leader-lease-secs`. The winner keeps the lease alive; the others watch
+//! the key and campaign again when it is deleted (the leader resigned, or its lease ended).
+//! The key's value names the leader (its id and `--advertise-address`).
+//!
+//! **Leader.** Arms the store's write fence ([`EtcdStore::arm_fence`]: every commit must
+//! find the leader key it created and the fence revision it last wrote), reloads the meta
+//! table from etcd, resumes the TSO above the persisted high-water mark, and starts the
+//! engine's writer. It steps down when a keep-alive reports the lease gone, or when no
+//! keep-alive succeeded for a whole lease period (locally, before etcd can have expired
+//! the lease, since the deadline counts from when the renewal was *sent*). A leader that
+//! cannot step down in time (paused, partitioned) is stopped by the fence: etcd refuses
+//! its transactions once its lease has ended, so nothing it attempts is written.
+//!
+//! **Followers.** Serve reads from their copy of the meta table, kept current by watching
+//! the DDL log (each DDL's log record holds all of its changes, written in the same
+//! transaction), from the revision their copy was read at. A watch that falls behind etcd's
+//! compaction reloads the table. Writes (DDL and AllocTimestamp) are refused with
+//! Milvus code 1 (`service not ready`, retriable) and a message that names the leader's
+//! address: we answer rather than forward, so that a write is only ever attempted by the
+//! process that holds the lease, and a client (or a Service that routes writes to the
+//! leader) sees where to go. A follower's reads trail the leader by the watch delay
+//! (measured in `tests/etcd_ha.rs`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::engine::Engine;
+use crate::meta::change::DDL_LOG_PREFIX;
+use crate::proto::records::DdlRecord;
+use crate::store::EtcdStore;
+use crate::store::etcd::LEADER_KEY;
+
+/// How long a failed etcd call waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+/// Identity and timing of this replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Unique among replicas (logs, the leader key).
+    pub member_id: String,
+    /// Where clients reach this replica; followers name it in their refusals.
+    pub advertise_address: String,
+    /// TTL of the leadership lease: a failed leader is replaced within about this long.
+    pub lease_ttl: Duration,
+    /// How often a follower drops history older than the retention window.
+    pub compaction_interval: Duration,
+}
+
+/// The value of the leader key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaderRecord {
+    /// The leader's member id.
+    pub id: String,
+    /// The leader's advertised gRPC address.
+    pub address: String,
+}
+
+/// A unique member id: the host name (the pod name in Kubernetes) and a random suffix, so
+/// that a restarted process never takes over its predecessor's identity.
+pub fn new_member_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// Whether this replica leads; published for logs and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Following; the leader when known.
+    Follower(Option<LeaderRecord>),
+    /// Leading: writes are accepted here.
+    Leader,
+}
+
+/// Why a leadership term ended.
+enum TermEnd {
+    /// The process is stopping (the lease is revoked for a fast hand-over).
+    Shutdown,
+    /// The lease is gone or could not be renewed in time.
+    Lost(String),
+}
+
+/// A won election.
+struct Won {
+    lease: i64,
+    leader_revision: i64,
+    /// When the lease was asked for: it cannot end before `granted + ttl`.
+    granted: Instant,
+    /// The TTL asked for (etcd may grant more, never less).
+    ttl: Duration,
+}
+
+/// Runs the replica until `shutdown` turns true: follow, campaign, lead, step down, and
+/// again. `engine` must be a replica opened on `store` at `revision`.
+pub async fn run_replica(
+    engine: Arc<Engine>,
+    store: Arc<EtcdStore>,
+    config: ReplicaConfig,
+    mut revision: i64,
+    role: watch::Sender<Role>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = store.client();
+    let leader_key = store.etcd_key(LEADER_KEY);
+    loop {
+        let follower = tokio::spawn(follow_log(
+            engine.clone(),
+            store.clone(),
+            revision,
+            config.compaction_interval,
+        ));
+        let won = tokio::select! {
+            won = campaign(&client, &leader_key, &config, &engine, &role) => won,
+            _ = stopped(&mut shutdown) => {
+                follower.abort();
+                return Ok(());
+            }
+        };
+        follower.abort();
+        let elected = Instant::now();
+        match become_leader(&engine, &store, &won).await {
+            Ok(()) => {
+                tracing::info!(
+                    member = %config.member_id,
+                    takeover_ms = elected.elapsed().as_millis() as u64,
+                    "leading: meta table reloaded from etcd, writes accepted"
+                );
+                let _ = role.send(Role::Leader);
+                let end = lead(
+                    &client,
+                    &leader_key,
+                    &store,
+                    &engine,
+                    &won,
+                    &config,
+                    &mut shutdown,
+                )
+                .await;
+                step_down(&engine, &store).await;
+                match end {
+                    TermEnd::Shutdown => {
+                        // Hand over at once instead of after the lease TTL.
+                        if let Err(error) = client.clone().lease_revoke(won.lease).await {
+                            tracing::warn!(%error, "revoking the leadership lease failed; a follower takes over when it expires");
+                        }
+                        return Ok(());
+                    }
+                    TermEnd::Lost(why) => {
+                        tracing::warn!(member = %config.member_id, %why, "stepped down: writes refused");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "taking over as leader failed; resigning");
+                step_down(&engine, &store).await;
+                let _ = client.clone().lease_revoke(won.lease).await;
+            }
+        }
+        let _ = role.send(Role::Follower(None));
+        revision = loop {
+            let reloading = engine.clone();
+            match tokio::task::spawn_blocking(move || reloading.reload_replica()).await {
+                Ok(Ok(stats)) => break stats.revision,
+                Ok(Err(error)) => tracing::warn!(%error, "reloading the meta table failed"),
+                Err(error) => tracing::warn!(%error, "reloading the meta table failed"),
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+        };
+    }
+}
+
+/// Resolves when `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Arms the fence, then makes the engine the writer (reloading from etcd under the fence,
+/// so nothing written by the previous leader is missed).
+async fn become_leader(
+    engine: &Arc<Engine>,
+    store: &Arc<EtcdStore>,
+    won: &Won,
+) -> anyhow::Result<()> {
+    store
+        .arm_fence(won.leader_revision)
+        .await
+        .context("arming the write fence")?;
+    // The lease TTL the grant asked for; the first renewal follows as soon as we lead.
+    engine.set_lease_deadline(Some(won.granted + won.ttl));
+    let starting = engine.clone();
+    let stats = tokio::task::spawn_blocking(move || starting.start_writer())
+        .await
+        .context("leader start-up task failed")?
+        .context("starting the meta writer")?;
+    tracing::debug!(
+        records = stats.records,
+        log_records = stats.log_records,
+        "reloaded for leadership"
+    );
+    Ok(())
+}
+
+/// Stops the writer while the fence is still armed (queued commits are refused by etcd
+/// if the lease is gone), then disarms it.
+async fn step_down(engine: &Arc<Engine>, store: &Arc<EtcdStore>) {
+    engine.set_lease_deadline(Some(Instant::now()));
+    let stopping = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        stopping.stop_writer("this coordinator replica is not the leader (it stepped down)")
+    })
+    .await;
+    store.disarm_fence();
+}
+
+/// Campaigns until this replica holds the leader key; follows the current leader's
+/// identity meanwhile. Retries etcd failures forever (reads go on being served).
+async fn campaign(
+    client: &Client,
+    leader_key: &[u8],
+    config: &ReplicaConfig,
+    engine: &Engine,
+    role: &watch::Sender<Role>,
+) -> Won {
+    let me = LeaderRecord {
+        id: config.member_id.clone(),
+        address: config.advertise_address.clone(),
+    };
+    let value = serde_json::to_vec(&me).unwrap_or_default();
+    let ttl = config.lease_ttl.as_secs().max(1) as i64;
+    loop {
+        match try_campaign(client, leader_key, &value, ttl).await {
+            Ok(Ok(won)) => return won,
+            Ok(Err((leader, revision))) => {
+                let refusal = match &leader {
+                    Some(leader) => format!(
+                        "this coordinator replica is not the leader; the leader is {} (id {})",
+                        leader.address, leader.id
+                    ),
+                    None => "this coordinator replica is not the leader; no leader is elected yet"
+                        .to_string(),
+                };
+                engine.set_refusal(&refusal);
+                let _ = role.send(Role::Follower(leader));
+                if let Err(error) = wait_for_deletion(client, leader_key, revision).await {
+                    tracing::warn!(%error, "watching the leader key failed; campaigning again");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "campaigning for leadership failed; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+}
+
+type CampaignResult = Result<Won, (Option<LeaderRecord>, i64)>;
+
+/// One attempt: creates the leader key with a new lease, or reads who holds it (and the
+/// revision to watch it from).
+async fn try_campaign(
+    client: &Client,
+    leader_key: &[u8],
+    value: &[u8],
+    ttl: i64,
+) -> Result<CampaignResult, etcd_client::Error> {
+    let mut client = client.clone();
+    let granted = Instant::now();
+    let lease = client.lease_grant(ttl, None).await?.id();
+    let txn = Txn::new()
+        .when(vec![Compare::create_revision(
+            leader_key.to_vec(),
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![TxnOp::put(
+            leader_key.to_vec(),
+            value.to_vec(),
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else(vec![TxnOp::get(leader_key.to_vec(), None)]);
+    let response = match client.txn(txn).await {
+        Ok(response) => response,
+        Err(error) => {
+            let _ = client.lease_revoke(lease).await;
+            return Err(error);
+        }
+    };
+    let revision = response.header().map_or(0, |h| h.revision());
+    if response.succeeded() {
+        return Ok(Ok(Won {
+            lease,
+            leader_revision: revision,
+            granted,
+            ttl: Duration::from_secs(ttl.max(1) as u64),
+        }));
+    }
+    let _ = client.lease_revoke(lease).await;
+    let leader = response.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<LeaderRecord>(kv.value()).ok()),
+        _ => None,
+    });
+    Ok(Err((leader, revision)))
+}
+
+/// Resolves once the leader key is deleted after `revision` (or at once if it already is).
+async fn wait_for_deletion(
+    client: &Client,
+    leader_key: &[u8],
+    revision: i64,
+) -> Result<(), etcd_client::Error> {
+    let mut client = client.clone();
+    let mut stream = client
+        .watch(
+            leader_key.to_vec(),
+            Some(WatchOptions::new().with_start_revision(revision + 1)),
+        )
+        .await?;
+    // The key may have gone between the campaign and the watch's start revision: the
+    // watch replays that deletion.
+    while let Some(response) = stream.message().await? {
+        if response.canceled() {
+            return Ok(());
+        }
+        if response
+            .events()
+            .iter()
+            .any(|event| event.event_type() == EventType::Delete)
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the lease alive while leading; ends the term when it is lost or on shutdown, and
+/// settles refused commits (still leading: reload; not: step down).
+async fn lead(
+    client: &Client,
+    leader_key: &[u8],
+    store: &Arc<EtcdStore>,
+    engine: &Arc<Engine>,
+    won: &Won,
+    config: &ReplicaConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> TermEnd {
+    let mut client = client.clone();
+    let fence_broken = store.fence_broken();
+    let period = (config.lease_ttl / 3).max(Duration::from_millis(100));
+    let mut renewed_until = won.granted + won.ttl;
+    let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped(shutdown) => return TermEnd::Shutdown,
+            _ = fence_broken.notified() => {
+                match holds_leader_key(&mut client, leader_key, won.leader_revision).await {
+                    Ok(true) => {
+                        // Our own earlier commit went through unseen (an ambiguous
+                        // failure): reload what etcd holds and go on leading.
+                        tracing::warn!("a commit was refused while still leading; reloading from etcd");
+                        step_down(engine, store).await;
+                        if let Err(error) = become_leader(engine, store, won).await {
+                            return TermEnd::Lost(format!("reloading after a refused commit: {error:#}"));
+                        }
+                    }
+                    Ok(false) => return TermEnd::Lost("the leader key is gone or held by another replica".into()),
+                    Err(error) => tracing::warn!(%error, "checking the leader key failed"),
+                }
+            }
+            _ = tick.tick() => {
+                if Instant::now() >= renewed_until {
+                    return TermEnd::Lost("the lease could not be renewed within its TTL".into());
+                }
+                let sent = Instant::now();
+                match renew(&mut client, won.lease, &mut keeper, period).await {
+                    Ok(ttl) if ttl > 0 => {
+                        renewed_until = sent + Duration::from_secs(ttl as u64);
+                        engine.set_lease_deadline(Some(renewed_until));
+                    }
+                    Ok(_) => return TermEnd::Lost("etcd reports the lease expired".into()),
+                    Err(error) => {
+                        keeper = None;
+                        tracing::warn!(%error, "renewing the leadership lease failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One keep-alive round trip (opening the keep-alive stream if needed); the TTL granted.
+async fn renew(
+    client: &mut Client,
+    lease: i64,
+    keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    timeout: Duration,
+) -> anyhow::Result<i64> {
+    let round = async {
+        if keeper.is_none() {
+            // Opening the stream fails if the lease is gone.
+            match client.lease_keep_alive(lease).await {
+                Ok(opened) => *keeper = Some(opened),
+                Err(etcd_client::Error::LeaseKeepAliveError(_)) => return Ok(0),
+                Err(error) => return Err(anyhow::Error::new(error)),
+            }
+        }
+        let Some((sender, responses)) = keeper.as_mut() else {
+            anyhow::bail!("no keep-alive stream");
+        };
+        sender.keep_alive().await?;
+        match responses.message().await? {
+            Some(response) => Ok(response.ttl()),
+            None => anyhow::bail!("keep-alive stream closed"),
+        }
+    };
+    tokio::time::timeout(timeout, round)
+        .await
+        .context("keep-alive timed out")?
+}
+
+/// Whether the leader key still has the create revision of our election.
+async fn holds_leader_key(
+    client: &mut Client,
+    leader_key: &[u8],
+    leader_revision: i64,
+) -> Result<bool, etcd_client::Error> {
+    let response = client.get(leader_key.to_vec(), None).await?;
+    Ok(response
+        .kvs()
+        .first()
+        .is_some_and(|kv| kv.create_revision() == leader_revision))
+}
+
+/// Keeps a replica's table current: applies the leader's DDL log records from `revision +
+/// 1` on; reloads when the watch fell behind etcd's compaction; re-watches after errors.
+async fn follow_log(
+    engine: Arc<Engine>,
+    store: Arc<EtcdStore>,
+    revision: i64,
+    compaction_interval: Duration,
+) {
+    let mut client = store.client();
+    let prefix = store.etcd_key(DDL_LOG_PREFIX);
+    let mut next = revision + 1;
+    let mut compaction = tokio::time::interval(compaction_interval);
+    loop {
+        let watched = client
+            .watch(
+                prefix.clone(),
+                Some(WatchOptions::new().with_prefix().with_start_revision(next)),
+            )
+            .await;
+        let mut stream = match watched {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "watching the DDL log failed; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = compaction.tick() => {
+                    engine.compact_replica();
+                    continue;
+                }
+            };
+            let response = match message {
+                Ok(Some(response)) => response,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "the DDL log watch broke; watching again");
+                    break;
+                }
+            };
+            if response.compact_revision() > 0 || response.canceled() {
+                tracing::warn!(
+                    compact_revision = response.compact_revision(),
+                    "the DDL log watch fell behind; reloading the meta table"
+                );
+                let reloading = engine.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload_replica()).await {
+                    Ok(Ok(stats)) => next = stats.revision + 1,
+                    _ => tokio::time::sleep(RETRY_AFTER).await,
+                }
+                break;
+            }
+            for event in response.events() {
+                if event.event_type() != EventType::Put {
+                    continue;
+                }
+                let Some(kv) = event.kv() else { continue };
+                match DdlRecord::decode(kv.value()) {
+                    Ok(record) => {
+                        if let Err(error) = engine.apply_replicated(&record) {
+                            tracing::error!(%error, "a replicated DDL record could not be applied");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "a replicated DDL record could not be decoded")
+                    }
+                }
+                next = next.max(kv.mod_revision() + 1);
+            }
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
