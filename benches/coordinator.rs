@@ -8,7 +8,9 @@
 //!
 //! Environment: `BENCH_OPS` (calls per single-client loop, default 5000), `BENCH_CLIENTS`
 //! (default 16), `BENCH_RESTART_OBJECTS` (collections and aliases for the restart figure,
-//! default 100000; 0 skips it).
+//! default 100000; 0 skips it), `BENCH_ETCD_ENDPOINT` (a running etcd: the loops also run
+//! against our coordinator on etcd, each row beside the redb one; needs
+//! `--features etcd`; `scripts/bench-etcd.sh` starts etcd and does this).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -243,11 +245,20 @@ async fn client_loops(
 }
 
 fn start_coordinator(data_dir: &Path, port: u16) -> anyhow::Result<(Child, Duration)> {
+    start_coordinator_with(data_dir, port, &[])
+}
+
+fn start_coordinator_with(
+    data_dir: &Path,
+    port: u16,
+    extra: &[&str],
+) -> anyhow::Result<(Child, Duration)> {
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_collection-operator"))
         .args(["coordinator", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
@@ -258,6 +269,46 @@ fn start_coordinator(data_dir: &Path, port: u16) -> anyhow::Result<(Child, Durat
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok((child, started.elapsed()))
+}
+
+/// The same loops against one coordinator replica on etcd (it elects itself leader first).
+async fn etcd_loops(endpoint: &str, ops: usize, clients: usize) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let prefix = format!("bench-{}/", std::process::id());
+    let (mut replica, _) = start_coordinator_with(
+        dir.path(),
+        port,
+        &[
+            "--meta-store",
+            "etcd",
+            "--etcd-endpoints",
+            endpoint,
+            "--etcd-prefix",
+            &prefix,
+        ],
+    )?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = connect(&addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .alloc_timestamp(AllocTimestampRequest::default())
+            .await?
+            .into_inner();
+        if response.status.is_some_and(|s| s.code == 0) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replica on etcd did not lead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = client_loops(&addr, "ours (etcd)", ops, clients).await;
+    replica.kill()?;
+    replica.wait()?;
+    rows
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -369,8 +420,20 @@ async fn main() -> anyhow::Result<()> {
     let rows = client_loops(&format!("127.0.0.1:{port}"), "ours", ops, clients).await;
     ours.kill()?;
     ours.wait()?;
-    for row in rows? {
-        println!("{row}");
+    let rows = rows?;
+    match std::env::var("BENCH_ETCD_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let etcd_rows = etcd_loops(&endpoint, ops, clients).await?;
+            for (redb, etcd) in rows.iter().zip(&etcd_rows) {
+                println!("{redb}");
+                println!("{etcd}");
+            }
+        }
+        _ => {
+            for row in rows {
+                println!("{row}");
+            }
+        }
     }
     if restart_objects > 0 {
         for row in restart_figures(restart_objects).await? {
