@@ -33,7 +33,7 @@ if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server protobuf-compiler </dev/null
 fi
 cargo clippy --locked --features etcd --all-targets -- -D warnings
-cargo test --locked --features etcd --test etcd_store
+cargo test --locked --features etcd --test etcd_store --test etcd_ha -- --nocapture
 
 step "Helm chart, CRDs and GitOps examples (lint, render, validate, RBAC/security tests)"
 scripts/chart-check.sh
