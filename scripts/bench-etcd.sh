@@ -21,10 +21,15 @@ etcd --name bench --data-dir "$work/data" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "bench=$peer" > "$work/etcd.log" 2>&1 &
 etcd_pid=$!
-trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$work"' EXIT
+stop_etcd() { kill "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; rm -rf "$work"; }
+trap stop_etcd EXIT
 for _ in $(seq 1 100); do
     curl -fs "$client/health" >/dev/null 2>&1 && break
     sleep 0.2
 done
+status=0
 BENCH_ETCD_ENDPOINT="$client" BENCH_RESTART_OBJECTS="${BENCH_RESTART_OBJECTS:-0}" \
-    cargo bench --locked --features etcd --bench coordinator 2>/dev/null
+    cargo bench --locked --features etcd --bench coordinator 2>/dev/null || status=$?
+stop_etcd
+trap - EXIT
+exit "$status"
