@@ -233,3 +233,123 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         .expect("join")
         .expect("controllers");
 }
+
+async fn engine_has_collection(engine: &InProcess, name: &str) -> bool {
+    use collection_operator::proto::api::DescribeCollectionRequest;
+    let mut client = engine.client().await;
+    let Ok(response) = client
+        .describe_collection(DescribeCollectionRequest {
+            db_name: "default".into(),
+            collection_name: name.into(),
+            ..Default::default()
+        })
+        .await
+    else {
+        return false;
+    };
+    response
+        .into_inner()
+        .status
+        .is_some_and(|s| s.code == 0 && s.error_code == 0)
+}
+
+/// A RoutedAlias with a 2-second interval on the real controllers and the real clock: the
+/// generated Collections are created by the Collection controller, the generated alias
+/// moves through the CollectionAlias controller at each boundary, and retired collections
+/// (deletionPolicy Delete) leave the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_alias_rolls_over_on_the_real_controllers() {
+    let engine = InProcess::start().await;
+    let api = FakeApi::default();
+    *DUMP.lock() = Some(api.clone());
+    api.create(
+        "coordinators",
+        "engine",
+        json!({"external": {"endpoint": format!("http://{}", engine.addr)}}),
+        json!({}),
+    );
+    let mut spec = json!({
+        "coordinatorRef": {"name": "engine"},
+        "start": "2026-01-01T00:00:00Z",
+        "interval": "2s",
+        "preemptiveCreate": "1s",
+        "autoDeleteAge": "2s",
+        "deletionPolicy": "Delete",
+    });
+    spec["template"] = json!({"fields": collection_spec()["fields"]});
+    api.create("routedaliases", "news", spec, json!({}));
+
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(api.clone().serve(handle));
+    let client = Client::new(service, "default");
+    let args = OperatorArgs {
+        namespace: Some(NS.to_string()),
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        resync_interval: Duration::from_secs(30),
+        concurrency: 4,
+        leader_election: LeaderElectionArgs {
+            enabled: false,
+            namespace: None,
+            lease_name: "collection-operator".into(),
+            identity: None,
+            lease_duration: Duration::from_secs(15),
+            renew_grace: Duration::from_secs(5),
+        },
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    let controllers = tokio::spawn(async move {
+        run_controllers(
+            client,
+            &args,
+            Arc::new(Metrics::new()),
+            Arc::new(Health::default()),
+            shutdown,
+        )
+        .await
+    });
+
+    let first = Arc::new(Mutex::new(String::new()));
+    eventually("the alias points to a collection of the series", || {
+        let first = first.clone();
+        let engine = &engine;
+        async move {
+            match engine_alias(engine, "news").await {
+                Some(target) if target.starts_with("news_") => {
+                    *first.lock() = target;
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let first = first.lock().clone();
+    eventually("the alias moves on at the next boundary", || async {
+        engine_alias(&engine, "news")
+            .await
+            .is_some_and(|target| target.starts_with("news_") && target > first)
+    })
+    .await;
+    eventually("the first collection is retired and dropped", || async {
+        !engine_has_collection(&engine, &first).await
+    })
+    .await;
+    let status = api.object("routedaliases", "news").expect("routed")["status"].clone();
+    assert!(
+        status["nextAction"]["at"].is_string(),
+        "status names the next action: {status}"
+    );
+    let reasons = api.event_reasons();
+    for expected in ["CreatedCollection", "AliasRouted", "RetiredCollection"] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} Event in {reasons:?}"
+        );
+    }
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), controllers)
+        .await
+        .expect("controllers stop on shutdown")
+        .expect("join")
+        .expect("controllers");
+}

@@ -228,3 +228,35 @@ async fn an_unreachable_engine_exits_1() {
         "{stderr}"
     );
 }
+
+/// A RoutedAlias stands for what it would generate now: on a fresh engine, the current
+/// interval's collection and the alias to it (exit 2); applied, nothing (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_expands_a_routed_alias() {
+    let server = common::InProcess::start().await;
+    let url = format!("http://{}", server.addr);
+    let path = examples().join("routed").join("news.yaml");
+    let (code, stdout, stderr) = text(&plan(&[&path], &url).await);
+    assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let created = stdout
+        .lines()
+        .find(|line| line.starts_with("create collection"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        created
+            .split_whitespace()
+            .any(|cell| cell.starts_with("news_")),
+        "{stdout}"
+    );
+    assert!(row(&stdout, "create alias", "news").is_some(), "{stdout}");
+    assert!(stderr.contains("RoutedAlias default/news"), "{stderr}");
+
+    apply_once(&url, std::slice::from_ref(&path))
+        .await
+        .expect("apply");
+    // Across an interval boundary between the two runs the series legitimately moves on;
+    // a daily interval makes that a one-in-many-thousands event.
+    let (code, stdout, stderr) = text(&plan(&[&path], &url).await);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    server.stop().await;
+}

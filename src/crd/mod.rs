@@ -1,5 +1,5 @@
 //! The custom resources of group `collections.dev`, version `v1alpha1`: `Coordinator`,
-//! `Collection` and `CollectionAlias`. Schemas (OpenAPI + CEL) are derived from these
+//! `Collection`, `CollectionAlias` and `RoutedAlias`. Schemas (OpenAPI + CEL) are derived from these
 //! types; `collection-operator crds` prints them and `crds/` holds the printed YAML.
 //!
 //! Validation happens in the API server before anything reaches the engine: engine names
@@ -11,6 +11,7 @@ pub mod alias;
 pub mod collection;
 pub mod common;
 pub mod coordinator;
+pub mod routed;
 
 pub use alias::{
     AliasHistoryEntry, CollectionAlias, CollectionAliasSpec, CollectionAliasStatus, SwitchPolicy,
@@ -26,6 +27,7 @@ pub use common::{
 pub use coordinator::{
     Coordinator, CoordinatorSpec, CoordinatorStatus, CredentialsSecretRef, ExternalCoordinator,
 };
+pub use routed::{CollectionTemplate, RoutedAlias, RoutedAliasSpec, RoutedAliasStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -42,6 +44,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Coordinator::crd(),
         Collection::crd(),
         CollectionAlias::crd(),
+        RoutedAlias::crd(),
     ]
     .into_iter()
     .map(without_defaults_in_lists)

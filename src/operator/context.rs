@@ -24,7 +24,7 @@ use super::status::READY;
 use crate::client::{Applied, ClientError};
 use crate::crd::{
     Collection, CollectionAlias, CollectionAliasStatus, CollectionStatus, Coordinator,
-    CoordinatorRef,
+    CoordinatorRef, RoutedAlias,
 };
 use crate::plan::{Action, AliasIntent, CollectionIntent, Seniority, TargetReadiness};
 
@@ -266,6 +266,8 @@ pub struct Context {
     pub alias_backoff: Backoff<CollectionAlias>,
     /// Failure backoff of Coordinators.
     pub coordinator_backoff: Backoff<Coordinator>,
+    /// Failure backoff of RoutedAliases.
+    pub routed_backoff: Backoff<RoutedAlias>,
     /// Requeue hints.
     pub hints: Hints,
     /// Statuses last computed.
@@ -288,6 +290,7 @@ impl Context {
             collection_backoff: Backoff::new(settings.backoff),
             alias_backoff: Backoff::new(settings.backoff),
             coordinator_backoff: Backoff::new(settings.backoff),
+            routed_backoff: Backoff::new(settings.backoff),
             client,
             settings,
             stores,

@@ -1,9 +1,11 @@
 //! The Kubernetes controllers (`collection-operator operator`).
 //!
-//! Three controllers share one [`Context`]: `Coordinator` (is the engine reachable),
+//! Four controllers share one [`Context`]: `Coordinator` (is the engine reachable),
 //! `Collection` and `CollectionAlias` (thin layers: observe the engine for the object's
 //! names and read rivals and target readiness from the informer caches → plan with the
-//! pure [`crate::plan`] functions → apply through [`crate::client::EngineClient`] → status).
+//! pure [`crate::plan`] functions → apply through [`crate::client::EngineClient`] → status),
+//! and `RoutedAlias` ([`routed`]: a schedule that generates owned `Collection`s and a
+//! `CollectionAlias`, requeued at its next boundary).
 //!
 //! What the operator writes to Kubernetes: `.status` (server-side apply, field manager
 //! [`FIELD_MANAGER`]), the finalizer `collections.dev/finalizer` (JSON patches with a
@@ -32,6 +34,7 @@ pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod routed;
 pub mod status;
 
 use std::hash::{Hash, Hasher};
@@ -54,7 +57,7 @@ use tokio_stream::wrappers::ReceiverStream;
 pub use context::Context;
 pub use error::Error;
 
-use crate::crd::{Collection, CollectionAlias, Coordinator};
+use crate::crd::{Collection, CollectionAlias, Coordinator, RoutedAlias};
 use context::{Cache, CacheSync, Hints, Settings, Stores};
 use events::Reporter;
 use http::Health;
@@ -236,7 +239,8 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
     }
     check::<Coordinator>(client, namespace).await?;
     check::<Collection>(client, namespace).await?;
-    check::<CollectionAlias>(client, namespace).await
+    check::<CollectionAlias>(client, namespace).await?;
+    check::<RoutedAlias>(client, namespace).await
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -274,6 +278,16 @@ fn collection_readiness(collection: &Collection) -> Option<u64> {
         collection.engine_name(),
         context::collection_is_ready(collection),
         collection.metadata.deletion_timestamp.is_some(),
+    )))
+}
+
+/// What a `RoutedAlias` cares about in its `CollectionAlias`: the target it asks for and
+/// the one it is bound to (the move is done when they agree).
+fn alias_binding(alias: &CollectionAlias) -> Option<u64> {
+    Some(hash_of((
+        &alias.spec.collection,
+        alias.status.as_ref().and_then(|s| s.collection.as_deref()),
+        alias.metadata.deletion_timestamp.is_some(),
     )))
 }
 
@@ -415,7 +429,7 @@ pub async fn run_controllers(
         .default_backoff()
         .touched_objects()
         .predicate_filter(collection_readiness, Default::default());
-    let coordinator_changes = watcher(api::<Coordinator>(&client, namespace), watch_config)
+    let coordinator_changes = watcher(api::<Coordinator>(&client, namespace), watch_config.clone())
         .default_backoff()
         .touched_objects()
         .predicate_filter(coordinator_state, Default::default());
@@ -423,7 +437,7 @@ pub async fn run_controllers(
         let target_ctx = ctx.clone();
         let coordinator_ctx = ctx.clone();
         Controller::for_stream(aliases, alias_store)
-            .with_config(controller_config)
+            .with_config(controller_config.clone())
             .watches_stream(target_changes, move |collection| {
                 alias::aliases_for_collection(&target_ctx, &collection)
             })
@@ -436,6 +450,31 @@ pub async fn run_controllers(
             .for_each(log_results)
     };
 
+    // RoutedAliases: no engine calls of their own; their generated Collections and
+    // CollectionAlias requeue them when readiness or the alias binding changes, and the
+    // schedule requeues them at the next boundary.
+    let (routed_store, routed_writer) = reflector::store::<RoutedAlias>();
+    let routed = watcher(api::<RoutedAlias>(&client, namespace), watch_config.clone())
+        .default_backoff()
+        .reflect(routed_writer)
+        .applied_objects()
+        .predicate_filter(own_changes(), Default::default());
+    let member_changes = watcher(api::<Collection>(&client, namespace), watch_config.clone())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(collection_readiness, Default::default());
+    let alias_changes = watcher(api::<CollectionAlias>(&client, namespace), watch_config)
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(alias_binding, Default::default());
+    let routed_controller = Controller::for_stream(routed, routed_store)
+        .with_config(controller_config)
+        .watches_stream(member_changes, |collection| routed::owner_of(&collection))
+        .watches_stream(alias_changes, |alias| routed::owner_of(&alias))
+        .graceful_shutdown_on(shutdown.clone().wait())
+        .run(routed::reconcile, routed::error_policy, ctx.clone())
+        .for_each(log_results);
+
     tracing::info!(
         namespace = namespace.unwrap_or("<all>"),
         resync = ?ctx.settings.resync_interval,
@@ -444,7 +483,8 @@ pub async fn run_controllers(
     tokio::join!(
         coordinator_controller,
         collection_controller,
-        alias_controller
+        alias_controller,
+        routed_controller
     );
     tracing::info!("controllers stopped");
     Ok(())

@@ -7,6 +7,7 @@
 //! ownership (`status.collectionID`, `status.collection`) carried along.
 
 pub mod intent;
+pub mod routed;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! Manifest loading for `up` and `plan`: files or folders (recursively; `.yaml`, `.yml`,
-//! `.json`; multi-document YAML; `kind: List`), keeping `Collection` and
-//! `CollectionAlias` documents of `collections.dev/v1alpha1` and noting every other
+//! `.json`; multi-document YAML; `kind: List`), keeping `Collection`, `CollectionAlias`
+//! and `RoutedAlias` documents of `collections.dev/v1alpha1` and noting every other
 //! document as ignored (a `Coordinator` is for `kubectl` users: `up` and `plan` talk to
 //! the one engine named on their command line).
 //!
@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::schema::Checker;
 use crate::client::create_collection_request;
-use crate::crd::{Collection, CollectionAlias, GROUP};
+use crate::crd::{Collection, CollectionAlias, GROUP, RoutedAlias};
 use crate::meta::names::{validate_alias, validate_collection_name, validate_database_name};
 use crate::meta::schema::prepare_schema;
 use crate::plan::ObjectKey;
@@ -34,13 +34,15 @@ pub const API_VERSION: &str = "collections.dev/v1alpha1";
 /// Folders are searched at most this deep (symlink loops end here).
 const MAX_DEPTH: usize = 32;
 
-/// The two kinds `up` and `plan` reconcile.
+/// The kinds `up` and `plan` reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Kind {
     /// `Collection`.
     Collection,
     /// `CollectionAlias`.
     CollectionAlias,
+    /// `RoutedAlias` (expanded into generated Collections and a CollectionAlias).
+    RoutedAlias,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
         match self {
             Kind::Collection => "Collection",
             Kind::CollectionAlias => "CollectionAlias",
+            Kind::RoutedAlias => "RoutedAlias",
         }
     }
 }
@@ -114,6 +117,8 @@ pub struct ManifestSet {
     pub collections: Vec<Manifest<Collection>>,
     /// `CollectionAlias` resources, in file order.
     pub aliases: Vec<Manifest<CollectionAlias>>,
+    /// `RoutedAlias` resources, in file order.
+    pub routed: Vec<Manifest<RoutedAlias>>,
     /// Documents that were skipped, one line each.
     pub ignored: Vec<String>,
     /// Files read.
@@ -206,6 +211,7 @@ pub fn load(
     for (part, part_problems) in parts {
         set.collections.extend(part.collections);
         set.aliases.extend(part.aliases);
+        set.routed.extend(part.routed);
         set.ignored.extend(part.ignored);
         problems.extend(part_problems);
     }
@@ -309,6 +315,11 @@ fn find_duplicates(set: &ManifestSet, problems: &mut Vec<String>) {
             set.aliases
                 .iter()
                 .map(|m| (id_of(Kind::CollectionAlias, &m.resource), &m.origin)),
+        )
+        .chain(
+            set.routed
+                .iter()
+                .map(|m| (id_of(Kind::RoutedAlias, &m.resource), &m.origin)),
         );
     for (id, origin) in ids {
         if let Some(first) = seen.get(&id) {
@@ -338,6 +349,7 @@ struct Loader<'a> {
     validator: Validator,
     collection: Option<KindSchema>,
     alias: Option<KindSchema>,
+    routed: Option<KindSchema>,
     schema_problem: Option<String>,
 }
 
@@ -349,6 +361,7 @@ impl<'a> Loader<'a> {
             validator: Validator::new(),
             collection: None,
             alias: None,
+            routed: None,
             schema_problem: None,
         };
         // The schemas are the ones `collection-operator crds` prints, so `up` and `plan`
@@ -372,6 +385,7 @@ impl<'a> Loader<'a> {
             match kind.as_str() {
                 "Collection" => loader.collection = entry,
                 "CollectionAlias" => loader.alias = entry,
+                "RoutedAlias" => loader.routed = entry,
                 _ => {}
             }
         }
@@ -490,13 +504,20 @@ impl<'a> Loader<'a> {
                     set.aliases.push(manifest);
                 }
             }
+            "RoutedAlias" => {
+                if let Some(manifest) =
+                    self.resource::<RoutedAlias>(Kind::RoutedAlias, value, &origin, problems)
+                {
+                    set.routed.push(manifest);
+                }
+            }
             "Coordinator" => set.ignored.push(format!(
                 "{origin}: Coordinator {name} ignored: up and plan use the one engine given \
                  on their command line"
             )),
             other => problems.push(format!(
                 "{origin}: unknown kind {other} in {API_VERSION} (known: Collection, \
-                 CollectionAlias, Coordinator)"
+                 CollectionAlias, RoutedAlias, Coordinator)"
             )),
         }
     }
@@ -527,6 +548,7 @@ impl<'a> Loader<'a> {
         let schema = match kind {
             Kind::Collection => self.collection.as_ref(),
             Kind::CollectionAlias => self.alias.as_ref(),
+            Kind::RoutedAlias => self.routed.as_ref(),
         };
         let Some(schema) = schema else {
             problems.push(format!("{label}: no CRD schema for this kind"));
@@ -717,6 +739,48 @@ impl Checked for CollectionAlias {
                 "spec.collection: an alias cannot have the name of its target collection \
                  ({alias})"
             ));
+        }
+        problems
+    }
+}
+
+impl Checked for RoutedAlias {
+    /// The alias name, a sample collection name of the series, the template schema (what
+    /// CreateCollection would refuse for every collection of the series) and the schedule
+    /// (time zone, start).
+    fn engine_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(error) = validate_database_name(&self.spec.database) {
+            problems.push(format!("spec.database: {}", error.message));
+        }
+        let alias = self.engine_name();
+        if let Err(error) = validate_alias(&alias) {
+            problems.push(format!(
+                "{}: {}",
+                name_source(&self.spec.name),
+                error.message
+            ));
+            return problems;
+        }
+        let sample = format!("{alias}_20260101T000000Z");
+        if let Err(error) = validate_collection_name(&sample) {
+            problems.push(format!(
+                "{}: the series' collection names ({sample}) would be refused: {}",
+                name_source(&self.spec.name),
+                error.message
+            ));
+            return problems;
+        }
+        let template = self.member_collection(&self.spec.template, &sample, "", "", "");
+        let request = create_collection_request(&self.spec.database, &sample, &template.spec);
+        if let Err(error) = prepare_schema(&sample, &request.schema) {
+            problems.push(format!(
+                "spec.template.fields: the engine would refuse this schema: {}",
+                error.message
+            ));
+        }
+        if let Err(error) = crate::plan::routed::Schedule::from_spec(&self.spec) {
+            problems.push(format!("spec: {error}"));
         }
         problems
     }

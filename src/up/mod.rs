@@ -14,6 +14,7 @@
 
 pub mod manifest;
 pub mod reconcile;
+pub mod routed;
 mod run;
 pub mod schema;
 pub mod state;
@@ -25,14 +26,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::client::{Credentials, EngineClient};
-use crate::plan::{Plan, Verdict};
+use crate::plan::{self, Plan, Verdict};
 use reconcile::Intents;
 
 /// Flags of `collection-operator up`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
-    /// Folder of Collection and CollectionAlias manifests, read recursively (.yaml, .yml,
-    /// .json). Deleting a file deletes its resources (their deletionPolicy applies).
+    /// Folder of Collection, CollectionAlias and RoutedAlias manifests, read recursively
+    /// (.yaml, .yml, .json). Deleting a file deletes its resources (their deletionPolicy
+    /// applies; a RoutedAlias takes its generated collections and alias with it).
     #[arg(long, default_value = "manifests")]
     pub manifests: PathBuf,
     /// Directory of the embedded meta store and of up's state file.
@@ -108,9 +110,9 @@ pub async fn load_manifests(paths: &[PathBuf]) -> anyhow::Result<manifest::Manif
     for note in &set.ignored {
         eprintln!("note: {note}");
     }
-    if set.collections.is_empty() && set.aliases.is_empty() {
+    if set.collections.is_empty() && set.aliases.is_empty() && set.routed.is_empty() {
         eprintln!(
-            "note: no Collection or CollectionAlias manifests in {} file(s)",
+            "note: no Collection, CollectionAlias or RoutedAlias manifests in {} file(s)",
             set.files
         );
     }
@@ -129,6 +131,18 @@ pub async fn plan_set(
     }
     for manifest in &set.aliases {
         intents.push_alias(&manifest.resource);
+    }
+    // A RoutedAlias stands for the resources it would generate now (wall clock).
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for manifest in &set.routed {
+        let plan = routed::push_intents(client, &manifest.resource, now, &mut intents)
+            .await
+            .with_context(|| format!("observing the series of {}", manifest.origin))?;
+        eprintln!(
+            "note: RoutedAlias {}: {}",
+            plan::intent::key_of(&manifest.resource),
+            routed::verdict_text(&plan)
+        );
     }
     let observed = reconcile::observe(client, &intents)
         .await

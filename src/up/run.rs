@@ -140,6 +140,7 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
             last_problems: None,
             last_ignored: Vec::new(),
             dirty: false,
+            routed_rows: BTreeMap::new(),
         };
         runner
             .run(
@@ -233,6 +234,11 @@ struct Outcome {
     failed: bool,
     /// A resource waits for something that may change without a file event.
     waiting: bool,
+    /// A routed alias's generated resources changed in the engine: plan it again at once
+    /// (a collection created in this pass can take the alias in the next one).
+    again: bool,
+    /// Time until the earliest scheduled action of a routed alias.
+    wake: Option<Duration>,
 }
 
 struct Runner {
@@ -247,6 +253,8 @@ struct Runner {
     last_ignored: Vec<String>,
     /// The state changed since it was last saved.
     dirty: bool,
+    /// Status rows of the routed aliases, from the last expansion.
+    routed_rows: BTreeMap<ResourceId, Vec<String>>,
 }
 
 fn now_rfc3339() -> String {
@@ -286,11 +294,15 @@ impl Runner {
                 }
                 Ok(outcome) => {
                     retry = FIRST_RETRY;
-                    if outcome.waiting {
+                    let delay = if outcome.again {
+                        Duration::ZERO
+                    } else if outcome.waiting {
                         WAITING_RECHECK.min(resync)
                     } else {
                         resync
-                    }
+                    };
+                    // A routed alias's next boundary comes when it comes, not at a resync.
+                    outcome.wake.map_or(delay, |wake| delay.min(wake))
                 }
                 Err(error) => {
                     eprintln!("up: [{}] reconcile failed: {error:#}", clock());
@@ -363,13 +375,20 @@ impl Runner {
                     manifest::id_of(Kind::CollectionAlias, &m.resource),
                     m.object,
                 )
-            }));
+            }))
+            .chain(
+                set.routed
+                    .into_iter()
+                    .map(|m| (manifest::id_of(Kind::RoutedAlias, &m.resource), m.object)),
+            );
         for (id, object) in documents {
             match self.state.records.get_mut(&id) {
                 Some(record) => {
-                    if record.manifest != object || record.deleted {
+                    if record.manifest != object || record.deleted || record.owner.is_some() {
+                        // A file now declares it: it is the file's, no longer generated.
                         record.manifest = object;
                         record.deleted = false;
+                        record.owner = None;
                         self.dirty = true;
                     }
                 }
@@ -383,6 +402,7 @@ impl Runner {
                             collection_id: None,
                             bound: None,
                             pending: None,
+                            owner: None,
                         },
                     );
                     self.dirty = true;
@@ -391,7 +411,8 @@ impl Runner {
             present.insert(id);
         }
         for (id, record) in self.state.records.iter_mut() {
-            if !present.contains(id) && !record.deleted {
+            // Generated records come and go with their routed alias's schedule.
+            if !present.contains(id) && !record.deleted && record.owner.is_none() {
                 record.deleted = true;
                 self.dirty = true;
             }
@@ -434,6 +455,20 @@ impl Runner {
     async fn pass(&mut self) -> anyhow::Result<Outcome> {
         let started = Instant::now();
         self.read_manifests().await?;
+        let expanded = super::routed::expand(
+            &mut self.state,
+            k8s_openapi::jiff::Timestamp::now(),
+            &now_rfc3339(),
+        )?;
+        self.dirty |= expanded.changed;
+        self.routed_rows = expanded
+            .rows
+            .into_iter()
+            .map(|(id, (database, alias, target, status))| {
+                let row = vec![id.to_string(), database, alias, target, status];
+                (id, row)
+            })
+            .collect();
         let loaded = started.elapsed();
         let mut intents = self.intents()?;
         let observed = reconcile::observe(&self.client, &intents)
@@ -519,7 +554,10 @@ impl Runner {
 
         let mut errors: HashMap<ResourceId, String> = HashMap::new();
         let mut general_errors = Vec::new();
-        let mut outcome = Outcome::default();
+        let mut outcome = Outcome {
+            wake: expanded.wake,
+            ..Outcome::default()
+        };
         for (action, result) in plan.actions.iter().zip(results) {
             let id = action_key(action)
                 .and_then(|key| intents.resource(key))
@@ -528,6 +566,7 @@ impl Runner {
                 Ok(applied) => {
                     self.dirty = true;
                     if let Some(record) = self.record_for(&intents, action) {
+                        outcome.again |= record.owner.is_some();
                         record.pending = None;
                         match action {
                             Action::CreateCollection { .. } | Action::AdoptCollection { .. } => {
@@ -575,6 +614,7 @@ impl Runner {
                 && let Some(record) = self.state.records.remove(id)
             {
                 self.dirty = true;
+                outcome.again |= record.owner.is_some();
                 released.push((id.clone(), record));
             }
             if let Verdict::NotReady { reason, .. } = verdict
@@ -676,6 +716,9 @@ impl Runner {
                 ],
             );
         }
+        for (id, row) in &self.routed_rows {
+            rows.insert(id.clone(), row.clone());
+        }
         let mut gone: Vec<Vec<String>> = Vec::new();
         for (id, record) in released {
             gone.push(vec![
@@ -761,6 +804,19 @@ fn deleted_text(kind: Kind, record: &Record) -> String {
             match policy {
                 CollectionDeletionPolicy::Retain => "DELETED (Retain: engine collection kept)",
                 CollectionDeletionPolicy::Delete => "DELETED (Delete: engine collection dropped)",
+            }
+        }
+        Kind::RoutedAlias => {
+            let policy: CollectionDeletionPolicy = policy
+                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
+                .unwrap_or_default();
+            match policy {
+                CollectionDeletionPolicy::Retain => {
+                    "DELETED (alias dropped; Retain: its collections kept)"
+                }
+                CollectionDeletionPolicy::Delete => {
+                    "DELETED (alias and, Delete, its collections dropped)"
+                }
             }
         }
         Kind::CollectionAlias => {

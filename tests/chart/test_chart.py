@@ -95,7 +95,7 @@ def test_defaults_render_no_optional_extras(default_docs):
     assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
                             "RoleBinding", "Service", "Deployment", "PodDisruptionBudget",
                             "CustomResourceDefinition", "CustomResourceDefinition",
-                            "CustomResourceDefinition"])
+                            "CustomResourceDefinition", "CustomResourceDefinition"])
 
 
 def test_all_features_render_every_optional_part(all_features_docs):

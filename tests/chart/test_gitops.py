@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO
 
 GITOPS = REPO / "examples" / "gitops"
-KINDS = ("Coordinator", "Collection", "CollectionAlias")
+KINDS = ("Coordinator", "Collection", "CollectionAlias", "RoutedAlias")
 
 
 def load(name: str) -> list[dict]:
@@ -62,6 +62,11 @@ CASES = [
                                              message="waiting for collection products_v2 to become Ready"),
      "Progressing", "WaitingForTarget", "InProgress"),
     ("being deleted", alias(ready="False", reason="Deleting"), "Progressing", "Deleting", "InProgress"),
+    ("a routed alias waiting for its current collection",
+     alias(ready="False", reason="WaitingForCollection", message="waiting for news_20261122T000000Z"),
+     "Progressing", "WaitingForCollection", "InProgress"),
+    ("a routed alias at its maxCollections", alias(ready="False", reason="LimitReached"), "Degraded",
+     "LimitReached", "Failed"),
     ("paused", alias(ready="False", reason="Paused", message="collections.dev/paused"),
      "Suspended", "Paused", "Current"),
     ("engine error", alias(ready="False", reason="EngineError", message="code 1602: alias exists"),

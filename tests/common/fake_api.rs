@@ -37,6 +37,7 @@ pub fn kind_of(plural: &str) -> &'static str {
     match plural {
         "coordinators" => "Coordinator",
         "collections" => "Collection",
+        "routedaliases" => "RoutedAlias",
         _ => "CollectionAlias",
     }
 }
@@ -145,6 +146,10 @@ impl FakeApi {
         let (parts, body) = request.into_parts();
         let body = body.collect_bytes().await.unwrap_or_default();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let apply = parts
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or_default().to_string();
         let method = parts.method.as_str().to_string();
@@ -227,6 +232,66 @@ impl FakeApi {
                 self.record(&mut state, plural, "MODIFIED", object.clone());
                 (200, json(object))
             }
+            ("POST", [plural]) => {
+                // A controller creates a child object (RoutedAlias → Collection).
+                let mut state = self.state.lock();
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if state
+                    .objects
+                    .contains_key(&(plural.to_string(), name.clone()))
+                {
+                    return (
+                        409,
+                        json(
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                    "reason": "AlreadyExists", "code": 409,
+                                    "message": "already exists"}),
+                        ),
+                    );
+                }
+                let object = new_object(&state, body, &name);
+                self.record(&mut state, plural, "ADDED", object.clone());
+                (201, json(object))
+            }
+            ("DELETE", [plural, name]) => {
+                let Some(object) = self.object(plural, name) else {
+                    return not_found();
+                };
+                self.delete(plural, name);
+                (200, json(object))
+            }
+            ("PATCH", [plural, name]) if apply => {
+                // Server-side apply of a whole child object: creates it, or replaces the
+                // spec, labels and owner references (enough for the operator's children).
+                let mut state = self.state.lock();
+                let key = (plural.to_string(), name.to_string());
+                let object = match state.objects.get(&key).cloned() {
+                    None => {
+                        let object = new_object(&state, body, name);
+                        self.record(&mut state, plural, "ADDED", object.clone());
+                        object
+                    }
+                    Some(mut object) => {
+                        if object["spec"] != body["spec"] {
+                            object["spec"] = body["spec"].clone();
+                            let generation =
+                                object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                            object["metadata"]["generation"] = json!(generation);
+                        }
+                        for field in ["labels", "ownerReferences"] {
+                            if !body["metadata"][field].is_null() {
+                                object["metadata"][field] = body["metadata"][field].clone();
+                            }
+                        }
+                        self.record(&mut state, plural, "MODIFIED", object.clone());
+                        object
+                    }
+                };
+                (200, json(object))
+            }
             ("PATCH", [plural, name]) => {
                 let mut state = self.state.lock();
                 let Some(mut object) = state
@@ -275,4 +340,17 @@ impl FakeApi {
             _ => not_found(),
         }
     }
+}
+
+/// A posted or applied object as the API server stores it: uid, generation, creation time.
+fn new_object(state: &State, mut object: Value, name: &str) -> Value {
+    let revision = state.revision + 1;
+    object["metadata"]["uid"] = json!(format!("uid-{name}-{revision}"));
+    object["metadata"]["generation"] = json!(1);
+    object["metadata"]["creationTimestamp"] =
+        json!(format!("2026-01-01T00:01:{:02}Z", revision % 60));
+    if let Some(object) = object.as_object_mut() {
+        object.remove("status");
+    }
+    object
 }
