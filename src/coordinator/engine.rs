@@ -91,6 +91,9 @@ struct Shared {
 /// Handle to the meta engine; cheap to share behind an `Arc`.
 pub struct Engine {
     shared: Arc<Shared>,
+    /// The store the engine writes to, shared with components that keep their own keys in
+    /// it (the streaming coordinator, under `streamingcoord-meta/`).
+    store: Arc<dyn MetaStore>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -148,7 +151,7 @@ impl Engine {
         });
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
-            store,
+            store: store.clone(),
             shared: shared.clone(),
             tso: Tso::recover(bound),
             next_id,
@@ -165,6 +168,7 @@ impl Engine {
             })?;
         let engine = Self {
             shared,
+            store,
             jobs: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(handle)),
         };
@@ -185,6 +189,11 @@ impl Engine {
                 ..stats
             },
         ))
+    }
+
+    /// The meta store, for components that persist their own keys beside the meta table.
+    pub fn store(&self) -> Arc<dyn MetaStore> {
+        self.store.clone()
     }
 
     fn submit(&self, job: Job) -> MetaResult<()> {

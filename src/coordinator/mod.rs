@@ -37,6 +37,8 @@ pub struct CoordinatorConfig {
     pub auth: Option<AuthConfig>,
     /// Certificate and key to serve TLS with; `None`: plaintext.
     pub tls: Option<TlsFiles>,
+    /// The streaming coordinator (WAL placement); `None`: off.
+    pub streaming: Option<crate::streaming::coord::StreamingCoordConfig>,
 }
 
 /// Where the metadata is kept.
@@ -306,6 +308,26 @@ pub async fn serve_with(
     security: Security,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_with_streaming(engine, listener, security, None, shutdown).await
+}
+
+/// [`serve_with`] plus the streaming coordinator's services (same port, same auth check).
+pub async fn serve_with_streaming(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    security: Security,
+    streaming: Option<crate::streaming::coord::StreamingCoord>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let interceptor = auth::AuthInterceptor::new(security.authenticator.clone());
+    let streaming = streaming.map(|coord| {
+        let (assignment, session) = coord.services();
+        (
+            tonic::service::interceptor::InterceptedService::new(assignment, interceptor.clone()),
+            tonic::service::interceptor::InterceptedService::new(session, interceptor.clone()),
+        )
+    });
+    let (assignment, session) = streaming.unzip();
     let service = MilvusServiceServer::new(CoordinatorService::new(engine))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -324,6 +346,8 @@ pub async fn serve_with(
     builder
         .tcp_nodelay(true)
         .add_service(service)
+        .add_optional_service(assignment)
+        .add_optional_service(session)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("gRPC server failed")
@@ -360,7 +384,22 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         accepted_credentials = security.authenticator.as_ref().map(Authenticator::len).unwrap_or(0),
         "coordinator serving MilvusService"
     );
-    serve_with(engine.clone(), listener, security, shutdown_signal()).await?;
+    let streaming = match &config.streaming {
+        Some(streaming) => Some(
+            crate::streaming::coord::StreamingCoord::start(engine.store(), streaming.clone())
+                .await
+                .context("starting the streaming coordinator")?,
+        ),
+        None => None,
+    };
+    serve_with_streaming(
+        engine.clone(),
+        listener,
+        security,
+        streaming,
+        shutdown_signal(),
+    )
+    .await?;
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .context("stopping the meta writer")?;

@@ -5,7 +5,10 @@
 //! persisted before the old holder is told to let go, and every record carries its term,
 //! so a stale holder can never extend the log past the new holder's start.
 
+pub mod balancer;
+pub mod coord;
 pub mod error;
+pub mod node;
 
 pub mod wal;
 

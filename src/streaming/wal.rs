@@ -774,6 +774,18 @@ impl Wal {
 
     /// Appends a message; returns once it is synced and known not to be fenced.
     pub async fn append(&self, message: Message) -> Result<Appended, WalError> {
+        let answer = self.enqueue(message).await?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(self.shared.fenced_error()))
+    }
+
+    /// Queues a message and returns the receiver of its outcome, so a caller can keep
+    /// queueing (pipelining, sharing syncs) while records keep the order they were queued in.
+    pub async fn enqueue(
+        &self,
+        message: Message,
+    ) -> Result<oneshot::Receiver<Result<Appended, WalError>>, WalError> {
         if self.is_fenced() {
             return Err(self.shared.fenced_error());
         }
@@ -785,9 +797,12 @@ impl Wal {
         if sender.send(AppendJob { message, reply }).await.is_err() {
             return Err(self.shared.fenced_error());
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(self.shared.fenced_error()))
+        Ok(answer)
+    }
+
+    /// The error appends get once fenced.
+    pub fn fenced_error(&self) -> WalError {
+        self.shared.fenced_error()
     }
 
     /// The end of the acknowledged log (where the next record will go).
