@@ -6,6 +6,7 @@
 //! so a stale holder can never extend the log past the new holder's start.
 
 pub mod balancer;
+pub mod client;
 pub mod coord;
 pub mod error;
 pub mod node;
