@@ -244,6 +244,18 @@ impl StreamingCoord {
             .map_err(|error| Status::unavailable(format!("meta store: {error}")))
     }
 
+    /// Writes one pchannel's meta.
+    async fn persist_channel(&self, meta: &PChannelMeta) -> Result<(), Status> {
+        let name = meta
+            .channel
+            .as_ref()
+            .map(|c| c.name.as_str())
+            .unwrap_or_default();
+        let mut batch = WriteBatch::default();
+        batch.put(format!("{PCHANNEL_PREFIX}{name}"), meta.encode_to_vec());
+        self.commit(batch).await
+    }
+
     /// Rebuilds and publishes the assignment view (only ASSIGNED channels are shown).
     fn publish(&self) {
         let mut state = self.inner.state.lock();
@@ -536,12 +548,7 @@ impl StreamingCoord {
             }
         };
         if let Some(done) = done {
-            let mut batch = WriteBatch::default();
-            batch.put(
-                format!("{PCHANNEL_PREFIX}{}", channel.name),
-                done.encode_to_vec(),
-            );
-            self.commit(batch).await?;
+            self.persist_channel(&done).await?;
             drop(_writes);
             tracing::info!(
                 pchannel = channel.name,
@@ -572,12 +579,7 @@ impl StreamingCoord {
             }
         };
         if let Some(meta) = changed {
-            let mut batch = WriteBatch::default();
-            batch.put(
-                format!("{PCHANNEL_PREFIX}{}", channel.name),
-                meta.encode_to_vec(),
-            );
-            self.commit(batch).await?;
+            self.persist_channel(&meta).await?;
             drop(_writes);
             self.publish();
             self.inner.trigger.notify_one();
