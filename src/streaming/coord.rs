@@ -869,3 +869,71 @@ impl StreamingCoordAssignmentService for StreamingCoord {
         Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: i64) -> StreamingNodeInfo {
+        StreamingNodeInfo {
+            server_id: id,
+            address: format!("n{id}"),
+        }
+    }
+
+    #[test]
+    fn every_assignment_takes_a_new_term_and_remembers_the_holder_to_remove() {
+        let mut meta = PChannelMeta {
+            channel: Some(PChannelInfo {
+                name: "ch".into(),
+                term: 1,
+                access_mode: 0,
+            }),
+            state: PChannelMetaState::PchannelMetaStateUninitialized as i32,
+            ..Default::default()
+        };
+        try_assign(&mut meta, node(1));
+        assert_eq!(meta.channel.as_ref().map(|c| c.term), Some(2));
+        assert!(
+            meta.histories.is_empty(),
+            "never assigned: nobody to remove"
+        );
+        // The Assign failed (still ASSIGNING); the next round drives it again elsewhere.
+        try_assign(&mut meta, node(2));
+        assert_eq!(meta.channel.as_ref().map(|c| c.term), Some(3));
+        let history: Vec<(i64, i64)> = meta
+            .histories
+            .iter()
+            .map(|h| (h.term, h.node.as_ref().map_or(0, |n| n.server_id)))
+            .collect();
+        assert_eq!(history, vec![(2, 1)]);
+        assert_eq!(meta.node.as_ref().map(|n| n.server_id), Some(2));
+        assert_eq!(
+            meta.state,
+            PChannelMetaState::PchannelMetaStateAssigning as i32
+        );
+    }
+
+    #[test]
+    fn recovery_creates_the_pchannels_once_and_counts_incarnations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::RedbStore::open(dir.path()).expect("store");
+        let config = StreamingCoordConfig {
+            pchannels: 3,
+            ..Default::default()
+        };
+        let (state, first, cchannel) = recover(&store, &config).expect("recover");
+        assert_eq!(
+            state.channels.keys().cloned().collect::<Vec<_>>(),
+            vec![
+                "by-dev-rootcoord-dml_0",
+                "by-dev-rootcoord-dml_1",
+                "by-dev-rootcoord-dml_2"
+            ]
+        );
+        assert_eq!(cchannel, "by-dev-rootcoord-dml_0");
+        let (again, second, _) = recover(&store, &config).expect("recover again");
+        assert_eq!(again.channels, state.channels);
+        assert_eq!(second, first + 1);
+    }
+}
