@@ -396,10 +396,13 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         engine.clone(),
         listener,
         security,
-        streaming,
+        streaming.clone(),
         shutdown_signal(),
     )
     .await?;
+    if let Some(streaming) = streaming {
+        streaming.stop();
+    }
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .context("stopping the meta writer")?;

@@ -154,6 +154,7 @@ struct Inner {
     cchannel: String,
     published: watch::Sender<Arc<FullStreamingNodeAssignmentWithVersion>>,
     clients: Mutex<HashMap<String, StreamingNodeManagerServiceClient<Channel>>>,
+    balance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn now_seconds() -> u64 {
@@ -195,6 +196,7 @@ impl StreamingCoord {
                 cchannel,
                 published,
                 clients: Mutex::new(HashMap::new()),
+                balance_task: Mutex::new(None),
             }),
         };
         coord.publish();
@@ -209,8 +211,17 @@ impl StreamingCoord {
             );
         }
         let looping = coord.clone();
-        tokio::spawn(async move { looping.balance_loop().await });
+        let task = tokio::spawn(async move { looping.balance_loop().await });
+        *coord.inner.balance_task.lock() = Some(task);
         Ok(coord)
+    }
+
+    /// Stops the balance loop (before the store is shut down). An interrupted round leaves
+    /// ASSIGNING channels, which the next start drives again.
+    pub fn stop(&self) {
+        if let Some(task) = self.inner.balance_task.lock().take() {
+            task.abort();
+        }
     }
 
     /// The tonic services to serve beside MilvusService.
