@@ -2,11 +2,18 @@
 //! no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/milvus.proto", "proto/meta.proto"];
-    for file in files
-        .iter()
-        .chain(&["proto/common.proto", "proto/schema.proto"])
-    {
+    let files = [
+        "proto/milvus.proto",
+        "proto/meta.proto",
+        "proto/streaming.proto",
+        "proto/streaming_session.proto",
+    ];
+    for file in files.iter().chain(&[
+        "proto/common.proto",
+        "proto/schema.proto",
+        "proto/common_streaming.proto",
+        "proto/messages.proto",
+    ]) {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;

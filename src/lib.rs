@@ -9,4 +9,5 @@ pub mod operator;
 pub mod plan;
 pub mod proto;
 pub mod store;
+pub mod streaming;
 pub mod up;

@@ -58,6 +58,32 @@ enum Command {
         auth: AuthArgs,
         #[command(flatten)]
         tls: TlsArgs,
+        #[command(flatten)]
+        streaming: collection_operator::streaming::coord::StreamingArgs,
+    },
+    /// Run a streaming node: holds the WAL pchannels the coordinator assigns to it.
+    StreamingNode {
+        /// The coordinator's gRPC URL.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:19530",
+            env = "STREAMING_COORDINATOR"
+        )]
+        coordinator: String,
+        /// Directory of the WAL segments; shared (ReadWriteMany) between nodes so that a
+        /// moved pchannel continues its log.
+        #[arg(long, default_value = "wal", env = "STREAMING_WAL_DIR")]
+        wal_dir: PathBuf,
+        /// gRPC address; pods pass 0.0.0.0:22222.
+        #[arg(long, default_value = "127.0.0.1:22222", env = "STREAMING_LISTEN")]
+        listen: SocketAddr,
+        /// host:port the coordinator and clients reach this node at (default: the bound
+        /// listen address; pods pass their stable DNS name).
+        #[arg(long, env = "STREAMING_ADVERTISE")]
+        advertise: Option<String>,
+        /// A WAL segment rolls over at this size (MiB).
+        #[arg(long, default_value_t = 64)]
+        segment_mib: u64,
     },
     /// Print the CustomResourceDefinitions (the source of `crds/`).
     Crds,
@@ -96,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
             meta_store,
             auth,
             tls,
+            streaming,
         } => {
             let engine = EngineConfig {
                 history_retention: Duration::from_secs(history_retention_secs),
@@ -109,7 +136,28 @@ async fn main() -> anyhow::Result<()> {
                 engine,
                 auth: AuthConfig::from_env(&auth)?,
                 tls: tls.files(),
+                streaming: streaming.config(),
             })
+            .await
+        }
+        Command::StreamingNode {
+            coordinator,
+            wal_dir,
+            listen,
+            advertise,
+            segment_mib,
+        } => {
+            collection_operator::streaming::node::run(
+                collection_operator::streaming::node::NodeConfig {
+                    coordinator,
+                    wal_dir,
+                    listen,
+                    advertise,
+                    wal: collection_operator::streaming::wal::WalConfig {
+                        segment_bytes: segment_mib.max(1) * 1024 * 1024,
+                    },
+                },
+            )
             .await
         }
         Command::Crds => {

@@ -20,6 +20,14 @@ pub mod milvus {
         pub mod milvus {
             tonic::include_proto!("milvus.proto.milvus");
         }
+        /// `milvus.proto.messages`: the message envelope the WAL carries.
+        pub mod messages {
+            tonic::include_proto!("milvus.proto.messages");
+        }
+        /// `milvus.proto.streaming`: pchannel placement, streaming node services, errors.
+        pub mod streaming {
+            tonic::include_proto!("milvus.proto.streaming");
+        }
     }
 }
 
@@ -30,8 +38,15 @@ pub mod collection_operator {
     pub mod meta {
         tonic::include_proto!("collection_operator.meta");
     }
+    /// `collection_operator.streaming`: streaming node registration and lease.
+    pub mod streaming {
+        tonic::include_proto!("collection_operator.streaming");
+    }
 }
 
 pub use collection_operator::meta as records;
+pub use collection_operator::streaming as session;
+pub use milvus::proto::messages;
 pub use milvus::proto::milvus as api;
+pub use milvus::proto::streaming;
 pub use milvus::proto::{common, schema};

@@ -101,6 +101,8 @@ struct Shared {
 /// same way; a replica refuses writes with a retriable error that names the leader.
 pub struct Engine {
     shared: Arc<Shared>,
+    /// The store the engine writes to, shared with components that keep their own keys in
+    /// it (the streaming coordinator, under `streamingcoord-meta/`).
     store: Arc<dyn MetaStore>,
     config: EngineConfig,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -321,6 +323,11 @@ impl Engine {
         let horizon = history_horizon(self.config.history_retention, self.committed_ts());
         self.shared.table.write().compact(horizon);
         self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
+    }
+
+    /// The meta store, for components that persist their own keys beside the meta table.
+    pub fn store(&self) -> Arc<dyn MetaStore> {
+        self.store.clone()
     }
 
     fn submit(&self, job: Job) -> MetaResult<()> {

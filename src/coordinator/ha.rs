@@ -92,6 +92,37 @@ enum TermEnd {
     Lost(String),
 }
 
+/// The streaming coordinator a leader runs (WAL placement), and the gate its services are
+/// served through.
+pub struct LeaderStreaming {
+    /// How to start it.
+    pub config: crate::streaming::coord::StreamingCoordConfig,
+    /// Opened while leading, closed (refusing with the leader's name) otherwise.
+    pub gate: crate::streaming::gate::StreamingGate,
+}
+
+impl LeaderStreaming {
+    /// Starts the streaming coordinator on the (fenced) store and opens the gate.
+    async fn start(&self, engine: &Engine) -> anyhow::Result<()> {
+        let coord =
+            crate::streaming::coord::StreamingCoord::start(engine.store(), self.config.clone())
+                .await
+                .context("starting the streaming coordinator")?;
+        if let Some(previous) = self.gate.set(Some(coord)) {
+            previous.stop();
+        }
+        Ok(())
+    }
+
+    /// Closes the gate and stops the streaming coordinator.
+    fn stop(&self, refusal: &str) {
+        self.gate.set_refusal(refusal);
+        if let Some(coord) = self.gate.set(None) {
+            coord.stop();
+        }
+    }
+}
+
 /// A won election.
 struct Won {
     lease: i64,
@@ -109,9 +140,11 @@ pub async fn run_replica(
     store: Arc<EtcdStore>,
     config: ReplicaConfig,
     mut revision: i64,
+    streaming: Option<LeaderStreaming>,
     role: watch::Sender<Role>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let streaming = streaming.as_ref();
     let client = store.client();
     let leader_key = store.etcd_key(LEADER_KEY);
     loop {
@@ -122,7 +155,7 @@ pub async fn run_replica(
             config.compaction_interval,
         ));
         let won = tokio::select! {
-            won = campaign(&client, &leader_key, &config, &engine, &role) => won,
+            won = campaign(&client, &leader_key, &config, &engine, streaming, &role) => won,
             _ = stopped(&mut shutdown) => {
                 follower.abort();
                 return Ok(());
@@ -130,7 +163,7 @@ pub async fn run_replica(
         };
         follower.abort();
         let elected = Instant::now();
-        match become_leader(&engine, &store, &won).await {
+        match become_leader(&engine, &store, &won, streaming).await {
             Ok(()) => {
                 tracing::info!(
                     member = %config.member_id,
@@ -138,17 +171,8 @@ pub async fn run_replica(
                     "leading: meta table reloaded from etcd, writes accepted"
                 );
                 let _ = role.send(Role::Leader);
-                let end = lead(
-                    &client,
-                    &leader_key,
-                    &store,
-                    &engine,
-                    &won,
-                    &config,
-                    &mut shutdown,
-                )
-                .await;
-                step_down(&engine, &store).await;
+                let end = lead(&store, &engine, &won, &config, streaming, &mut shutdown).await;
+                step_down(&engine, &store, streaming).await;
                 match end {
                     TermEnd::Shutdown => {
                         // Hand over at once instead of after the lease TTL.
@@ -163,8 +187,8 @@ pub async fn run_replica(
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "taking over as leader failed; resigning");
-                step_down(&engine, &store).await;
+                tracing::error!(error = %format!("{error:#}"), "taking over as leader failed; resigning");
+                step_down(&engine, &store, streaming).await;
                 let _ = client.clone().lease_revoke(won.lease).await;
             }
         }
@@ -192,6 +216,7 @@ async fn become_leader(
     engine: &Arc<Engine>,
     store: &Arc<EtcdStore>,
     won: &Won,
+    streaming: Option<&LeaderStreaming>,
 ) -> anyhow::Result<()> {
     store
         .arm_fence(won.leader_revision)
@@ -209,13 +234,23 @@ async fn become_leader(
         log_records = stats.log_records,
         "reloaded for leadership"
     );
+    if let Some(streaming) = streaming {
+        streaming.start(engine).await?;
+    }
     Ok(())
 }
 
 /// Stops the writer while the fence is still armed (queued commits are refused by etcd
 /// if the lease is gone), then disarms it.
-async fn step_down(engine: &Arc<Engine>, store: &Arc<EtcdStore>) {
+async fn step_down(
+    engine: &Arc<Engine>,
+    store: &Arc<EtcdStore>,
+    streaming: Option<&LeaderStreaming>,
+) {
     engine.set_lease_deadline(Some(Instant::now()));
+    if let Some(streaming) = streaming {
+        streaming.stop("this coordinator replica is not the leader (it stepped down)");
+    }
     let stopping = engine.clone();
     let _ = tokio::task::spawn_blocking(move || {
         stopping.stop_writer("this coordinator replica is not the leader (it stepped down)")
@@ -231,6 +266,7 @@ async fn campaign(
     leader_key: &[u8],
     config: &ReplicaConfig,
     engine: &Engine,
+    streaming: Option<&LeaderStreaming>,
     role: &watch::Sender<Role>,
 ) -> Won {
     let me = LeaderRecord {
@@ -252,6 +288,9 @@ async fn campaign(
                         .to_string(),
                 };
                 engine.set_refusal(&refusal);
+                if let Some(streaming) = streaming {
+                    streaming.gate.set_refusal(&refusal);
+                }
                 let _ = role.send(Role::Follower(leader));
                 if let Err(error) = wait_for_deletion(client, leader_key, revision).await {
                     tracing::warn!(%error, "watching the leader key failed; campaigning again");
@@ -351,15 +390,16 @@ async fn wait_for_deletion(
 /// Keeps the lease alive while leading; ends the term when it is lost or on shutdown, and
 /// settles refused commits (still leading: reload; not: step down).
 async fn lead(
-    client: &Client,
-    leader_key: &[u8],
     store: &Arc<EtcdStore>,
     engine: &Arc<Engine>,
     won: &Won,
     config: &ReplicaConfig,
+    streaming: Option<&LeaderStreaming>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> TermEnd {
-    let mut client = client.clone();
+    let mut client = store.client();
+    let leader_key = store.etcd_key(LEADER_KEY);
+    let leader_key = leader_key.as_slice();
     let fence_broken = store.fence_broken();
     let period = (config.lease_ttl / 3).max(Duration::from_millis(100));
     let mut renewed_until = won.granted + won.ttl;
@@ -375,8 +415,8 @@ async fn lead(
                         // Our own earlier commit went through unseen (an ambiguous
                         // failure): reload what etcd holds and go on leading.
                         tracing::warn!("a commit was refused while still leading; reloading from etcd");
-                        step_down(engine, store).await;
-                        if let Err(error) = become_leader(engine, store, won).await {
+                        step_down(engine, store, streaming).await;
+                        if let Err(error) = become_leader(engine, store, won, streaming).await {
                             return TermEnd::Lost(format!("reloading after a refused commit: {error:#}"));
                         }
                     }

@@ -39,6 +39,8 @@ pub struct CoordinatorConfig {
     pub auth: Option<AuthConfig>,
     /// Certificate and key to serve TLS with; `None`: plaintext.
     pub tls: Option<TlsFiles>,
+    /// The streaming coordinator (WAL placement); `None`: off.
+    pub streaming: Option<crate::streaming::coord::StreamingCoordConfig>,
 }
 
 /// Where the metadata is kept.
@@ -319,6 +321,26 @@ pub async fn serve_with(
     security: Security,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_with_streaming(engine, listener, security, None, shutdown).await
+}
+
+/// [`serve_with`] plus the streaming coordinator's services (same port, same auth check).
+pub async fn serve_with_streaming(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    security: Security,
+    streaming: Option<crate::streaming::gate::StreamingGate>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let interceptor = auth::AuthInterceptor::new(security.authenticator.clone());
+    let streaming = streaming.map(|gate| {
+        let (assignment, session) = gate.services();
+        (
+            tonic::service::interceptor::InterceptedService::new(assignment, interceptor.clone()),
+            tonic::service::interceptor::InterceptedService::new(session, interceptor.clone()),
+        )
+    });
+    let (assignment, session) = streaming.unzip();
     let service = MilvusServiceServer::new(CoordinatorService::new(engine))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -337,6 +359,8 @@ pub async fn serve_with(
     builder
         .tcp_nodelay(true)
         .add_service(service)
+        .add_optional_service(assignment)
+        .add_optional_service(session)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("gRPC server failed")
@@ -359,7 +383,21 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     .await?;
     log_recovery(&engine, &stats);
     let listener = bind(&config, &security).await?;
-    serve_with(engine.clone(), listener, security, shutdown_signal()).await?;
+    let streaming = match &config.streaming {
+        Some(streaming) => Some(
+            crate::streaming::coord::StreamingCoord::start(engine.store(), streaming.clone())
+                .await
+                .context("starting the streaming coordinator")?,
+        ),
+        None => None,
+    };
+    let gate = streaming
+        .clone()
+        .map(crate::streaming::gate::StreamingGate::open);
+    serve_with_streaming(engine.clone(), listener, security, gate, shutdown_signal()).await?;
+    if let Some(streaming) = streaming {
+        streaming.stop();
+    }
     tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .context("stopping the meta writer")?;
@@ -451,15 +489,28 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (role, _) = tokio::sync::watch::channel(ha::Role::Follower(None));
+    // Only the leader places pchannels; the gate opens when it takes over.
+    let streaming = config
+        .streaming
+        .clone()
+        .map(|streaming| ha::LeaderStreaming {
+            config: streaming,
+            gate: crate::streaming::gate::StreamingGate::closed(
+                "this coordinator replica is not the leader",
+            ),
+        });
+    let gate = streaming.as_ref().map(|s| s.gate.clone());
     let replica_task = tokio::spawn(ha::run_replica(
         engine.clone(),
         store,
         replica,
         stats.revision,
+        streaming,
         role,
         stopped,
     ));
-    let served = serve_with(engine.clone(), listener, security, shutdown_signal()).await;
+    let served =
+        serve_with_streaming(engine.clone(), listener, security, gate, shutdown_signal()).await;
     let _ = stop.send(true);
     match replica_task.await {
         Ok(Ok(())) => {}
