@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_addr: "127.0.0.1:0".parse()?,
         resync_interval: Duration::from_secs(60),
         concurrency: 16,
+        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
         leader_election: LeaderElectionArgs {
             enabled: false,
             namespace: None,

@@ -110,6 +110,7 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct EngineClient {
     endpoint: String,
+    channel: Channel,
     rpc: MilvusServiceClient<Channel>,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
@@ -259,6 +260,7 @@ impl EngineClient {
         };
         let mut client = Self {
             endpoint: endpoint.to_string(),
+            channel: channel.clone(),
             rpc: MilvusServiceClient::new(channel)
                 .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
             authorization,
@@ -291,6 +293,99 @@ impl EngineClient {
         ClientError::Unreachable {
             endpoint: self.endpoint.clone(),
             message: status.to_string(),
+        }
+    }
+
+    /// The coordinator's WAL placement: the full assignment `AssignmentDiscover` pushes
+    /// first (every node, also those holding nothing), and the persisted freeze list
+    /// (`UpdateWALBalancePolicy` without changes answers it). Only our coordinator serves
+    /// these (managed Coordinators); a refusal comes back as its gRPC status.
+    pub async fn wal_placement(
+        &mut self,
+    ) -> Result<crate::operator::managed::Placement, ClientError> {
+        use crate::proto::streaming::AssignmentDiscoverRequest;
+        use crate::proto::streaming::UpdateWalBalancePolicyRequest;
+        use crate::proto::streaming::assignment_discover_response::Response as Discovered;
+        use crate::proto::streaming::streaming_coord_assignment_service_client::StreamingCoordAssignmentServiceClient;
+        let mut client = StreamingCoordAssignmentServiceClient::new(self.channel.clone());
+        let frozen = client
+            .update_wal_balance_policy(self.request(UpdateWalBalancePolicyRequest::default()))
+            .await
+            .map_err(|s| self.streaming_error("UpdateWALBalancePolicy", s))?
+            .into_inner()
+            .freeze_node_ids;
+        // The request stream stays open (and empty) until the first response is read.
+        let (requests, inbound) = tokio::sync::mpsc::channel::<AssignmentDiscoverRequest>(1);
+        let mut responses = client
+            .assignment_discover(self.request(tokio_stream::wrappers::ReceiverStream::new(inbound)))
+            .await
+            .map_err(|s| self.streaming_error("AssignmentDiscover", s))?
+            .into_inner();
+        let first = tokio::time::timeout(RPC_TIMEOUT, responses.message())
+            .await
+            .map_err(|_| ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: "AssignmentDiscover sent no assignment in time".into(),
+            })?
+            .map_err(|s| self.streaming_error("AssignmentDiscover", s))?;
+        drop(requests);
+        let Some(Discovered::FullAssignment(full)) = first.and_then(|r| r.response) else {
+            return Err(ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: "AssignmentDiscover closed without an assignment".into(),
+            });
+        };
+        let nodes = full
+            .assignments
+            .iter()
+            .filter_map(|assignment| {
+                let node = assignment.node.as_ref()?;
+                Some(crate::operator::managed::PlacedNode {
+                    server_id: node.server_id,
+                    address: node.address.clone(),
+                    pchannels: assignment
+                        .channels
+                        .iter()
+                        .map(|c| (c.name.clone(), c.term))
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(crate::operator::managed::Placement {
+            version: full.version.map_or(0, |v| v.local),
+            nodes,
+            frozen: frozen.into_iter().collect(),
+        })
+    }
+
+    /// Adds `freeze` to and removes `defreeze` from the coordinator's persisted freeze
+    /// list (frozen streaming nodes get no pchannel and are drained).
+    pub async fn update_wal_freeze(
+        &mut self,
+        freeze: &[i64],
+        defreeze: &[i64],
+    ) -> Result<(), ClientError> {
+        use crate::proto::streaming::streaming_coord_assignment_service_client::StreamingCoordAssignmentServiceClient;
+        use crate::proto::streaming::{UpdateWalBalancePolicyRequest, WalBalancePolicyNodes};
+        let mut client = StreamingCoordAssignmentServiceClient::new(self.channel.clone());
+        client
+            .update_wal_balance_policy(self.request(UpdateWalBalancePolicyRequest {
+                nodes: Some(WalBalancePolicyNodes {
+                    freeze_node_ids: freeze.to_vec(),
+                    defreeze_node_ids: defreeze.to_vec(),
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| self.streaming_error("UpdateWALBalancePolicy", s))?;
+        Ok(())
+    }
+
+    /// A streaming RPC's refusal: transport-level, so that the connection is renewed.
+    fn streaming_error(&self, rpc: &str, status: tonic::Status) -> ClientError {
+        ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            message: format!("{rpc}: {status}"),
         }
     }
 

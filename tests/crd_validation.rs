@@ -183,6 +183,66 @@ fn a_coordinator_needs_an_http_endpoint() {
     );
     refused_with(
         coordinator(serde_json::json!({})).validate_cel(),
-        "spec.external is required",
+        "exactly one of spec.external and spec.managed must be set",
+    );
+}
+
+fn coordinator(spec: serde_json::Value) -> Coordinator {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "collections.dev/v1alpha1",
+        "kind": "Coordinator",
+        "metadata": {"name": "main", "namespace": "search"},
+        "spec": spec,
+    }))
+    .expect("a well-typed Coordinator")
+}
+
+#[test]
+fn a_managed_coordinator_is_validated() {
+    coordinator(serde_json::json!({"managed": {}}))
+        .validate_cel()
+        .expect("all defaults are valid");
+    refused_with(
+        coordinator(serde_json::json!({
+            "external": {"endpoint": "http://milvus:19530"},
+            "managed": {}
+        }))
+        .validate_cel(),
+        "exactly one of spec.external and spec.managed must be set",
+    );
+    // Several replicas share etcd; the redb store is one pod's disk.
+    refused_with(
+        coordinator(serde_json::json!({"managed": {"replicas": 3}})).validate_cel(),
+        "replicas > 1 needs metaStore.etcd",
+    );
+    coordinator(serde_json::json!({"managed": {
+        "replicas": 3,
+        "metaStore": {"etcd": {"endpoints": ["http://etcd:2379"]}}
+    }}))
+    .validate_cel()
+    .expect("three replicas on etcd");
+    refused_with(
+        coordinator(serde_json::json!({"managed": {
+            "streaming": {"minReplicas": 5, "maxReplicas": 2}
+        }}))
+        .validate_cel(),
+        "minReplicas must not exceed maxReplicas",
+    );
+    // The pchannel count is fixed once created; node sizing is not.
+    let old = coordinator(serde_json::json!({"managed": {"streaming": {"pchannels": 16}}}));
+    refused_with(
+        coordinator(serde_json::json!({"managed": {"streaming": {"pchannels": 32}}}))
+            .validate_cel_update(&old),
+        "pchannels is immutable",
+    );
+    coordinator(serde_json::json!({"managed": {"streaming": {
+        "pchannels": 16, "maxPChannelsPerNode": 2
+    }}}))
+    .validate_cel_update(&old)
+    .expect("sizing may change");
+    refused_with(
+        coordinator(serde_json::json!({"external": {"endpoint": "http://milvus:19530"}}))
+            .validate_cel_update(&old),
+        "cannot switch between external and managed",
     );
 }

@@ -111,6 +111,7 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         resync_interval: Duration::from_secs(1),
         concurrency: 4,
+        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
         leader_election: LeaderElectionArgs {
             enabled: false,
             namespace: None,
@@ -287,6 +288,7 @@ async fn a_routed_alias_rolls_over_on_the_real_controllers() {
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         resync_interval: Duration::from_secs(30),
         concurrency: 4,
+        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
         leader_election: LeaderElectionArgs {
             enabled: false,
             namespace: None,

@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,91 +19,8 @@ use collection_operator::streaming::client::{
     self, AssignmentView, ClientError, Discovery, Producer, message,
 };
 use collection_operator::streaming::{PROP_TERM, PROP_TYPE, TYPE_TERM_START};
+use common::streaming::{Proc, WAIT};
 use tokio_stream::StreamExt;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Proc {
-    child: Child,
-    address: String,
-}
-
-impl Proc {
-    fn wait_listening(mut self) -> Self {
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(&self.address).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited early: {status}", self.address);
-            }
-            assert!(Instant::now() < deadline, "{} did not listen", self.address);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self
-    }
-
-    fn coordinator(data_dir: &Path, port: u16, pchannels: usize, lease_ms: u64) -> Self {
-        let address = format!("127.0.0.1:{port}");
-        let child = Command::new(common::binary())
-            .args(["coordinator", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &address])
-            .args(["--pchannels", &pchannels.to_string()])
-            .args(["--streaming-lease-ms", &lease_ms.to_string()])
-            .args(["--streaming-grace-ms", "300"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("coordinator starts");
-        Self { child, address }.wait_listening()
-    }
-
-    fn node(coordinator: &str, wal_dir: &Path) -> Self {
-        let address = format!("127.0.0.1:{}", common::free_port());
-        let child = Command::new(common::binary())
-            .args(["streaming-node", "--coordinator"])
-            .arg(format!("http://{coordinator}"))
-            .arg("--wal-dir")
-            .arg(wal_dir)
-            .args(["--listen", &address])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("streaming node starts");
-        Self { child, address }.wait_listening()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.signal_cont_quietly();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn signal_cont_quietly(&self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 struct Cluster {
     _dir: tempfile::TempDir,

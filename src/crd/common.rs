@@ -21,6 +21,11 @@ pub const ADOPT_ANNOTATION: &str = "collections.dev/adopt";
 /// Per-object drift-correction interval, e.g. `"30s"`, `"5m"` (default 60 s, jittered).
 pub const RESYNC_INTERVAL_ANNOTATION: &str = "collections.dev/resync-interval";
 
+/// On a managed Coordinator: the endpoint the operator uses instead of the in-cluster
+/// Service (`http://<name>-coordinator.<ns>.svc:19530`), for an operator that runs outside
+/// the cluster (e.g. through `kubectl port-forward`).
+pub const ENDPOINT_ANNOTATION: &str = "collections.dev/endpoint";
+
 /// Which `Coordinator` (in the same namespace) serves the engine.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

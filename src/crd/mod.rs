@@ -20,12 +20,14 @@ pub use collection::{
     Collection, CollectionSpec, CollectionStatus, ConsistencyLevel, DataType, FieldSpec,
 };
 pub use common::{
-    ADOPT_ANNOTATION, AliasDeletionPolicy, CollectionDeletionPolicy, CoordinatorRef, FINALIZER,
-    GROUP, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION, RESYNC_INTERVAL_ANNOTATION,
-    engine_name_from,
+    ADOPT_ANNOTATION, AliasDeletionPolicy, CollectionDeletionPolicy, CoordinatorRef,
+    ENDPOINT_ANNOTATION, FINALIZER, GROUP, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION,
+    RESYNC_INTERVAL_ANNOTATION, engine_name_from,
 };
 pub use coordinator::{
-    Coordinator, CoordinatorSpec, CoordinatorStatus, CredentialsSecretRef, ExternalCoordinator,
+    Coordinator, CoordinatorSpec, CoordinatorStatus, CredentialsSecretRef, EtcdStorage,
+    ExternalCoordinator, ManagedCoordinator, ManagedMetaStore, PChannelPlacement, RedbStorage,
+    SharedClaim, StreamingNodePlacement, StreamingSpec, StreamingStatus, WalStorage,
 };
 pub use routed::{CollectionTemplate, RoutedAlias, RoutedAliasSpec, RoutedAliasStatus};
 

@@ -40,7 +40,12 @@ pub struct Settings {
     pub backoff: BackoffPolicy,
     /// Who reports Events.
     pub reporter: Reporter,
+    /// Image of managed coordinators and streaming nodes whose spec names none.
+    pub managed_image: String,
 }
+
+/// The image managed Coordinators run by default: this build's own.
+pub const DEFAULT_MANAGED_IMAGE: &str = concat!("collection-operator:", env!("CARGO_PKG_VERSION"));
 
 impl Default for Settings {
     fn default() -> Self {
@@ -51,6 +56,7 @@ impl Default for Settings {
                 controller: super::FIELD_MANAGER.to_string(),
                 instance: None,
             },
+            managed_image: DEFAULT_MANAGED_IMAGE.to_string(),
         }
     }
 }
@@ -352,7 +358,7 @@ impl Context {
             .stores
             .coordinators
             .get(&reference)
-            .and_then(|c| c.spec.external.as_ref().map(|e| e.endpoint.clone()))
+            .and_then(|c| c.endpoint())
         {
             Some(endpoint) => format!("endpoint {}", endpoint.trim_end_matches('/').to_lowercase()),
             None => format!("coordinator {namespace}/{}", coordinator.name),

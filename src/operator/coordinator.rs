@@ -1,38 +1,51 @@
 //! The `Coordinator` controller: `Ready` when the engine answers `Connect` (and
-//! `GetVersion`), with the endpoint and engine version in status. It writes nothing to
+//! `GetVersion`), with the endpoint and engine version in status. It writes no metadata to
 //! the engine and needs no finalizer; its status changes requeue the Collections and
 //! aliases that reference it.
+//!
+//! A **managed** Coordinator is also deployed here (see [`super::managed`]): each pass
+//! reads the StreamingNode StatefulSet and the coordinator's WAL placement, decides the
+//! scale step (freeze → wait until drained → scale down → defreeze), calls
+//! `UpdateWALBalancePolicy` when the step says so, server-side-applies every owned object,
+//! and reports the pchannel → term → pod table with `WALPlacementReady` and `Draining`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use kube::ResourceExt;
-use kube::api::Api;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use super::backoff::{next_resync, resync_interval};
 use super::context::Context;
 use super::error::Error;
+use super::events::EventSpec;
+use super::managed::{self, ManagedNames, Placement, ScaleStep};
 use super::status::{READY, Truth, Wanted, apply_status, conditions};
-use crate::crd::{Coordinator, CoordinatorStatus};
+use crate::crd::{Coordinator, CoordinatorStatus, StreamingStatus};
+
+/// How soon a pass that waits for a drain looks again.
+const DRAIN_POLL: Duration = Duration::from_secs(2);
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "coordinator";
 
-/// The status for a health check that returned `version`, or failed with `error`.
+/// The status for a health check that returned `version`, or failed with `error`; a
+/// managed coordinator adds its WAL placement table and conditions (`streaming`).
 pub fn coordinator_status(
     coordinator: &Coordinator,
     result: &Result<String, Error>,
+    streaming: Option<(StreamingStatus, Vec<Wanted>)>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> CoordinatorStatus {
     let previous = coordinator.status.clone().unwrap_or_default();
     let generation = coordinator.metadata.generation;
-    let endpoint = coordinator
-        .spec
-        .external
-        .as_ref()
-        .map(|e| e.endpoint.clone());
+    let endpoint = coordinator.endpoint();
     let wanted = match result {
         Ok(version) => Wanted::new(
             READY,
@@ -56,10 +69,16 @@ pub fn coordinator_status(
             Wanted::new(READY, Truth::False, reason, error.to_string())
         }
     };
+    let mut wanted = vec![wanted];
+    let table = streaming.map(|(table, more)| {
+        wanted.extend(more);
+        table
+    });
     CoordinatorStatus {
         observed_generation: generation,
-        conditions: conditions(&previous.conditions, &[wanted], generation, now),
+        conditions: conditions(&previous.conditions, &wanted, generation, now),
         endpoint,
+        streaming: table,
         version: match result {
             Ok(version) => Some(version.clone()),
             Err(_) => previous.version,
@@ -80,18 +99,30 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let key = ObjectRef::from_obj(&*coordinator);
+    let (streaming, requeue_soon) = match coordinator.spec.managed {
+        Some(_) => {
+            let (table, step) = reconcile_managed(&coordinator, &namespace, ctx).await?;
+            let soon = matches!(step, ScaleStep::Freeze { .. } | ScaleStep::Draining { .. });
+            (Some(table), soon)
+        }
+        None => (None, false),
+    };
     let health = async {
         let mut engine = ctx.engines.connect(&coordinator).await?;
         Ok::<_, Error>(engine.server_version().await?)
     }
     .await;
-    let status = coordinator_status(&coordinator, &health, ctx.now());
+    let status = coordinator_status(&coordinator, &health, streaming, ctx.now());
     if coordinator.status.as_ref() != Some(&status) {
         let api: Api<Coordinator> = Api::namespaced(ctx.client.clone(), &namespace);
         apply_status(&api, &coordinator, &status).await?;
     }
     let resync = resync_interval(&*coordinator, ctx.settings.resync_interval);
     match health {
+        Ok(_) if requeue_soon => {
+            ctx.coordinator_backoff.reset(&key);
+            Ok(Requeue::requeue(DRAIN_POLL))
+        }
         Ok(_) => {
             ctx.coordinator_backoff.reset(&key);
             Ok(Requeue::requeue(next_resync(
@@ -106,6 +137,170 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
             Ok(Requeue::requeue(delay))
         }
     }
+}
+
+/// Deploys a managed coordinator: decides the StreamingNode scale step from the
+/// StatefulSet and the WAL placement, acts on the freeze list, and applies every object.
+/// Returns the placement table with its conditions, and the step taken.
+async fn reconcile_managed(
+    coordinator: &Coordinator,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<((StreamingStatus, Vec<Wanted>), ScaleStep), Error> {
+    let Some(spec) = coordinator.spec.managed.as_ref() else {
+        return Err(Error::MissingMetadata("spec.managed"));
+    };
+    let names = ManagedNames::of(&coordinator.name_any());
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let current = api
+        .get_opt(&names.streaming)
+        .await
+        .map_err(|source| Error::kube(format!("reading StatefulSet {}", names.streaming), source))?
+        .and_then(|sts| sts.spec.and_then(|spec| spec.replicas))
+        .map(|replicas| replicas.max(0) as u32);
+    let desired = managed::streaming_replicas(&spec.streaming);
+    let ordinals = streaming_ordinals(ctx, namespace, coordinator, &names).await?;
+    let mut engine = ctx.engines.connect(coordinator).await.ok();
+    let placement: Option<Placement> = match engine.as_mut() {
+        Some(engine) => match engine.wal_placement().await {
+            Ok(placement) => Some(placement),
+            Err(error) => {
+                tracing::debug!(%error, "WAL placement not readable yet");
+                None
+            }
+        },
+        None => None,
+    };
+    let pchannels = spec.streaming.pchannels;
+    let step =
+        managed::plan_streaming_scale(desired, current, placement.as_ref(), &ordinals, pchannels);
+    let reference = coordinator.object_ref(&());
+    match (&step, engine.as_mut()) {
+        (ScaleStep::Freeze { server_ids, .. }, Some(engine)) => {
+            engine.update_wal_freeze(server_ids, &[]).await?;
+            ctx.recorder
+                .publish(
+                    &EventSpec::normal(
+                        "FreezingStreamingNodes",
+                        "Freeze",
+                        format!(
+                            "scaling streaming nodes down to {desired}: froze server IDs                              {server_ids:?} so that their pchannels move first"
+                        ),
+                    ),
+                    &reference,
+                )
+                .await;
+        }
+        (ScaleStep::Defreeze { server_ids, .. }, Some(engine)) => {
+            engine.update_wal_freeze(&[], server_ids).await?;
+            ctx.recorder
+                .publish(
+                    &EventSpec::normal(
+                        "DefrozeStreamingNodes",
+                        "Defreeze",
+                        format!("took server IDs {server_ids:?} off the freeze list"),
+                    ),
+                    &reference,
+                )
+                .await;
+        }
+        (ScaleStep::ScaleDown { replicas }, _) => {
+            ctx.recorder
+                .publish(
+                    &EventSpec::normal(
+                        "ScaledDownStreamingNodes",
+                        "ScaleDown",
+                        format!(
+                            "streaming nodes {}..{} hold no pchannel: replicas {} -> {replicas}",
+                            replicas,
+                            current.unwrap_or(*replicas),
+                            current.unwrap_or(*replicas)
+                        ),
+                    ),
+                    &reference,
+                )
+                .await;
+        }
+        _ => {}
+    }
+    let objects =
+        managed::managed_objects(coordinator, &ctx.settings.managed_image, step.replicas())
+            .map_err(|error| Error::Coordinator {
+                namespace: namespace.to_string(),
+                name: coordinator.name_any(),
+                message: error.to_string(),
+            })?;
+    apply_owned(&ctx.client, namespace, &objects.config_map).await?;
+    apply_owned(&ctx.client, namespace, &objects.coordinator_headless).await?;
+    apply_owned(&ctx.client, namespace, &objects.coordinator_service).await?;
+    apply_owned(&ctx.client, namespace, &objects.coordinator).await?;
+    if let Some(pdb) = &objects.coordinator_pdb {
+        apply_owned(&ctx.client, namespace, pdb).await?;
+    }
+    apply_owned(&ctx.client, namespace, &objects.streaming_service).await?;
+    apply_owned(&ctx.client, namespace, &objects.streaming).await?;
+    apply_owned(&ctx.client, namespace, &objects.streaming_pdb).await?;
+    let table = managed::streaming_status(placement.as_ref(), &step, desired, &ordinals, pchannels);
+    Ok((table, step))
+}
+
+/// Pod IP → ordinal of the StreamingNode pods, so that nodes that advertise an IP map to
+/// their pods as well as those that advertise their stable DNS name.
+async fn streaming_ordinals(
+    ctx: &Context,
+    namespace: &str,
+    coordinator: &Coordinator,
+    names: &ManagedNames,
+) -> Result<managed::Ordinals, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "app.kubernetes.io/instance={},app.kubernetes.io/component=streamingnode",
+        coordinator.name_any()
+    );
+    let listed = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| {
+            Error::kube(format!("listing the pods of {}", names.streaming), source)
+        })?;
+    let mut ordinals = managed::Ordinals::named(&names.streaming);
+    for pod in listed {
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        if let (Some(ip), Some(ordinal)) = (ip, ordinals.of_pod(&pod.name_any())) {
+            ordinals.by_ip.insert(ip, ordinal);
+        }
+    }
+    Ok(ordinals)
+}
+
+/// Server-side-applies one owned object (field manager `collection-operator`, forced: the
+/// operator is the only writer of what it deploys).
+async fn apply_owned<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut body = serde_json::to_value(object).map_err(|source| {
+        Error::kube(
+            format!("encoding {} {name}", K::kind(&())),
+            kube::Error::SerdeError(source),
+        )
+    })?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(super::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::kube(format!("applying {} {name}", K::kind(&())), source))?;
+    Ok(())
 }
 
 /// Requeue after a failed pass (a status write failed).

@@ -72,22 +72,16 @@ impl Engines {
             .namespace()
             .ok_or(Error::MissingMetadata("namespace"))?;
         let name = coordinator.name_any();
-        let external = coordinator
-            .spec
-            .external
-            .as_ref()
-            .ok_or_else(|| Error::Coordinator {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                message: "spec.external is not set (managed coordinators are not available \
-                          in this version)"
-                    .to_string(),
-            })?;
+        let endpoint = coordinator.endpoint().ok_or_else(|| Error::Coordinator {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            message: "neither spec.external nor spec.managed is set".to_string(),
+        })?;
         let fingerprint = Fingerprint {
             uid: coordinator.uid(),
             generation: coordinator.metadata.generation,
-            endpoint: external.endpoint.clone(),
-            secret: external.credentials_secret.as_ref().map(|s| s.name.clone()),
+            endpoint,
+            secret: coordinator.credentials_secret().map(|s| s.name.clone()),
         };
         let key = (namespace.clone(), name);
         if let Some(cached) = self.cache.lock().get(&key)
@@ -201,9 +195,18 @@ pub struct Engine {
 impl Engine {
     fn after<T>(&self, method: &str, started: Instant, result: &Result<T, ClientError>) {
         self.metrics.rpc(method, result.is_ok(), started.elapsed());
-        if let Err(ClientError::Unreachable { .. }) = result {
-            // Reconnect next time: the channel may be stuck on a dead address.
-            self.cache.lock().remove(&self.key);
+        match result {
+            // Reconnect next time: the channel may be stuck on a dead address, or on a
+            // coordinator replica that is not the leader (code 1, `service not ready`): a
+            // new connection through a Service may reach the leader.
+            Err(ClientError::Unreachable { .. })
+            | Err(ClientError::Engine {
+                code: crate::meta::error::code::SERVICE_NOT_READY,
+                ..
+            }) => {
+                self.cache.lock().remove(&self.key);
+            }
+            _ => {}
         }
     }
 
@@ -231,6 +234,28 @@ impl Engine {
         if is_rpc(action) {
             self.after(action_name(action), started, &result);
         }
+        result
+    }
+
+    /// [`EngineClient::wal_placement`], timed as `AssignmentDiscover`. A refusal by a
+    /// follower replica drops the cached connection, so the next pass reconnects (and,
+    /// behind a Service, may reach the leader).
+    pub async fn wal_placement(&mut self) -> Result<super::managed::Placement, ClientError> {
+        let started = Instant::now();
+        let result = self.client.wal_placement().await;
+        self.after("AssignmentDiscover", started, &result);
+        result
+    }
+
+    /// [`EngineClient::update_wal_freeze`], timed as `UpdateWALBalancePolicy`.
+    pub async fn update_wal_freeze(
+        &mut self,
+        freeze: &[i64],
+        defreeze: &[i64],
+    ) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let result = self.client.update_wal_freeze(freeze, defreeze).await;
+        self.after("UpdateWALBalancePolicy", started, &result);
         result
     }
 

@@ -33,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod leader;
+pub mod managed;
 pub mod metrics;
 pub mod routed;
 pub mod status;
@@ -82,6 +83,10 @@ pub struct OperatorArgs {
     /// Most reconciles running at once, per controller.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+    /// Image of managed Coordinators (coordinator and streaming node pods) whose spec
+    /// names none; the chart passes the operator's own image.
+    #[arg(long, default_value = context::DEFAULT_MANAGED_IMAGE, env = "MANAGED_IMAGE")]
+    pub managed_image: String,
     /// Leader election.
     #[command(flatten)]
     pub leader_election: leader::LeaderElectionArgs,
@@ -358,6 +363,7 @@ pub async fn run_controllers(
                 .ok()
                 .or_else(|| std::env::var("HOSTNAME").ok()),
         },
+        managed_image: args.managed_image.clone(),
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

@@ -55,6 +55,17 @@ OPERATOR_CALLS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
         "delete": [(CR, "collections", "delete")],
         "patch": [(CR, "collectionaliases", "patch"), (CR, "collectionaliases", "create")],
     },
+    "coordinator.rs": {
+        # A managed Coordinator: get reads the StreamingNode StatefulSet's replicas before a
+        # scale step; list finds its pods (label selector) to map node IPs to ordinals;
+        # apply_owned server-side applies every owned object (a patch that also needs
+        # create the first time).
+        "get_opt": [("apps", "statefulsets", "get")],
+        "list": [("", "pods", "list")],
+        "patch": [(g, r, v) for g, r in (("apps", "statefulsets"), ("", "services"),
+                                          ("", "configmaps"), ("policy", "poddisruptionbudgets"))
+                  for v in ("create", "patch")],
+    },
     "status.rs": {
         # apply_status: server-side apply of .status, called for all four kinds
         # (coordinator.rs, collection.rs, alias.rs, routed.rs).

@@ -5,6 +5,7 @@
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod fake_api;
+pub mod streaming;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1242 @@
+//! A managed `Coordinator`: the Kubernetes objects it consists of, and how the StreamingNode
+//! StatefulSet is resized without ever removing a node that holds a pchannel. Everything
+//! here is pure: the controller ([`super::coordinator`]) reads the cluster and the
+//! coordinator's WAL placement, asks these functions what to do, and does it.
+//!
+//! Objects (all owned by the Coordinator, so they go with it):
+//! - ConfigMap `<name>-coordinator`: the coordinator's settings as `COORDINATOR_*`
+//!   environment variables; its hash is a pod template annotation, so a change rolls the pods.
+//! - StatefulSet `<name>-coordinator` (PVC `data` per replica on redb) with a headless
+//!   Service `<name>-coordinator-headless`, and Service `<name>-coordinator` on 19530 — the
+//!   endpoint Collections and aliases are applied through.
+//! - StatefulSet `<name>-streamingnode` with headless Service `<name>-streamingnode`: stable
+//!   pod names are the nodes' addresses (`<pod>.<name>-streamingnode.<ns>.svc:22222`), so a
+//!   server ID in the placement maps to an ordinal.
+//! - PodDisruptionBudgets (`maxUnavailable: 1`) for streaming nodes, and for coordinators
+//!   when there are several.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::coordinator::COORDINATOR_PORT;
+use crate::crd::{Coordinator, ManagedCoordinator, ManagedMetaStore, StreamingSpec, WalStorage};
+
+/// gRPC port of a streaming node.
+pub const STREAMING_PORT: u16 = 22222;
+/// Where the coordinator keeps redb inside its pod.
+pub const DATA_DIR: &str = "/var/lib/collection-operator";
+/// Where streaming nodes keep segment logs inside their pods.
+pub const WAL_DIR: &str = "/var/lib/collection-operator-wal";
+/// Pod template annotation holding the hash of the ConfigMap's data.
+pub const CONFIG_HASH_ANNOTATION: &str = "collections.dev/config-hash";
+
+/// StreamingNode replicas the placement asks for: enough nodes for every pchannel at
+/// `maxPChannelsPerNode`, plus spares, within `[minReplicas, maxReplicas]`.
+pub fn streaming_replicas(spec: &StreamingSpec) -> u32 {
+    let per_node = spec.max_pchannels_per_node.max(1);
+    let needed = spec.pchannels.div_ceil(per_node) + spec.spare_nodes;
+    needed.clamp(spec.min_replicas, spec.max_replicas.max(spec.min_replicas))
+}
+
+/// Names of everything a managed Coordinator `name` owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedNames {
+    /// Coordinator StatefulSet, client Service and ConfigMap.
+    pub coordinator: String,
+    /// Governing (headless) Service of the coordinator StatefulSet.
+    pub coordinator_headless: String,
+    /// StreamingNode StatefulSet and its headless Service.
+    pub streaming: String,
+}
+
+impl ManagedNames {
+    /// The names for Coordinator `name`.
+    pub fn of(name: &str) -> Self {
+        Self {
+            coordinator: format!("{name}-coordinator"),
+            coordinator_headless: format!("{name}-coordinator-headless"),
+            streaming: format!("{name}-streamingnode"),
+        }
+    }
+}
+
+/// Every object of a managed Coordinator, as it should be.
+#[derive(Debug, Clone)]
+pub struct ManagedObjects {
+    /// Settings of the coordinator.
+    pub config_map: ConfigMap,
+    /// Client Service (19530).
+    pub coordinator_service: Service,
+    /// Headless Service of the coordinator StatefulSet.
+    pub coordinator_headless: Service,
+    /// The coordinator StatefulSet.
+    pub coordinator: StatefulSet,
+    /// PDB of the coordinators, when there are several.
+    pub coordinator_pdb: Option<PodDisruptionBudget>,
+    /// Headless Service of the streaming nodes (their stable addresses).
+    pub streaming_service: Service,
+    /// The StreamingNode StatefulSet.
+    pub streaming: StatefulSet,
+    /// PDB of the streaming nodes.
+    pub streaming_pdb: PodDisruptionBudget,
+}
+
+/// Why the objects cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidManagedSpec(pub String);
+
+fn labels(instance: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "collection-operator".to_string(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "collection-operator".to_string(),
+        ),
+    ])
+}
+
+fn selector(instance: &str, component: &str) -> BTreeMap<String, String> {
+    labels(instance, component)
+        .into_iter()
+        .filter(|(key, _)| key != "app.kubernetes.io/managed-by")
+        .collect()
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tcp_probe(port: u16, period: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(port.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    }
+}
+
+/// The same hardening as the operator's own pod (the chart's defaults).
+fn hardened() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        fs_group: Some(65532),
+        ..Default::default()
+    }
+}
+
+/// FNV-1a of the ConfigMap data, stable across processes (a rollout trigger, not security).
+fn config_hash(data: &BTreeMap<String, String>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (key, value) in data {
+        for byte in key.bytes().chain([0]).chain(value.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// The coordinator's settings (environment variables of its flags).
+fn coordinator_settings(
+    coordinator: &Coordinator,
+    managed: &ManagedCoordinator,
+    namespace: &str,
+) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([
+        (
+            "COORDINATOR_LISTEN".to_string(),
+            format!("0.0.0.0:{COORDINATOR_PORT}"),
+        ),
+        ("COORDINATOR_DATA_DIR".to_string(), DATA_DIR.to_string()),
+        (
+            "COORDINATOR_PCHANNELS".to_string(),
+            managed.streaming.pchannels.to_string(),
+        ),
+        (
+            "COORDINATOR_MAX_PCHANNELS_PER_NODE".to_string(),
+            managed.streaming.max_pchannels_per_node.to_string(),
+        ),
+    ]);
+    match managed.meta_store.clone().unwrap_or_default() {
+        ManagedMetaStore::Redb(_) => {
+            data.insert("COORDINATOR_META_STORE".into(), "redb".into());
+        }
+        ManagedMetaStore::Etcd(etcd) => {
+            data.insert("COORDINATOR_META_STORE".into(), "etcd".into());
+            data.insert(
+                "COORDINATOR_ETCD_ENDPOINTS".into(),
+                etcd.endpoints.join(","),
+            );
+            data.insert(
+                "COORDINATOR_ETCD_PREFIX".into(),
+                etcd.prefix.unwrap_or_else(|| {
+                    format!(
+                        "collection-operator/{namespace}/{}/",
+                        coordinator.name_any()
+                    )
+                }),
+            );
+        }
+    }
+    data
+}
+
+/// Builds every object of `coordinator` (which must be managed and namespaced), with the
+/// StreamingNode StatefulSet at `streaming_replicas` (decided by [`plan_streaming_scale`]).
+pub fn managed_objects(
+    coordinator: &Coordinator,
+    default_image: &str,
+    streaming_replicas: u32,
+) -> Result<ManagedObjects, InvalidManagedSpec> {
+    let managed = coordinator
+        .spec
+        .managed
+        .as_ref()
+        .ok_or_else(|| InvalidManagedSpec("spec.managed is not set".into()))?;
+    let namespace = coordinator
+        .namespace()
+        .ok_or_else(|| InvalidManagedSpec("the Coordinator has no namespace".into()))?;
+    let owner = coordinator
+        .controller_owner_ref(&())
+        .ok_or_else(|| InvalidManagedSpec("the Coordinator has no uid yet".into()))?;
+    let instance = coordinator.name_any();
+    let names = ManagedNames::of(&instance);
+    let image = managed
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image.to_string());
+    let meta = |name: &str, component: &str| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.clone()),
+        labels: Some(labels(&instance, component)),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    };
+
+    // --- coordinator ---
+    let settings = coordinator_settings(coordinator, managed, &namespace);
+    let hash = config_hash(&settings);
+    let config_map = ConfigMap {
+        metadata: meta(&names.coordinator, "coordinator"),
+        data: Some(settings),
+        ..Default::default()
+    };
+    let mut coordinator_env = vec![
+        field_env("POD_IP", "status.podIP"),
+        env(
+            "COORDINATOR_ADVERTISE_ADDRESS",
+            format!("$(POD_IP):{COORDINATOR_PORT}"),
+        ),
+    ];
+    if let Some(secret) = &managed.credentials_secret {
+        // The Secret's `token` (which may be `user:password`) is the accepted credential.
+        coordinator_env.push(EnvVar {
+            name: "COORDINATOR_AUTH_TOKENS".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: "token".into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let redb = match managed.meta_store.clone().unwrap_or_default() {
+        ManagedMetaStore::Redb(redb) => Some(redb),
+        ManagedMetaStore::Etcd(_) => None,
+    };
+    let mut coordinator_volumes = Vec::new();
+    let mut claims = Vec::new();
+    match &redb {
+        Some(redb) => claims.push(PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                labels: Some(labels(&instance, "coordinator")),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: redb.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        Quantity(redb.size.clone()),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        None => coordinator_volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }),
+    }
+    let coordinator_selector = selector(&instance, "coordinator");
+    let coordinator_sts = StatefulSet {
+        metadata: meta(&names.coordinator, "coordinator"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(managed.replicas as i32),
+            service_name: Some(names.coordinator_headless.clone()),
+            selector: LabelSelector {
+                match_labels: Some(coordinator_selector.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&instance, "coordinator")),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), hash)])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    security_context: Some(pod_security()),
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![Container {
+                        name: "coordinator".into(),
+                        image: Some(image.clone()),
+                        args: Some(vec!["coordinator".into()]),
+                        env: Some(coordinator_env),
+                        env_from: Some(vec![EnvFromSource {
+                            config_map_ref: Some(ConfigMapEnvSource {
+                                name: names.coordinator.clone(),
+                                optional: Some(false),
+                            }),
+                            ..Default::default()
+                        }]),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("grpc".into()),
+                            container_port: COORDINATOR_PORT.into(),
+                            ..Default::default()
+                        }]),
+                        readiness_probe: Some(tcp_probe(COORDINATOR_PORT, 5)),
+                        liveness_probe: Some(tcp_probe(COORDINATOR_PORT, 10)),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "data".into(),
+                            mount_path: DATA_DIR.into(),
+                            ..Default::default()
+                        }]),
+                        security_context: Some(hardened()),
+                        ..Default::default()
+                    }],
+                    volumes: (!coordinator_volumes.is_empty()).then_some(coordinator_volumes),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: (!claims.is_empty()).then_some(claims),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let coordinator_service = Service {
+        metadata: meta(&names.coordinator, "coordinator"),
+        spec: Some(ServiceSpec {
+            selector: Some(coordinator_selector.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".into()),
+                port: COORDINATOR_PORT.into(),
+                target_port: Some(IntOrString::String("grpc".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let coordinator_headless = Service {
+        metadata: meta(&names.coordinator_headless, "coordinator"),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(coordinator_selector.clone()),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".into()),
+                port: COORDINATOR_PORT.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pdb = |name: &str, component: &str, select: BTreeMap<String, String>| PodDisruptionBudget {
+        metadata: meta(name, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(select),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let coordinator_pdb = (managed.replicas > 1)
+        .then(|| pdb(&names.coordinator, "coordinator", coordinator_selector));
+
+    // --- streaming nodes ---
+    let endpoint = coordinator
+        .in_cluster_endpoint()
+        .ok_or_else(|| InvalidManagedSpec("no coordinator endpoint".into()))?;
+    let streaming_selector = selector(&instance, "streamingnode");
+    let wal_volume = match &managed.streaming.wal_storage {
+        Some(WalStorage::SharedClaim(shared)) => Volume {
+            name: "wal".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: shared.claim_name.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        Some(WalStorage::EmptyDir {}) | None => Volume {
+            name: "wal".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    };
+    let streaming_sts = StatefulSet {
+        metadata: meta(&names.streaming, "streamingnode"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(streaming_replicas as i32),
+            service_name: Some(names.streaming.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(streaming_selector.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&instance, "streamingnode")),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    security_context: Some(pod_security()),
+                    // Time to hand its pchannels over when it is stopped.
+                    termination_grace_period_seconds: Some(90),
+                    containers: vec![Container {
+                        name: "streamingnode".into(),
+                        image: Some(image),
+                        args: Some(vec![
+                            "streaming-node".into(),
+                            "--coordinator".into(),
+                            endpoint,
+                            "--wal-dir".into(),
+                            WAL_DIR.into(),
+                            "--listen".into(),
+                            format!("0.0.0.0:{STREAMING_PORT}"),
+                            "--advertise".into(),
+                            format!(
+                                "$(POD_NAME).{}.{namespace}.svc:{STREAMING_PORT}",
+                                names.streaming
+                            ),
+                        ]),
+                        env: Some(vec![field_env("POD_NAME", "metadata.name")]),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("grpc".into()),
+                            container_port: STREAMING_PORT.into(),
+                            ..Default::default()
+                        }]),
+                        readiness_probe: Some(tcp_probe(STREAMING_PORT, 5)),
+                        liveness_probe: Some(tcp_probe(STREAMING_PORT, 10)),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "wal".into(),
+                            mount_path: WAL_DIR.into(),
+                            ..Default::default()
+                        }]),
+                        security_context: Some(hardened()),
+                        ..Default::default()
+                    }],
+                    volumes: Some(vec![wal_volume]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let streaming_service = Service {
+        metadata: meta(&names.streaming, "streamingnode"),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(streaming_selector.clone()),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".into()),
+                port: STREAMING_PORT.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let streaming_pdb = pdb(&names.streaming, "streamingnode", streaming_selector);
+    Ok(ManagedObjects {
+        config_map,
+        coordinator_service,
+        coordinator_headless,
+        coordinator: coordinator_sts,
+        coordinator_pdb,
+        streaming_service,
+        streaming: streaming_sts,
+        streaming_pdb,
+    })
+}
+
+/// A streaming node as the coordinator's placement reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedNode {
+    /// Server ID (never reused: a restarted pod registers anew).
+    pub server_id: i64,
+    /// The address it registered with.
+    pub address: String,
+    /// Pchannels it holds, with their terms.
+    pub pchannels: Vec<(String, i64)>,
+}
+
+/// The coordinator's WAL placement, as the operator reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Version of the assignment.
+    pub version: i64,
+    /// Registered nodes.
+    pub nodes: Vec<PlacedNode>,
+    /// Server IDs on the persisted freeze list.
+    pub frozen: BTreeSet<i64>,
+}
+
+/// Which StatefulSet pod a node address belongs to: a stable DNS name
+/// `<statefulset>-<ordinal>.<…>` (what managed nodes advertise), or a pod IP of the
+/// StatefulSet's pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ordinals {
+    /// The StreamingNode StatefulSet's name.
+    pub statefulset: String,
+    /// Pod IP → ordinal, from the StatefulSet's pods.
+    pub by_ip: BTreeMap<String, u32>,
+}
+
+impl Ordinals {
+    /// Ordinals of `statefulset` known by DNS name only.
+    pub fn named(statefulset: &str) -> Self {
+        Self {
+            statefulset: statefulset.to_string(),
+            by_ip: BTreeMap::new(),
+        }
+    }
+
+    /// The ordinal of a pod name `<statefulset>-<ordinal>`.
+    pub fn of_pod(&self, pod: &str) -> Option<u32> {
+        pod.strip_prefix(self.statefulset.as_str())?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
+    /// The ordinal of the pod at `address` (`host:port`), when it is one of ours.
+    pub fn of(&self, address: &str) -> Option<u32> {
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if let Some(ordinal) = self.by_ip.get(host) {
+            return Some(*ordinal);
+        }
+        self.of_pod(host.split('.').next()?)
+    }
+
+    /// The pod a node runs in: `<statefulset>-<ordinal>` for ours, else its address.
+    pub fn pod(&self, address: &str) -> String {
+        match self.of(address) {
+            Some(ordinal) => format!("{}-{ordinal}", self.statefulset),
+            None => address.to_string(),
+        }
+    }
+}
+
+/// What to do with the StreamingNode StatefulSet in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleStep {
+    /// Nothing to drain: keep (or scale up to) `replicas`.
+    Steady {
+        /// Replicas to apply.
+        replicas: u32,
+    },
+    /// First step of a scale-down: freeze the nodes of the ordinals to remove, so that
+    /// the balancer moves their pchannels away; keep `replicas` meanwhile.
+    Freeze {
+        /// Server IDs to freeze.
+        server_ids: Vec<i64>,
+        /// Replicas to keep.
+        replicas: u32,
+    },
+    /// Frozen, but still holding pchannels (or some pchannel has no holder): wait.
+    Draining {
+        /// Replicas to keep.
+        replicas: u32,
+        /// `(ordinal, pchannels held)` of the nodes being drained.
+        holding: Vec<(u32, usize)>,
+    },
+    /// The nodes to remove hold nothing: lower `replicas`.
+    ScaleDown {
+        /// The new replica count.
+        replicas: u32,
+    },
+    /// Take server IDs off the freeze list (nodes that are gone, or that stay after an
+    /// aborted scale-down), keeping `replicas`.
+    Defreeze {
+        /// Server IDs to defreeze.
+        server_ids: Vec<i64>,
+        /// Replicas to apply.
+        replicas: u32,
+    },
+}
+
+impl ScaleStep {
+    /// The StatefulSet replicas this step applies.
+    pub fn replicas(&self) -> u32 {
+        match self {
+            Self::Steady { replicas }
+            | Self::Freeze { replicas, .. }
+            | Self::Draining { replicas, .. }
+            | Self::ScaleDown { replicas }
+            | Self::Defreeze { replicas, .. } => *replicas,
+        }
+    }
+}
+
+/// Decides the next step towards `desired` StreamingNode replicas from `current` (the
+/// StatefulSet's replicas; `None` before it exists) and the placement (`None` when the
+/// coordinator cannot be asked: then nothing is ever removed).
+///
+/// A scale-down removes the highest ordinals, and only once every node of those ordinals
+/// is frozen, holds no pchannel, and every one of the `pchannels` has a holder.
+pub fn plan_streaming_scale(
+    desired: u32,
+    current: Option<u32>,
+    placement: Option<&Placement>,
+    ordinals: &Ordinals,
+    pchannels: u32,
+) -> ScaleStep {
+    let Some(current) = current else {
+        return ScaleStep::Steady { replicas: desired };
+    };
+    let Some(placement) = placement else {
+        return ScaleStep::Steady {
+            replicas: current.max(desired),
+        };
+    };
+    let live: BTreeSet<i64> = placement.nodes.iter().map(|n| n.server_id).collect();
+    if desired >= current {
+        // Frozen entries that should not be: nodes gone for good, or nodes that stay.
+        let mut stale: Vec<i64> = placement
+            .frozen
+            .iter()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
+        stale.extend(placement.nodes.iter().filter_map(|node| {
+            let ordinal = ordinals.of(&node.address)?;
+            (ordinal < desired && placement.frozen.contains(&node.server_id))
+                .then_some(node.server_id)
+        }));
+        stale.sort_unstable();
+        stale.dedup();
+        return if stale.is_empty() {
+            ScaleStep::Steady { replicas: desired }
+        } else {
+            ScaleStep::Defreeze {
+                server_ids: stale,
+                replicas: desired,
+            }
+        };
+    }
+    let victims: Vec<&PlacedNode> = placement
+        .nodes
+        .iter()
+        .filter(|node| ordinals.of(&node.address).is_some_and(|o| o >= desired))
+        .collect();
+    let unfrozen: Vec<i64> = victims
+        .iter()
+        .filter(|node| !placement.frozen.contains(&node.server_id))
+        .map(|node| node.server_id)
+        .collect();
+    if !unfrozen.is_empty() {
+        return ScaleStep::Freeze {
+            server_ids: unfrozen,
+            replicas: current,
+        };
+    }
+    let holding: Vec<(u32, usize)> = victims
+        .iter()
+        .filter(|node| !node.pchannels.is_empty())
+        .filter_map(|node| Some((ordinals.of(&node.address)?, node.pchannels.len())))
+        .collect();
+    let held: usize = placement.nodes.iter().map(|n| n.pchannels.len()).sum();
+    if !holding.is_empty() || held < pchannels as usize {
+        return ScaleStep::Draining {
+            replicas: current,
+            holding,
+        };
+    }
+    ScaleStep::ScaleDown { replicas: desired }
+}
+
+/// Condition type: every pchannel has a holder.
+pub const WAL_PLACEMENT_READY: &str = "WALPlacementReady";
+/// Condition type: streaming nodes are being emptied before a scale-down.
+pub const DRAINING: &str = "Draining";
+
+/// The status table and the `WALPlacementReady` / `Draining` conditions for this pass.
+pub fn streaming_status(
+    placement: Option<&Placement>,
+    step: &ScaleStep,
+    desired: u32,
+    ordinals: &Ordinals,
+    pchannels: u32,
+) -> (crate::crd::StreamingStatus, Vec<super::status::Wanted>) {
+    let statefulset = ordinals.statefulset.as_str();
+    use super::status::{Truth, Wanted};
+    use crate::crd::{PChannelPlacement, StreamingNodePlacement, StreamingStatus};
+    let mut status = StreamingStatus {
+        desired_replicas: desired,
+        replicas: step.replicas(),
+        ..Default::default()
+    };
+    let placement_condition = match placement {
+        None => Wanted::new(
+            WAL_PLACEMENT_READY,
+            Truth::Unknown,
+            "PlacementUnknown",
+            "the coordinator's WAL placement could not be read",
+        ),
+        Some(placement) => {
+            status.assignment_version = placement.version;
+            let mut held = 0usize;
+            for node in &placement.nodes {
+                let pod = ordinals.pod(&node.address);
+                held += node.pchannels.len();
+                status.nodes.push(StreamingNodePlacement {
+                    pod: pod.clone(),
+                    server_id: node.server_id,
+                    frozen: placement.frozen.contains(&node.server_id),
+                    pchannels: node.pchannels.len() as u32,
+                });
+                for (name, term) in &node.pchannels {
+                    status.pchannels.push(PChannelPlacement {
+                        name: name.clone(),
+                        term: *term,
+                        pod: Some(pod.clone()),
+                    });
+                }
+            }
+            status.nodes.sort_by(|a, b| a.pod.cmp(&b.pod));
+            status.pchannels.sort_by(|a, b| a.name.cmp(&b.name));
+            if held >= pchannels as usize {
+                Wanted::new(
+                    WAL_PLACEMENT_READY,
+                    Truth::True,
+                    "AllAssigned",
+                    format!(
+                        "{pchannels} pchannels on {} streaming nodes",
+                        placement.nodes.len()
+                    ),
+                )
+            } else {
+                Wanted::new(
+                    WAL_PLACEMENT_READY,
+                    Truth::False,
+                    "Unassigned",
+                    format!(
+                        "{} of {pchannels} pchannels have no holder",
+                        pchannels as usize - held
+                    ),
+                )
+            }
+        }
+    };
+    let draining = match step {
+        ScaleStep::Freeze { server_ids, .. } => Wanted::new(
+            DRAINING,
+            Truth::True,
+            "Freezing",
+            format!(
+                "scaling down to {desired}: freezing server IDs {server_ids:?} so that their \
+                 pchannels move"
+            ),
+        ),
+        ScaleStep::Draining { holding, .. } => Wanted::new(
+            DRAINING,
+            Truth::True,
+            "WaitingForPChannels",
+            if holding.is_empty() {
+                format!("scaling down to {desired}: waiting until every pchannel has a holder")
+            } else {
+                let held: Vec<String> = holding
+                    .iter()
+                    .map(|(ordinal, count)| format!("{statefulset}-{ordinal} holds {count}"))
+                    .collect();
+                format!("scaling down to {desired}: waiting for {}", held.join(", "))
+            },
+        ),
+        _ => Wanted::new(
+            DRAINING,
+            Truth::False,
+            "Idle",
+            "no streaming node is being drained",
+        ),
+    };
+    (status, vec![placement_condition, draining])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn managed(spec: serde_json::Value) -> Coordinator {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "collections.dev/v1alpha1",
+            "kind": "Coordinator",
+            "metadata": {"name": "wal", "namespace": "search", "uid": "u-1"},
+            "spec": {"managed": spec},
+        }))
+        .expect("a well-typed Coordinator")
+    }
+
+    fn env_of(sts: &StatefulSet) -> Vec<EnvVar> {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|p| p.containers[0].env.clone().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn args_of(sts: &StatefulSet) -> Vec<String> {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].args.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn redb_coordinator_objects() {
+        let objects =
+            managed_objects(&managed(serde_json::json!({})), "img:1", 5).expect("objects");
+        let every_owner = [
+            objects.config_map.metadata.owner_references.clone(),
+            objects
+                .coordinator_service
+                .metadata
+                .owner_references
+                .clone(),
+            objects
+                .coordinator_headless
+                .metadata
+                .owner_references
+                .clone(),
+            objects.coordinator.metadata.owner_references.clone(),
+            objects.streaming_service.metadata.owner_references.clone(),
+            objects.streaming.metadata.owner_references.clone(),
+            objects.streaming_pdb.metadata.owner_references.clone(),
+        ];
+        for owners in every_owner {
+            let owners = owners.expect("owner references");
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].uid, "u-1");
+            assert_eq!(owners[0].kind, "Coordinator");
+            assert_eq!(owners[0].controller, Some(true));
+        }
+        assert!(objects.coordinator_pdb.is_none(), "one replica: no PDB");
+        let data = objects.config_map.data.clone().expect("data");
+        assert_eq!(data["COORDINATOR_META_STORE"], "redb");
+        assert_eq!(data["COORDINATOR_PCHANNELS"], "16");
+        assert_eq!(data["COORDINATOR_MAX_PCHANNELS_PER_NODE"], "4");
+        let coordinator = objects.coordinator.spec.as_ref().expect("spec");
+        assert_eq!(coordinator.replicas, Some(1));
+        let claims = coordinator
+            .volume_claim_templates
+            .as_ref()
+            .expect("a PVC for redb");
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        assert_eq!(
+            objects.coordinator_service.metadata.name.as_deref(),
+            Some("wal-coordinator")
+        );
+        let streaming = objects.streaming.spec.as_ref().expect("spec");
+        assert_eq!(streaming.replicas, Some(5));
+        assert_eq!(streaming.service_name.as_deref(), Some("wal-streamingnode"));
+        let args = args_of(&objects.streaming);
+        assert_eq!(args[0], "streaming-node");
+        assert!(
+            args.contains(&"http://wal-coordinator.search.svc:19530".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"$(POD_NAME).wal-streamingnode.search.svc:22222".to_string()),
+            "stable addresses: {args:?}"
+        );
+        assert_eq!(
+            Ordinals::named("wal-streamingnode")
+                .of("wal-streamingnode-4.wal-streamingnode.search.svc:22222"),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn etcd_replicas_and_config_rollout() {
+        let spec = serde_json::json!({
+            "replicas": 3,
+            "image": "mine:2",
+            "metaStore": {"etcd": {"endpoints": ["http://etcd-0:2379", "http://etcd-1:2379"]}},
+            "credentialsSecret": {"name": "engine-token"}
+        });
+        let objects = managed_objects(&managed(spec.clone()), "img:1", 5).expect("objects");
+        let data = objects.config_map.data.clone().expect("data");
+        assert_eq!(data["COORDINATOR_META_STORE"], "etcd");
+        assert_eq!(
+            data["COORDINATOR_ETCD_ENDPOINTS"],
+            "http://etcd-0:2379,http://etcd-1:2379"
+        );
+        assert_eq!(
+            data["COORDINATOR_ETCD_PREFIX"],
+            "collection-operator/search/wal/"
+        );
+        let coordinator = objects.coordinator.spec.as_ref().expect("spec");
+        assert_eq!(coordinator.replicas, Some(3));
+        assert!(
+            coordinator.volume_claim_templates.is_none(),
+            "etcd needs no PVC"
+        );
+        assert!(objects.coordinator_pdb.is_some(), "several replicas: a PDB");
+        let env = env_of(&objects.coordinator);
+        let advertise = env
+            .iter()
+            .find(|e| e.name == "COORDINATOR_ADVERTISE_ADDRESS")
+            .expect("advertise");
+        assert_eq!(advertise.value.as_deref(), Some("$(POD_IP):19530"));
+        let tokens = env
+            .iter()
+            .find(|e| e.name == "COORDINATOR_AUTH_TOKENS")
+            .expect("auth");
+        let secret = tokens
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("from the Secret");
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("engine-token", "token")
+        );
+        let image = objects
+            .coordinator
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].image.clone());
+        assert_eq!(image.as_deref(), Some("mine:2"));
+
+        // A settings change changes the pod template (a rollout); the same spec does not.
+        let hash = |objects: &ManagedObjects| {
+            objects
+                .coordinator
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.clone())
+                .expect("annotations")[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let same = managed_objects(&managed(spec.clone()), "img:1", 5).expect("objects");
+        assert_eq!(hash(&objects), hash(&same));
+        let mut changed = spec;
+        changed["metaStore"]["etcd"]["prefix"] = serde_json::json!("elsewhere/");
+        let changed = managed_objects(&managed(changed), "img:1", 5).expect("objects");
+        assert_ne!(hash(&objects), hash(&changed));
+    }
+
+    #[test]
+    fn a_shared_claim_holds_the_wal() {
+        let objects = managed_objects(
+            &managed(serde_json::json!({"streaming": {"walStorage": {"sharedClaim": {"claimName": "wal-rwx"}}}})),
+            "img:1",
+            2,
+        )
+        .expect("objects");
+        let volumes = objects
+            .streaming
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.volumes.clone())
+            .expect("volumes");
+        let claim = volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .expect("a PVC volume");
+        assert_eq!(claim.claim_name, "wal-rwx");
+    }
+
+    const STS: &str = "wal-streamingnode";
+
+    fn node(id: i64, ordinal: u32, channels: &[&str]) -> PlacedNode {
+        PlacedNode {
+            server_id: id,
+            address: format!("{STS}-{ordinal}.{STS}.ns.svc:22222"),
+            pchannels: channels.iter().map(|c| (c.to_string(), 1)).collect(),
+        }
+    }
+
+    fn placement(nodes: Vec<PlacedNode>, frozen: &[i64]) -> Placement {
+        Placement {
+            version: 1,
+            nodes,
+            frozen: frozen.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn replicas_follow_pchannels_per_node_plus_spares() {
+        let spec = |p, per, spare, min, max| StreamingSpec {
+            pchannels: p,
+            max_pchannels_per_node: per,
+            spare_nodes: spare,
+            min_replicas: min,
+            max_replicas: max,
+            wal_storage: None,
+        };
+        assert_eq!(streaming_replicas(&spec(16, 4, 1, 1, 16)), 5);
+        assert_eq!(streaming_replicas(&spec(16, 4, 0, 1, 16)), 4);
+        assert_eq!(streaming_replicas(&spec(17, 4, 0, 1, 16)), 5);
+        assert_eq!(streaming_replicas(&spec(2, 4, 0, 3, 16)), 3, "min");
+        assert_eq!(streaming_replicas(&spec(64, 1, 1, 1, 8)), 8, "max");
+    }
+
+    #[test]
+    fn ordinals_come_from_stable_addresses_or_pod_ips() {
+        let mut ordinals = Ordinals::named(STS);
+        assert_eq!(
+            ordinals.of("wal-streamingnode-3.wal-streamingnode.ns.svc:22222"),
+            Some(3)
+        );
+        assert_eq!(ordinals.of("wal-streamingnode-12:22222"), Some(12));
+        assert_eq!(ordinals.of("other-3.x:1"), None);
+        assert_eq!(ordinals.of("wal-streamingnode-x.y:1"), None);
+        assert_eq!(ordinals.of("10.0.0.7:22222"), None);
+        ordinals.by_ip.insert("10.0.0.7".into(), 5);
+        ordinals.by_ip.insert("fd00::7".into(), 6);
+        assert_eq!(ordinals.of("10.0.0.7:22222"), Some(5));
+        assert_eq!(ordinals.of("[fd00::7]:22222"), Some(6));
+        assert_eq!(ordinals.pod("10.0.0.7:22222"), "wal-streamingnode-5");
+        assert_eq!(ordinals.pod("10.0.0.8:22222"), "10.0.0.8:22222");
+    }
+
+    /// Name, desired, current replicas, placement, expected step.
+    type ScaleRow = (&'static str, u32, Option<u32>, Option<Placement>, ScaleStep);
+
+    #[test]
+    fn scale_steps() {
+        let a = ["ch_0", "ch_1"];
+        let b = ["ch_2", "ch_3"];
+        let c = ["ch_4"];
+        let three = || vec![node(10, 0, &a), node(11, 1, &b), node(12, 2, &c)];
+        let drained = || {
+            vec![
+                node(10, 0, &["ch_0", "ch_1", "ch_4"]),
+                node(11, 1, &b),
+                node(12, 2, &[]),
+            ]
+        };
+        let rows: Vec<ScaleRow> = vec![
+            ("create", 3, None, None, ScaleStep::Steady { replicas: 3 }),
+            (
+                "steady",
+                3,
+                Some(3),
+                Some(placement(three(), &[])),
+                ScaleStep::Steady { replicas: 3 },
+            ),
+            (
+                "scale up",
+                4,
+                Some(3),
+                Some(placement(three(), &[])),
+                ScaleStep::Steady { replicas: 4 },
+            ),
+            (
+                "no placement: never scale down",
+                2,
+                Some(3),
+                None,
+                ScaleStep::Steady { replicas: 3 },
+            ),
+            (
+                "scale down freezes the highest ordinal first",
+                2,
+                Some(3),
+                Some(placement(three(), &[])),
+                ScaleStep::Freeze {
+                    server_ids: vec![12],
+                    replicas: 3,
+                },
+            ),
+            (
+                "frozen but holding: wait",
+                2,
+                Some(3),
+                Some(placement(three(), &[12])),
+                ScaleStep::Draining {
+                    replicas: 3,
+                    holding: vec![(2, 1)],
+                },
+            ),
+            (
+                "drained but a pchannel has no holder yet: wait",
+                2,
+                Some(3),
+                Some(placement(
+                    vec![node(10, 0, &a), node(11, 1, &b), node(12, 2, &[])],
+                    &[12],
+                )),
+                ScaleStep::Draining {
+                    replicas: 3,
+                    holding: vec![],
+                },
+            ),
+            (
+                "drained: scale down",
+                2,
+                Some(3),
+                Some(placement(drained(), &[12])),
+                ScaleStep::ScaleDown { replicas: 2 },
+            ),
+            (
+                "a restarted victim registers anew: freeze its new id",
+                2,
+                Some(3),
+                Some(placement(
+                    vec![
+                        node(10, 0, &["ch_0", "ch_1", "ch_4"]),
+                        node(11, 1, &b),
+                        node(13, 2, &[]),
+                    ],
+                    &[12],
+                )),
+                ScaleStep::Freeze {
+                    server_ids: vec![13],
+                    replicas: 3,
+                },
+            ),
+            (
+                "after the scale-down: the gone node leaves the freeze list",
+                2,
+                Some(2),
+                Some(placement(
+                    vec![node(10, 0, &["ch_0", "ch_1", "ch_4"]), node(11, 1, &b)],
+                    &[12],
+                )),
+                ScaleStep::Defreeze {
+                    server_ids: vec![12],
+                    replicas: 2,
+                },
+            ),
+            (
+                "aborted scale-down: the kept node is defrozen",
+                3,
+                Some(3),
+                Some(placement(three(), &[12])),
+                ScaleStep::Defreeze {
+                    server_ids: vec![12],
+                    replicas: 3,
+                },
+            ),
+            (
+                "a node of another StatefulSet is never a victim",
+                1,
+                Some(2),
+                Some(placement(
+                    vec![
+                        node(10, 0, &["ch_0", "ch_1", "ch_2", "ch_3", "ch_4"]),
+                        PlacedNode {
+                            server_id: 20,
+                            address: "elsewhere-1.x:22222".into(),
+                            pchannels: vec![],
+                        },
+                    ],
+                    &[],
+                )),
+                ScaleStep::ScaleDown { replicas: 1 },
+            ),
+        ];
+        for (name, desired, current, placed, expected) in rows {
+            let step =
+                plan_streaming_scale(desired, current, placed.as_ref(), &Ordinals::named(STS), 5);
+            assert_eq!(step, expected, "{name}");
+        }
+    }
+}
