@@ -568,3 +568,105 @@ fn fence_refuses_a_deposed_writer() {
         );
     }
 }
+
+/// The freeze list as the streaming coordinator at `addr` holds it (an empty update reads
+/// it), or the refusal.
+async fn freeze_list(addr: SocketAddr, freeze: &[i64]) -> Result<Vec<i64>, tonic::Status> {
+    use collection_operator::proto::streaming::streaming_coord_assignment_service_client::StreamingCoordAssignmentServiceClient;
+    use collection_operator::proto::streaming::{
+        UpdateWalBalancePolicyRequest, WalBalancePolicyNodes,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_lazy();
+    let response = StreamingCoordAssignmentServiceClient::new(channel)
+        .update_wal_balance_policy(UpdateWalBalancePolicyRequest {
+            nodes: Some(WalBalancePolicyNodes {
+                freeze_node_ids: freeze.to_vec(),
+                defreeze_node_ids: Vec::new(),
+            }),
+            ..Default::default()
+        })
+        .await?;
+    Ok(response.into_inner().freeze_node_ids)
+}
+
+/// WAL placement on replicas: only the leader runs the streaming coordinator (its state
+/// goes through the fenced store); a follower refuses its RPCs naming the leader; after a
+/// failover the new leader serves the same pchannels and the persisted freeze list, under
+/// a new incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_leader_places_pchannels() {
+    use collection_operator::streaming::client::{ClientError, Discovery};
+    let etcd = start_etcd().await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let mut replicas = [
+        Replica::start(&etcd, "ha/", LEASE_SECS, logs.path()),
+        Replica::start(&etcd, "ha/", LEASE_SECS, logs.path()),
+    ];
+    let leader = leader_of(&[&replicas[0], &replicas[1]]).await;
+    let follower = 1 - leader;
+    let (leader_addr, follower_addr) = (replicas[leader].addr, replicas[follower].addr);
+
+    let mut discovery = Discovery::start(&leader_addr.to_string())
+        .await
+        .expect("the leader serves AssignmentDiscover");
+    let before = discovery
+        .wait_for(Duration::from_secs(10), |view| !view.cchannel.is_empty())
+        .await
+        .expect("the leader's placement names the control channel");
+    assert_eq!(
+        freeze_list(leader_addr, &[42]).await.expect("freeze"),
+        vec![42]
+    );
+
+    match Discovery::start(&follower_addr.to_string()).await {
+        Err(ClientError::Rpc(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+            assert!(
+                status.message().contains(&leader_addr.to_string()),
+                "the refusal names the leader: {status}"
+            );
+        }
+        Err(other) => panic!("unexpected failure: {other}"),
+        Ok(_) => panic!("a follower served AssignmentDiscover"),
+    }
+    let refused = freeze_list(follower_addr, &[7])
+        .await
+        .expect_err("a follower refuses");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+
+    replicas[leader].kill9();
+    wait_writable(follower_addr, FAILOVER_BOUND * 3).await;
+    // The streaming coordinator starts right after the meta writer.
+    let started = Instant::now();
+    let mut discovery = loop {
+        match Discovery::start(&follower_addr.to_string()).await {
+            Ok(discovery) => break discovery,
+            Err(error) => assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the new leader does not serve AssignmentDiscover: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let after = discovery
+        .wait_for(Duration::from_secs(10), |view| !view.cchannel.is_empty())
+        .await
+        .expect("the new leader's placement");
+    assert_eq!(
+        after.cchannel, before.cchannel,
+        "the same pchannels, from etcd"
+    );
+    assert!(
+        after.version.0 > before.version.0,
+        "a new incarnation: {:?} after {:?}",
+        after.version,
+        before.version
+    );
+    assert_eq!(
+        freeze_list(follower_addr, &[]).await.expect("read"),
+        vec![42],
+        "the freeze list survived the failover"
+    );
+}

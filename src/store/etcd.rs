@@ -105,6 +105,10 @@ pub struct EtcdStore {
     options: EtcdOptions,
     fence: Mutex<Option<WriteFence>>,
     fence_broken: Arc<Notify>,
+    /// Held across a guarded transaction: two writers of this process (the meta writer and
+    /// the streaming coordinator) must not race for the same expected revision, or the
+    /// loser would look like a deposed leader.
+    commit_order: Mutex<()>,
     runtime: OwnedRuntime,
 }
 
@@ -223,6 +227,7 @@ impl EtcdStore {
             options,
             fence: Mutex::new(None),
             fence_broken: Arc::new(Notify::new()),
+            commit_order: Mutex::new(()),
             runtime,
         })
     }
@@ -451,6 +456,7 @@ impl MetaStore for EtcdStore {
         let count = ops.len();
         let mut kv = self.kv.clone();
         let context = format!("committing a batch of {count} operations");
+        let _in_order = self.commit_order.lock();
         let fence = *self.fence.lock();
         let txn = match fence {
             None => Txn::new().and_then(ops),
