@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collection_operator::operator::http::Health;
-use collection_operator::operator::leader::LeaderElectionArgs;
 use collection_operator::operator::metrics::Metrics;
-use collection_operator::operator::{OperatorArgs, Shutdown, run_controllers};
+use collection_operator::operator::{Shutdown, run_controllers};
 use collection_operator::proto::api::DescribeAliasRequest;
 use common::InProcess;
-use common::fake_api::{FakeApi, NS};
+use common::fake_api::FakeApi;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
@@ -86,21 +85,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(api.clone().serve(handle));
-    let args = OperatorArgs {
-        namespace: Some(NS.to_string()),
-        metrics_addr: "127.0.0.1:0".parse()?,
-        resync_interval: Duration::from_secs(60),
-        concurrency: 16,
-        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
-        leader_election: LeaderElectionArgs {
-            enabled: false,
-            namespace: None,
-            lease_name: "collection-operator".into(),
-            identity: None,
-            lease_duration: Duration::from_secs(15),
-            renew_grace: Duration::from_secs(5),
-        },
-    };
+    let args = common::fake_api::operator_args(Duration::from_secs(60), 16);
     let (trigger, shutdown) = Shutdown::new();
     let controllers = tokio::spawn(async move {
         run_controllers(

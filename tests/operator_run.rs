@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collection_operator::operator::http::Health;
-use collection_operator::operator::leader::LeaderElectionArgs;
 use collection_operator::operator::metrics::Metrics;
-use collection_operator::operator::{OperatorArgs, Shutdown, run_controllers};
+use collection_operator::operator::{Shutdown, run_controllers};
 use collection_operator::proto::api::{AlterAliasRequest, DescribeAliasRequest};
 use common::InProcess;
-use common::fake_api::{FakeApi, NS};
+use common::fake_api::FakeApi;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
@@ -106,21 +105,7 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(api.clone().serve(handle));
     let client = Client::new(service, "default");
-    let args = OperatorArgs {
-        namespace: Some(NS.to_string()),
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-        resync_interval: Duration::from_secs(1),
-        concurrency: 4,
-        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
-        leader_election: LeaderElectionArgs {
-            enabled: false,
-            namespace: None,
-            lease_name: "collection-operator".into(),
-            identity: None,
-            lease_duration: Duration::from_secs(15),
-            renew_grace: Duration::from_secs(5),
-        },
-    };
+    let args = common::fake_api::operator_args(Duration::from_secs(1), 4);
     let health = Arc::new(Health::default());
     let (trigger, shutdown) = Shutdown::new();
     let controllers = tokio::spawn({
@@ -283,21 +268,7 @@ async fn a_routed_alias_rolls_over_on_the_real_controllers() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(api.clone().serve(handle));
     let client = Client::new(service, "default");
-    let args = OperatorArgs {
-        namespace: Some(NS.to_string()),
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-        resync_interval: Duration::from_secs(30),
-        concurrency: 4,
-        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
-        leader_election: LeaderElectionArgs {
-            enabled: false,
-            namespace: None,
-            lease_name: "collection-operator".into(),
-            identity: None,
-            lease_duration: Duration::from_secs(15),
-            renew_grace: Duration::from_secs(5),
-        },
-    };
+    let args = common::fake_api::operator_args(Duration::from_secs(30), 4);
     let (trigger, shutdown) = Shutdown::new();
     let controllers = tokio::spawn(async move {
         run_controllers(

@@ -28,15 +28,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::balancer::{self, ChannelView, NodeState, Policy};
 use super::{SERVER_ID_KEY, StreamingFailure, pchannel_name};
-use crate::proto::session::streaming_node_session_service_server::{
-    StreamingNodeSessionService, StreamingNodeSessionServiceServer,
-};
+use crate::proto::session::streaming_node_session_service_server::StreamingNodeSessionService;
 use crate::proto::session::{
     KeepAliveRequest, KeepAliveResponse, RegisterRequest, RegisterResponse,
 };
-use crate::proto::streaming::streaming_coord_assignment_service_server::{
-    StreamingCoordAssignmentService, StreamingCoordAssignmentServiceServer,
-};
+use crate::proto::streaming::streaming_coord_assignment_service_server::StreamingCoordAssignmentService;
 use crate::proto::streaming::streaming_node_manager_service_client::StreamingNodeManagerServiceClient;
 use crate::proto::streaming::*;
 use crate::store::{MetaStore, WriteBatch};
@@ -222,19 +218,6 @@ impl StreamingCoord {
         if let Some(task) = self.inner.balance_task.lock().take() {
             task.abort();
         }
-    }
-
-    /// The tonic services to serve beside MilvusService.
-    pub fn services(
-        &self,
-    ) -> (
-        StreamingCoordAssignmentServiceServer<Self>,
-        StreamingNodeSessionServiceServer<Self>,
-    ) {
-        (
-            StreamingCoordAssignmentServiceServer::new(self.clone()),
-            StreamingNodeSessionServiceServer::new(self.clone()),
-        )
     }
 
     /// The current published assignment.

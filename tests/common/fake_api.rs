@@ -354,3 +354,26 @@ fn new_object(state: &State, mut object: Value, name: &str) -> Value {
     }
     object
 }
+
+/// Operator flags for a run against this API server: namespace [`NS`], no leader
+/// election, metrics on an ephemeral port.
+pub fn operator_args(
+    resync_interval: Duration,
+    concurrency: u16,
+) -> collection_operator::operator::OperatorArgs {
+    collection_operator::operator::OperatorArgs {
+        namespace: Some(NS.to_string()),
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        resync_interval,
+        concurrency,
+        managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
+        leader_election: collection_operator::operator::leader::LeaderElectionArgs {
+            enabled: false,
+            namespace: None,
+            lease_name: "collection-operator".into(),
+            identity: None,
+            lease_duration: Duration::from_secs(15),
+            renew_grace: Duration::from_secs(5),
+        },
+    }
+}
