@@ -14,7 +14,9 @@
 # and E2E_COORDINATOR_ENDPOINT must name a coordinator reachable from the pods and from
 # here. Then it applies examples/, swaps an alias by editing the manifest, checks the
 # engine with pymilvus, measures the swap latency, deletes everything and checks that
-# nothing is left and no finalizer hangs.
+# nothing is left and no finalizer hangs. With E2E_IMAGE it also deploys a managed
+# Coordinator (test_managed.py) and checks that streaming nodes are drained before the
+# StatefulSet is scaled down.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO_ROOT"
