@@ -224,6 +224,10 @@ async fn become_leader(
         .context("arming the write fence")?;
     // The lease TTL the grant asked for; the first renewal follows as soon as we lead.
     engine.set_lease_deadline(Some(won.granted + won.ttl));
+    // WAL placement first, so that a replica that accepts writes also places pchannels.
+    if let Some(streaming) = streaming {
+        streaming.start(engine).await?;
+    }
     let starting = engine.clone();
     let stats = tokio::task::spawn_blocking(move || starting.start_writer())
         .await
@@ -234,9 +238,6 @@ async fn become_leader(
         log_records = stats.log_records,
         "reloaded for leadership"
     );
-    if let Some(streaming) = streaming {
-        streaming.start(engine).await?;
-    }
     Ok(())
 }
 
