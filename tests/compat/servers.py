@@ -131,13 +131,14 @@ def stop_process(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
         proc.wait(timeout=10)
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the kernel SIGKILLs the server if the pytest process dies
-    (Linux PR_SET_PDEATHSIG), so a killed run leaves no server behind."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def with_parent_death(cmd):
+    """``cmd`` run under ``setpriv --pdeathsig KILL`` (util-linux): the kernel SIGKILLs the
+    server if the pytest process dies (Linux PR_SET_PDEATHSIG), so a killed run leaves no
+    server behind. Not a ``preexec_fn``: Python code between fork and exec in a process
+    with gRPC threads (pymilvus) can abort the child before it starts (seen as exit -6)."""
+    if shutil.which("setpriv"):
+        return ["setpriv", "--pdeathsig", "KILL", "--", *cmd]
+    return list(cmd)
 
 
 def coordinator_binary() -> Path:
@@ -196,12 +197,11 @@ class CoordinatorServer:
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(
-            cmd,
+            with_parent_death(cmd),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env} if self.env else None,
-            preexec_fn=_die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -241,9 +241,10 @@ class _PopenWithParentDeath:
         return getattr(subprocess, name)
 
     @staticmethod
-    def Popen(*args, **kwargs):  # noqa: N802 (mirrors subprocess.Popen)
-        kwargs.setdefault("preexec_fn", _die_with_parent)
-        return subprocess.Popen(*args, **kwargs)
+    def Popen(args, *rest, **kwargs):  # noqa: N802 (mirrors subprocess.Popen)
+        if isinstance(args, (list, tuple)) and not kwargs.get("shell"):
+            args = with_parent_death(args)
+        return subprocess.Popen(args, *rest, **kwargs)
 
 
 class Milvus235Server:

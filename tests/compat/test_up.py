@@ -22,7 +22,7 @@ from pymilvus import MilvusClient
 from conftest import compat_target
 from servers import (
     ServerStartError,
-    _die_with_parent,
+    with_parent_death,
     coordinator_binary,
     free_port,
     grpc_connect_ok,
@@ -108,12 +108,11 @@ class Up:
         ]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                cmd,
+                with_parent_death(cmd),
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "RUST_LOG": "warn"},
-                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
