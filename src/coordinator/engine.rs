@@ -10,6 +10,21 @@
 //! and answer the callers. Readers always read as of the committed timestamp, so they never
 //! see a change that is not yet durable, and a failed commit is undone by removing the
 //! versions above it.
+//!
+//! **DDL through the WAL** (opt-in, `coordinator --ddl-wal`; always on in `up`): with a
+//! [`DdlLog`] configured, the writer first appends the batch's DDL records as one
+//! [`DdlWalEntry`] to the control channel and waits for its acknowledgement (fsync'd on the
+//! streaming node), then commits the batch to the store together with the entry's position
+//! ([`DDL_WAL_APPLIED_KEY`]), then answers. So a DDL acknowledged to a client is in the WAL
+//! *and* in the store. One interrupted between append and commit (crash, failed commit, an
+//! append whose outcome is unknown) is completed by the next **sync**, the re-send of the
+//! classic RootCoord design: the writer reads the control channel after the applied
+//! position up to its current end and applies each record that is newer than the committed
+//! timestamp and whose mutations' old values still match the table (so a duplicate, or a
+//! record a deposed writer planned against another state, is skipped). The writer syncs
+//! when it starts and after every failed append or commit, before it takes any other job;
+//! while it cannot (no streaming node holds the control channel yet), jobs wait up to
+//! [`EngineConfig::ddl_log_wait`] and are then refused with a retriable code 1.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,18 +38,52 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::meta::change::{
-    ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, ID_ALLOCATOR_KEY,
-    TSO_KEY, ddl_log_key,
+    ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, DDL_WAL_APPLIED_KEY,
+    ID_ALLOCATOR_KEY, TSO_KEY, ddl_log_key,
 };
 use crate::meta::names::DEFAULT_DATABASE;
 use crate::meta::table::Touched;
 use crate::meta::tso::{self, Tso};
 use crate::meta::{Ddl, MetaError, MetaResult, MetaTable, PlanContext, Timestamp};
-use crate::proto::records::{DdlRecord, Mutation};
+use crate::proto::records::{DdlRecord, DdlWalEntry, Mutation};
 use crate::store::{MetaStore, StoreError, WriteBatch};
+
+/// How often a writer that is not synced with the control channel tries again while idle.
+const SYNC_RETRY: Duration = Duration::from_millis(500);
 
 /// The first ID handed out on a new store (database `default` is 1).
 pub const FIRST_ID: i64 = 100;
+
+/// The log DDL goes through before the meta store when the WAL path is on: the control
+/// channel (see the module docs and `crate::coordinator::ddl_wal`). Calls block; the meta
+/// writer is a plain thread.
+pub trait DdlLog: Send + Sync {
+    /// Appends one entry and returns its position once it is durable. An error leaves the
+    /// outcome unknown: the entry may still be in the log.
+    fn append(&self, entry: Vec<u8>, wait: Duration) -> Result<String, String>;
+    /// Every entry after position `after` (`None`: from the log's start) up to the log's
+    /// end as of this call, oldest first, with its position.
+    fn read_after(
+        &self,
+        after: Option<&str>,
+        wait: Duration,
+    ) -> Result<Vec<(String, Vec<u8>)>, String>;
+}
+
+/// A shared [`DdlLog`] inside [`EngineConfig`].
+#[derive(Clone)]
+pub struct DdlLogHandle(pub Arc<dyn DdlLog>);
+
+impl std::fmt::Debug for DdlLogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DdlLog")
+    }
+}
+
+/// Process-wide test failpoint (environment variable): `ddl-after-append` aborts the process
+/// right after a DDL batch was appended to the control channel and before it is committed
+/// to the meta store, so that tests can show the next start completes it.
+pub const FAILPOINT_ENV: &str = "COLLECTION_OPERATOR_FAILPOINT";
 
 /// How the engine keeps history and batches writes.
 #[derive(Debug, Clone)]
@@ -45,6 +94,12 @@ pub struct EngineConfig {
     pub compaction_interval: Duration,
     /// Most requests one store commit carries.
     pub max_batch: usize,
+    /// DDL through the WAL: where batches are appended before the store commit; `None`:
+    /// straight to the store.
+    pub ddl_log: Option<DdlLogHandle>,
+    /// How long a DDL waits for the control channel (a holder, an acknowledgement) before
+    /// it is refused with a retriable error.
+    pub ddl_log_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +108,8 @@ impl Default for EngineConfig {
             history_retention: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
             max_batch: 1024,
+            ddl_log: None,
+            ddl_log_wait: Duration::from_secs(10),
         }
     }
 }
@@ -134,6 +191,14 @@ struct Writer {
     log: VecDeque<Timestamp>,
     config: EngineConfig,
     last_compaction: Instant,
+    /// The control channel, when DDL goes through the WAL.
+    ddl_log: Option<Arc<dyn DdlLog>>,
+    /// Whether every WAL entry is applied (always true without a log).
+    synced: bool,
+    /// When a failed sync was last logged.
+    sync_warned: Option<Instant>,
+    /// The `ddl-after-append` failpoint.
+    abort_after_append: bool,
 }
 
 fn decode_u64(bytes: &[u8]) -> Option<u64> {
@@ -233,6 +298,7 @@ impl Engine {
             .map_or(FIRST_ID, |id| id as i64);
         let (log, stats) = self.load()?;
         let (sender, receiver) = mpsc::channel();
+        let ddl_log = self.config.ddl_log.as_ref().map(|handle| handle.0.clone());
         let mut writer = Writer {
             store: self.store.clone(),
             shared: self.shared.clone(),
@@ -241,6 +307,10 @@ impl Engine {
             log,
             config: self.config.clone(),
             last_compaction: Instant::now(),
+            synced: ddl_log.is_none(),
+            ddl_log,
+            sync_warned: None,
+            abort_after_append: std::env::var(FAILPOINT_ENV).as_deref() == Ok("ddl-after-append"),
         };
         let handle = std::thread::Builder::new()
             .name("meta-writer".into())
@@ -251,9 +321,13 @@ impl Engine {
             })?;
         *self.jobs.lock() = Some(sender);
         *self.writer.lock() = Some(handle);
-        if self.read(0, |table, at| {
-            table.database(DEFAULT_DATABASE, at).is_none()
-        }) {
+        // Through the WAL the writer syncs with the control channel first (which may wait
+        // for a streaming node) and creates `default` itself once it has.
+        if self.config.ddl_log.is_none()
+            && self.read(0, |table, at| {
+                table.database(DEFAULT_DATABASE, at).is_none()
+            })
+        {
             self.execute_blocking(Ddl::CreateDatabase {
                 name: DEFAULT_DATABASE.into(),
                 properties: Vec::new(),
@@ -487,21 +561,52 @@ fn recover_table(
 impl Writer {
     fn run(&mut self, receiver: mpsc::Receiver<Job>) {
         loop {
-            let first = match receiver.recv_timeout(self.config.compaction_interval) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.maybe_compact();
-                    continue;
-                }
+            let idle_wait = if self.synced {
+                self.config.compaction_interval
+            } else {
+                SYNC_RETRY
+            };
+            let first = match receiver.recv_timeout(idle_wait) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut jobs = vec![first];
-            while jobs.len() < self.config.max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            if !self.synced {
+                // Waiting jobs may wait the whole bound; otherwise try briefly and again
+                // soon (and notice a stop in time).
+                let wait = if first.is_some() {
+                    self.config.ddl_log_wait
+                } else {
+                    SYNC_RETRY
+                };
+                if let Err(error) = self.sync(wait) {
+                    let warn = self
+                        .sync_warned
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+                    if warn || first.is_some() {
+                        self.sync_warned = Some(Instant::now());
+                        tracing::warn!(%error, "DDL cannot sync with the control channel yet; DDL waits");
+                    }
+                    if let Some(first) = first {
+                        let refusal = MetaError::not_ready(&format!(
+                            "DDL goes through the WAL and the control channel is not reachable: {error}"
+                        ));
+                        for job in self.batch(first, &receiver) {
+                            let _ = match job {
+                                Job::Ddl { reply, .. } | Job::Timestamp { reply } => {
+                                    reply.send(Err(refusal.clone()))
+                                }
+                            };
+                        }
+                    }
+                    continue;
                 }
             }
+            let Some(first) = first else {
+                self.maybe_compact();
+                continue;
+            };
+            let jobs = self.batch(first, &receiver);
             self.process(jobs);
             self.maybe_compact();
         }
@@ -509,6 +614,158 @@ impl Writer {
             tracing::warn!(%error, "final checkpoint failed; the next start replays the commit log");
         }
         tracing::debug!("meta writer stopped");
+    }
+
+    /// `first` and what else is queued, up to a batch.
+    fn batch(&self, first: Job, receiver: &mpsc::Receiver<Job>) -> Vec<Job> {
+        let mut jobs = vec![first];
+        while jobs.len() < self.config.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        jobs
+    }
+
+    /// Applies every control-channel entry after the applied position (the re-send of
+    /// the classic RootCoord), then creates `default` on a new store. Marks the writer
+    /// synced on success.
+    fn sync(&mut self, wait: Duration) -> Result<(), String> {
+        let Some(ddl_log) = self.ddl_log.clone() else {
+            self.synced = true;
+            return Ok(());
+        };
+        let applied = self
+            .store
+            .get(DDL_WAL_APPLIED_KEY)
+            .map_err(|e| e.to_string())?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let entries = ddl_log.read_after(applied.as_deref(), wait)?;
+        let (count, mut completed) = (entries.len(), 0);
+        for (position, payload) in entries {
+            completed += self.replay(&position, &payload)?;
+        }
+        self.synced = true;
+        if completed > 0 || count > 0 {
+            tracing::info!(
+                entries = count,
+                completed,
+                "synced the meta table with the control channel"
+            );
+        }
+        let missing = self
+            .shared
+            .table
+            .read()
+            .database(DEFAULT_DATABASE, u64::MAX)
+            .is_none();
+        if missing {
+            let (reply, mut answer) = oneshot::channel();
+            self.process(vec![Job::Ddl {
+                ddl: Box::new(Ddl::CreateDatabase {
+                    name: DEFAULT_DATABASE.into(),
+                    properties: Vec::new(),
+                }),
+                reply,
+            }]);
+            if let Ok(Err(error)) = answer.try_recv() {
+                return Err(format!("creating the default database: {error}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one control-channel entry: each record newer than the committed timestamp
+    /// whose old values match the table (others were applied already, or were planned by
+    /// a deposed writer against another state), in one store commit that also moves the
+    /// applied position, the TSO bound and the ID allocator past the entry. Returns how
+    /// many records it applied.
+    fn replay(&mut self, position: &str, payload: &[u8]) -> Result<usize, String> {
+        let entry = match DdlWalEntry::decode(payload) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(position, %error, "skipping an unreadable control-channel entry");
+                DdlWalEntry::default()
+            }
+        };
+        let committed = self.shared.committed.load(Ordering::Acquire);
+        let mut newest = committed;
+        let mut batch = WriteBatch::default();
+        let mut touched = Vec::new();
+        let mut applied = Vec::new();
+        {
+            let mut table = self.shared.table.write();
+            for record in &entry.records {
+                if record.ts <= newest {
+                    continue;
+                }
+                let mut changes = Vec::with_capacity(record.mutations.len());
+                for mutation in &record.mutations {
+                    changes.push(
+                        Change::decode(&mutation.key, mutation.new_value.as_deref())
+                            .map_err(|e| format!("control-channel record at {position}: {e}"))?,
+                    );
+                }
+                let matches = changes
+                    .iter()
+                    .zip(&record.mutations)
+                    .all(|(change, mutation)| table.current_value(change) == mutation.old_value);
+                if !matches {
+                    tracing::warn!(
+                        position,
+                        ts = record.ts,
+                        operation = record.operation,
+                        target = record.target,
+                        "skipping a control-channel DDL planned against another state"
+                    );
+                    continue;
+                }
+                for (change, mutation) in changes.iter().zip(&record.mutations) {
+                    match &mutation.new_value {
+                        Some(value) => batch.put(mutation.key.clone(), value.clone()),
+                        None => batch.delete(mutation.key.clone()),
+                    }
+                    table.apply(change, record.ts, &mut touched);
+                }
+                batch.put(ddl_log_key(record.ts), record.encode_to_vec());
+                applied.push(record.ts);
+                newest = record.ts;
+                tracing::info!(
+                    position,
+                    ts = record.ts,
+                    operation = record.operation,
+                    db = record.db_name,
+                    target = record.target,
+                    "completed a DDL from the control channel"
+                );
+            }
+        }
+        let bound = entry
+            .tso_bound_ms
+            .max(tso::physical_ms(newest) + 1)
+            .max(self.tso.persisted_bound_ms());
+        let raise_bound = bound > self.tso.persisted_bound_ms();
+        if raise_bound {
+            batch.put(TSO_KEY, bound.to_be_bytes().to_vec());
+        }
+        let next_id = self.next_id.max(entry.next_id);
+        if next_id != self.next_id {
+            batch.put(ID_ALLOCATOR_KEY, (next_id as u64).to_be_bytes().to_vec());
+        }
+        batch.put(DDL_WAL_APPLIED_KEY, position.as_bytes().to_vec());
+        if let Err(error) = self.store.commit(&batch) {
+            self.shared.table.write().rollback(&touched, committed);
+            return Err(format!("meta store: {error}"));
+        }
+        if raise_bound {
+            self.tso = Tso::recover(bound);
+        }
+        self.next_id = next_id;
+        let count = applied.len();
+        self.log.extend(applied);
+        self.shared.committed.store(newest, Ordering::Release);
+        Ok(count)
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
@@ -522,6 +779,7 @@ impl Writer {
         }
         let mut touched = Vec::new();
         let mut logged = Vec::new();
+        let mut records = Vec::new();
         let mut outcomes: Vec<(
             oneshot::Sender<MetaResult<Timestamp>>,
             MetaResult<Timestamp>,
@@ -578,6 +836,9 @@ impl Writer {
                                 }
                                 batch.put(ddl_log_key(ts), record.encode_to_vec());
                                 logged.push(ts);
+                                if self.ddl_log.is_some() {
+                                    records.push(record);
+                                }
                             }
                             ts
                         });
@@ -592,10 +853,46 @@ impl Writer {
                 (self.next_id as u64).to_be_bytes().to_vec(),
             );
         }
+        if let Some(ddl_log) = self.ddl_log.clone()
+            && !records.is_empty()
+        {
+            let entry = DdlWalEntry {
+                records,
+                next_id: self.next_id,
+                tso_bound_ms: self.tso.persisted_bound_ms(),
+            };
+            match ddl_log.append(entry.encode_to_vec(), self.config.ddl_log_wait) {
+                Ok(position) => {
+                    if self.abort_after_append {
+                        tracing::error!(position, "failpoint ddl-after-append: aborting");
+                        std::process::abort();
+                    }
+                    batch.put(DDL_WAL_APPLIED_KEY, position.into_bytes());
+                }
+                Err(error) => {
+                    // The entry may be in the log all the same: sync before anything else.
+                    tracing::warn!(%error, "appending DDL to the control channel failed; the batch is undone");
+                    self.synced = false;
+                    self.shared.table.write().rollback(&touched, committed);
+                    self.tso.persist_failed(previous_bound);
+                    self.next_id = first_id;
+                    let failure = MetaError::not_ready(&format!(
+                        "DDL could not be appended to the control channel (it may still \
+                         take effect): {error}"
+                    ));
+                    for (reply, outcome) in outcomes {
+                        let _ = reply.send(outcome.and(Err(failure.clone())));
+                    }
+                    return;
+                }
+            }
+        }
         if !batch.is_empty()
             && let Err(error) = self.store.commit(&batch)
         {
             tracing::error!(%error, "meta store commit failed; the batch is undone");
+            // Through the WAL the batch is logged already: the next sync completes it.
+            self.synced = self.ddl_log.is_none();
             self.shared.table.write().rollback(&touched, committed);
             self.tso.persist_failed(previous_bound);
             self.next_id = first_id;
