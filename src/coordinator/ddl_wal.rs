@@ -14,8 +14,10 @@
 //! * **Reading to the end.** [`DdlLog::read_after`] appends a barrier message
 //!   (`_t = ddl_barrier`) and reads from after the applied position until it reaches the
 //!   barrier: everything appended before it, by any writer and under any term, is seen.
-//!   Reading a log whose applied position is gone (a wiped WAL directory) fails, and DDL
-//!   stays refused: the meta store and the WAL disagree and need an operator.
+//!   A log that does not hold the applied position (a pod-local `emptyDir` WAL: the channel
+//!   moved and its new holder started a new log) is read from its start instead; entries
+//!   not yet applied on the old holder's disk are then lost, but none was acknowledged (a
+//!   DDL is acknowledged only after its store commit).
 //!
 //! The calls block: the meta writer is a plain thread. The gRPC work runs on a small runtime
 //! this log owns (as the etcd store does), so it may be called from any thread.
@@ -26,7 +28,7 @@ use tokio_stream::StreamExt;
 
 use crate::coordinator::engine::DdlLog;
 use crate::proto::common::MessageId;
-use crate::proto::streaming::{PChannelInfo, deliver_policy};
+use crate::proto::streaming::{PChannelInfo, StreamingCode, deliver_policy};
 use crate::streaming::client::{self, AssignmentView, Producer};
 use crate::streaming::gate::StreamingGate;
 use crate::streaming::wal::Position;
@@ -188,16 +190,33 @@ async fn read_to(
     barrier: Position,
     wait: Duration,
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let policy = match after {
+    let policy = match &after {
         Some(id) => deliver_policy::Policy::StartAfter(MessageId {
-            id,
+            id: id.clone(),
             ..Default::default()
         }),
         None => deliver_policy::Policy::All(()),
     };
-    let stream = client::consume(&holder.address, holder.channel.clone(), policy)
-        .await
-        .map_err(|e| format!("reading the control channel on {}: {e}", holder.address))?;
+    let stream = match client::consume(&holder.address, holder.channel.clone(), policy).await {
+        Err(error) if after.is_some() && error.code() == Some(StreamingCode::InvaildArgument) => {
+            // The applied position is not in this log: a pod-local WAL (emptyDir) started
+            // a new log on the node the channel moved to. Read all of it; what was applied
+            // already is skipped by the replay's checks.
+            tracing::warn!(
+                applied = after.as_deref().unwrap_or_default(),
+                %error,
+                "the applied DDL position is not in the control channel's log; reading it from the start"
+            );
+            client::consume(
+                &holder.address,
+                holder.channel.clone(),
+                deliver_policy::Policy::All(()),
+            )
+            .await
+        }
+        other => other,
+    }
+    .map_err(|e| format!("reading the control channel on {}: {e}", holder.address))?;
     tokio::pin!(stream);
     let mut entries = Vec::new();
     loop {

@@ -148,6 +148,9 @@ struct Shared {
     /// TSO's save window, so the store's fence cannot stop a deposed leader from handing
     /// out one below its successor's). `None`: no lease (a single coordinator).
     lease_deadline: Mutex<Option<Instant>>,
+    /// Whether the writer runs and has applied every control-channel entry (always once
+    /// the writer runs without a DDL log).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the meta engine; cheap to share behind an `Arc`.
@@ -244,6 +247,7 @@ impl Engine {
                 committed: AtomicU64::new(0),
                 horizon: AtomicU64::new(0),
                 lease_deadline: Mutex::new(None),
+                synced: std::sync::atomic::AtomicBool::new(false),
             }),
             store,
             config,
@@ -345,6 +349,12 @@ impl Engine {
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
+    }
+
+    /// Whether the writer runs and, with DDL through the WAL, has synced with the control
+    /// channel (completed every interrupted DDL): DDL is answered without waiting.
+    pub fn is_synced(&self) -> bool {
+        self.is_writer() && self.shared.synced.load(Ordering::Acquire)
     }
 
     /// Whether the writer thread runs.
@@ -560,6 +570,8 @@ fn recover_table(
 
 impl Writer {
     fn run(&mut self, receiver: mpsc::Receiver<Job>) {
+        let synced = self.synced;
+        self.set_synced(synced);
         loop {
             let idle_wait = if self.synced {
                 self.config.compaction_interval
@@ -610,10 +622,16 @@ impl Writer {
             self.process(jobs);
             self.maybe_compact();
         }
+        self.shared.synced.store(false, Ordering::Release);
         if let Err(error) = self.store.checkpoint() {
             tracing::warn!(%error, "final checkpoint failed; the next start replays the commit log");
         }
         tracing::debug!("meta writer stopped");
+    }
+
+    fn set_synced(&mut self, synced: bool) {
+        self.synced = synced;
+        self.shared.synced.store(synced, Ordering::Release);
     }
 
     /// `first` and what else is queued, up to a batch.
@@ -633,7 +651,7 @@ impl Writer {
     /// synced on success.
     fn sync(&mut self, wait: Duration) -> Result<(), String> {
         let Some(ddl_log) = self.ddl_log.clone() else {
-            self.synced = true;
+            self.set_synced(true);
             return Ok(());
         };
         let applied = self
@@ -646,7 +664,7 @@ impl Writer {
         for (position, payload) in entries {
             completed += self.replay(&position, &payload)?;
         }
-        self.synced = true;
+        self.set_synced(true);
         if completed > 0 || count > 0 {
             tracing::info!(
                 entries = count,
@@ -872,7 +890,7 @@ impl Writer {
                 Err(error) => {
                     // The entry may be in the log all the same: sync before anything else.
                     tracing::warn!(%error, "appending DDL to the control channel failed; the batch is undone");
-                    self.synced = false;
+                    self.set_synced(false);
                     self.shared.table.write().rollback(&touched, committed);
                     self.tso.persist_failed(previous_bound);
                     self.next_id = first_id;
@@ -892,7 +910,8 @@ impl Writer {
         {
             tracing::error!(%error, "meta store commit failed; the batch is undone");
             // Through the WAL the batch is logged already: the next sync completes it.
-            self.synced = self.ddl_log.is_none();
+            let synced = self.ddl_log.is_none();
+            self.set_synced(synced);
             self.shared.table.write().rollback(&touched, committed);
             self.tso.persist_failed(previous_bound);
             self.next_id = first_id;

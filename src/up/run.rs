@@ -225,6 +225,22 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
         wal: Default::default(),
     };
     let node_task = tokio::spawn(crate::streaming::node::run_until(node, until(stopped)));
+    // The writer syncs with the control channel first (and creates `default` on a new
+    // store then); the reconcile passes start once it has.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !engine.is_synced()
+        || !engine.read(0, |table, at| {
+            table
+                .database(crate::meta::names::DEFAULT_DATABASE, at)
+                .is_some()
+        })
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the embedded streaming node did not take the control channel within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok((
         engine,
         UpWal {
