@@ -155,6 +155,42 @@ async fn ddl_client(mut client: Client, id: usize) -> BTreeMap<String, Known> {
     known
 }
 
+/// The targets of every DDL record on the control channel, in log order.
+async fn logged_targets(coordinator: &str) -> Vec<String> {
+    use collection_operator::proto::records::DdlWalEntry;
+    use collection_operator::proto::streaming::deliver_policy;
+    use collection_operator::streaming::PROP_TYPE;
+    use collection_operator::streaming::client::{self, Discovery};
+    use prost::Message as _;
+    use tokio_stream::StreamExt;
+
+    let mut discovery = Discovery::start(coordinator).await.expect("discovery");
+    let view = discovery
+        .wait_for(READY, |v| v.channels.contains_key(&v.cchannel))
+        .await
+        .expect("the control channel has a holder");
+    let placement = &view.channels[&view.cchannel];
+    let stream = client::consume(
+        &placement.address,
+        placement.channel.clone(),
+        deliver_policy::Policy::All(()),
+    )
+    .await
+    .expect("consume");
+    tokio::pin!(stream);
+    let mut targets = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+    {
+        let message = message.expect("message");
+        if message.properties.get(PROP_TYPE).map(String::as_str) == Some("ddl") {
+            let entry = DdlWalEntry::decode(message.payload.as_slice()).expect("entry");
+            targets.extend(entry.records.into_iter().map(|r| r.target));
+        }
+    }
+    targets
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_alias_ddl_survives_kill9_of_the_coordinator() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -175,6 +211,7 @@ async fn acknowledged_alias_ddl_survives_kill9_of_the_coordinator() {
             .map(|id| tokio::spawn(ddl_client(client.clone(), round * 10 + id)))
             .collect();
         let main_alias = format!("main_{round}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
         common::create_alias_in(&mut client, "", &main_alias, "a").await;
         let status = client
             .alter_alias(AlterAliasRequest {
@@ -238,6 +275,11 @@ async fn acknowledged_alias_ddl_survives_kill9_of_the_coordinator() {
             }
         })
         .await;
+        let logged = logged_targets(&coordinator.address).await;
+        assert!(
+            logged.iter().filter(|t| **t == main_alias).count() >= 2,
+            "round {round}: CreateAlias and AlterAlias of {main_alias} went through the control channel"
+        );
         println!(
             "round {round}: {checked} aliases of 3 concurrent clients checked after kill -9; \
              DDL writable again {:?} after the kill",

@@ -971,3 +971,197 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! DDL through a [`DdlLog`]: an in-memory log and a store whose next commit can be made
+    //! to fail stand in for the control channel and a failing disk.
+
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::store::RedbStore;
+
+    /// An in-memory log: positions are indexes.
+    #[derive(Default)]
+    struct MemLog {
+        entries: Mutex<Vec<Vec<u8>>>,
+        /// Appends the next entry but reports a failure (an unknown outcome).
+        lose_next_ack: AtomicBool,
+        /// No holder: every call fails.
+        unavailable: AtomicBool,
+    }
+
+    impl DdlLog for MemLog {
+        fn append(&self, entry: Vec<u8>, _wait: Duration) -> Result<String, String> {
+            if self.unavailable.load(Ordering::Acquire) {
+                return Err("no holder".into());
+            }
+            let mut entries = self.entries.lock();
+            entries.push(entry);
+            if self.lose_next_ack.swap(false, Ordering::AcqRel) {
+                return Err("acknowledgement lost".into());
+            }
+            Ok(format!("{:08}", entries.len() - 1))
+        }
+
+        fn read_after(
+            &self,
+            after: Option<&str>,
+            _wait: Duration,
+        ) -> Result<Vec<(String, Vec<u8>)>, String> {
+            if self.unavailable.load(Ordering::Acquire) {
+                return Err("no holder".into());
+            }
+            let from = after.map_or(0, |p| p.parse::<usize>().expect("position") + 1);
+            let entries = self.entries.lock();
+            Ok(entries
+                .iter()
+                .enumerate()
+                .skip(from)
+                .map(|(i, e)| (format!("{i:08}"), e.clone()))
+                .collect())
+        }
+    }
+
+    /// A redb store whose next commit can be made to fail.
+    struct FlakyStore {
+        inner: RedbStore,
+        fail_next_commit: AtomicBool,
+    }
+
+    impl MetaStore for FlakyStore {
+        fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+            if self.fail_next_commit.swap(false, Ordering::AcqRel) {
+                return Err(StoreError::Io {
+                    context: "test".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    fn open(store: &Arc<FlakyStore>, log: &Arc<MemLog>) -> Engine {
+        let config = EngineConfig {
+            ddl_log: Some(DdlLogHandle(log.clone())),
+            ddl_log_wait: Duration::from_millis(100),
+            ..EngineConfig::default()
+        };
+        let (engine, _) = Engine::open(store.clone(), config).expect("open");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !engine.is_synced() || !has(&engine, DEFAULT_DATABASE) {
+            assert!(Instant::now() < deadline, "the writer did not sync");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        engine
+    }
+
+    fn has(engine: &Engine, database: &str) -> bool {
+        engine.read(0, |table, at| table.database(database, at).is_some())
+    }
+
+    fn create(engine: &Engine, name: &str) -> MetaResult<Timestamp> {
+        engine.execute_blocking(Ddl::CreateDatabase {
+            name: name.into(),
+            properties: Vec::new(),
+        })
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<FlakyStore>, Arc<MemLog>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(FlakyStore {
+            inner: RedbStore::open(dir.path()).expect("redb"),
+            fail_next_commit: AtomicBool::new(false),
+        });
+        (dir, store, Arc::new(MemLog::default()))
+    }
+
+    fn applied(store: &FlakyStore) -> String {
+        String::from_utf8(store.get(DDL_WAL_APPLIED_KEY).expect("get").expect("set")).expect("utf8")
+    }
+
+    #[test]
+    fn ddl_is_logged_before_the_store_and_the_position_is_committed_with_it() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        create(&engine, "d1").expect("create");
+        let entries = log.entries.lock().clone();
+        assert_eq!(entries.len(), 2, "default, then d1");
+        let entry = DdlWalEntry::decode(entries[1].as_slice()).expect("entry");
+        assert_eq!(entry.records.len(), 1);
+        assert_eq!(entry.records[0].db_name, "d1");
+        assert_eq!(applied(&store), "00000001");
+    }
+
+    #[test]
+    fn an_append_with_an_unknown_outcome_is_completed_before_the_next_ddl() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        log.lose_next_ack.store(true, Ordering::Release);
+        let error = create(&engine, "maybe").expect_err("the ack was lost");
+        assert_eq!(error.code, crate::meta::error::code::SERVICE_NOT_READY);
+        assert!(!has(&engine, "maybe"), "undone until the sync");
+        let next = create(&engine, "next").expect("next");
+        assert!(has(&engine, "maybe"), "completed by the sync");
+        let maybe_ts = engine.read(0, |t, at| t.database("maybe", at).map(|d| d.created_ts));
+        assert!(maybe_ts.expect("maybe") < next, "in log order");
+    }
+
+    #[test]
+    fn a_failed_store_commit_after_the_append_is_completed_on_restart() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        let before = create(&engine, "first").expect("first");
+        store.fail_next_commit.store(true, Ordering::Release);
+        create(&engine, "logged").expect_err("the commit failed");
+        engine.shutdown();
+        drop(engine);
+        let engine = open(&store, &log);
+        assert!(has(&engine, "logged"), "completed from the log on restart");
+        let after = create(&engine, "after").expect("after");
+        assert!(after > before);
+        // A duplicate of an applied entry and a record planned against another state are
+        // skipped; the log's end is applied.
+        let copy = log.entries.lock()[2].clone();
+        assert_eq!(
+            DdlWalEntry::decode(copy.as_slice()).expect("entry").records[0].db_name,
+            "logged"
+        );
+        let mut stale = DdlWalEntry::decode(copy.as_slice()).expect("entry");
+        let stale_ts = tso::compose(tso::now_ms() + 60_000, 0);
+        stale.records[0].ts = stale_ts;
+        log.entries.lock().push(copy);
+        log.entries.lock().push(stale.encode_to_vec());
+        engine.shutdown();
+        drop(engine);
+        let engine = open(&store, &log);
+        assert_eq!(engine.read(0, |t, at| t.counts(at)).0, 4);
+        assert!(
+            engine.committed_ts() < stale_ts,
+            "the stale record was skipped"
+        );
+        assert_eq!(
+            applied(&store),
+            format!("{:08}", log.entries.lock().len() - 1)
+        );
+    }
+
+    #[test]
+    fn without_a_holder_ddl_is_refused_with_a_retriable_code_and_works_again_after() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        log.unavailable.store(true, Ordering::Release);
+        let error = create(&engine, "later").expect_err("no holder");
+        assert_eq!(error.code, crate::meta::error::code::SERVICE_NOT_READY);
+        log.unavailable.store(false, Ordering::Release);
+        create(&engine, "later").expect("works again");
+        assert!(has(&engine, "later"));
+    }
+}
