@@ -20,7 +20,8 @@
 //! append whose outcome is unknown) is completed by the next **sync**, the re-send of the
 //! classic RootCoord design: the writer reads the control channel after the applied
 //! position up to its current end and applies each record that is newer than the committed
-//! timestamp and whose mutations' old values still match the table (so a duplicate, or a
+//! timestamp and the last applied one ([`DDL_WAL_APPLIED_TS_KEY`]) and whose mutations' old
+//! values still match the table (so a duplicate, or a
 //! record a deposed writer planned against another state, is skipped). The writer syncs
 //! when it starts and after every failed append or commit, before it takes any other job;
 //! while it cannot (no streaming node holds the control channel yet), jobs wait up to
@@ -39,7 +40,7 @@ use tokio::sync::oneshot;
 
 use crate::meta::change::{
     ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, DDL_WAL_APPLIED_KEY,
-    ID_ALLOCATOR_KEY, TSO_KEY, ddl_log_key,
+    DDL_WAL_APPLIED_TS_KEY, ID_ALLOCATOR_KEY, TSO_KEY, ddl_log_key,
 };
 use crate::meta::names::DEFAULT_DATABASE;
 use crate::meta::table::Touched;
@@ -659,10 +660,17 @@ impl Writer {
             .get(DDL_WAL_APPLIED_KEY)
             .map_err(|e| e.to_string())?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let floor = self
+            .store
+            .get(DDL_WAL_APPLIED_TS_KEY)
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            .and_then(decode_u64)
+            .unwrap_or(0);
         let entries = ddl_log.read_after(applied.as_deref(), wait)?;
         let (count, mut completed) = (entries.len(), 0);
         for (position, payload) in entries {
-            completed += self.replay(&position, &payload)?;
+            completed += self.replay(&position, &payload, floor)?;
         }
         self.set_synced(true);
         if completed > 0 || count > 0 {
@@ -695,11 +703,18 @@ impl Writer {
     }
 
     /// Applies one control-channel entry: each record newer than the committed timestamp
-    /// whose old values match the table (others were applied already, or were planned by
-    /// a deposed writer against another state), in one store commit that also moves the
-    /// applied position, the TSO bound and the ID allocator past the entry. Returns how
-    /// many records it applied.
-    fn replay(&mut self, position: &str, payload: &[u8]) -> Result<usize, String> {
+    /// and than `floor` (the newest applied from the channel) whose old values match the
+    /// table (others were applied already, or were planned by a deposed writer against
+    /// another state), in one store commit that also moves the applied position, the TSO
+    /// bound and the ID allocator past the entry. Returns how many records it applied.
+    /// Records that cannot be decoded are skipped: none of them was acknowledged (a DDL
+    /// is acknowledged only after its store commit).
+    fn replay(
+        &mut self,
+        position: &str,
+        payload: &[u8],
+        floor: Timestamp,
+    ) -> Result<usize, String> {
         let entry = match DdlWalEntry::decode(payload) {
             Ok(entry) => entry,
             Err(error) => {
@@ -708,7 +723,7 @@ impl Writer {
             }
         };
         let committed = self.shared.committed.load(Ordering::Acquire);
-        let mut newest = committed;
+        let mut newest = committed.max(floor);
         let mut batch = WriteBatch::default();
         let mut touched = Vec::new();
         let mut applied = Vec::new();
@@ -718,13 +733,18 @@ impl Writer {
                 if record.ts <= newest {
                     continue;
                 }
-                let mut changes = Vec::with_capacity(record.mutations.len());
-                for mutation in &record.mutations {
-                    changes.push(
-                        Change::decode(&mutation.key, mutation.new_value.as_deref())
-                            .map_err(|e| format!("control-channel record at {position}: {e}"))?,
-                    );
-                }
+                let changes: Result<Vec<Change>, _> = record
+                    .mutations
+                    .iter()
+                    .map(|m| Change::decode(&m.key, m.new_value.as_deref()))
+                    .collect();
+                let changes = match changes {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        tracing::warn!(position, ts = record.ts, %error, "skipping an unreadable control-channel DDL");
+                        continue;
+                    }
+                };
                 let matches = changes
                     .iter()
                     .zip(&record.mutations)
@@ -772,6 +792,9 @@ impl Writer {
             batch.put(ID_ALLOCATOR_KEY, (next_id as u64).to_be_bytes().to_vec());
         }
         batch.put(DDL_WAL_APPLIED_KEY, position.as_bytes().to_vec());
+        if !applied.is_empty() {
+            batch.put(DDL_WAL_APPLIED_TS_KEY, newest.to_be_bytes().to_vec());
+        }
         if let Err(error) = self.store.commit(&batch) {
             self.shared.table.write().rollback(&touched, committed);
             return Err(format!("meta store: {error}"));
@@ -781,8 +804,10 @@ impl Writer {
         }
         self.next_id = next_id;
         let count = applied.len();
-        self.log.extend(applied);
-        self.shared.committed.store(newest, Ordering::Release);
+        if count > 0 {
+            self.log.extend(applied);
+            self.shared.committed.store(newest, Ordering::Release);
+        }
         Ok(count)
     }
 
@@ -886,6 +911,10 @@ impl Writer {
                         std::process::abort();
                     }
                     batch.put(DDL_WAL_APPLIED_KEY, position.into_bytes());
+                    batch.put(
+                        DDL_WAL_APPLIED_TS_KEY,
+                        allocation.last.to_be_bytes().to_vec(),
+                    );
                 }
                 Err(error) => {
                     // The entry may be in the log all the same: sync before anything else.
@@ -1151,6 +1180,32 @@ mod tests {
             applied(&store),
             format!("{:08}", log.entries.lock().len() - 1)
         );
+    }
+
+    #[test]
+    fn a_late_duplicate_is_skipped_also_after_the_ddl_log_was_compacted() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        create(&engine, "gone").expect("create");
+        let created = log.entries.lock().last().cloned().expect("entry");
+        engine
+            .execute_blocking(Ddl::DropDatabase {
+                name: "gone".into(),
+            })
+            .expect("drop");
+        engine.shutdown();
+        drop(engine);
+        // A copy of the CreateDatabase lands after the drop (a retried append), and the
+        // DDL log is compacted away, so the restart's committed timestamp is 0: the
+        // persisted applied timestamp still tells the copy is old.
+        log.entries.lock().push(created);
+        let mut batch = WriteBatch::default();
+        for (key, _) in store.scan_prefix(DDL_LOG_PREFIX).expect("scan") {
+            batch.delete(key);
+        }
+        store.commit(&batch).expect("compact");
+        let engine = open(&store, &log);
+        assert!(!has(&engine, "gone"), "the dropped database came back");
     }
 
     #[test]
