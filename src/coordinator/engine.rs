@@ -317,6 +317,29 @@ impl Engine {
             sync_warned: None,
             abort_after_append: std::env::var(FAILPOINT_ENV).as_deref() == Ok("ddl-after-append"),
         };
+        let missing_default = || {
+            self.read(0, |table, at| {
+                table.database(DEFAULT_DATABASE, at).is_none()
+            })
+        };
+        if writer.ddl_log.is_some() && missing_default() {
+            // A new store gets `default` straight away, as Milvus's RootCoord creates it
+            // at init, so that clients can connect before a streaming node holds the
+            // control channel. Every other DDL goes through the channel.
+            let ddl_log = writer.ddl_log.take();
+            let (reply, mut answer) = oneshot::channel();
+            writer.process(vec![Job::Ddl {
+                ddl: Box::new(Ddl::CreateDatabase {
+                    name: DEFAULT_DATABASE.into(),
+                    properties: Vec::new(),
+                }),
+                reply,
+            }]);
+            writer.ddl_log = ddl_log;
+            if let Ok(Err(error)) = answer.try_recv() {
+                return Err(EngineError::Bootstrap(error));
+            }
+        }
         let handle = std::thread::Builder::new()
             .name("meta-writer".into())
             .spawn(move || writer.run(receiver))
@@ -326,13 +349,7 @@ impl Engine {
             })?;
         *self.jobs.lock() = Some(sender);
         *self.writer.lock() = Some(handle);
-        // Through the WAL the writer syncs with the control channel first (which may wait
-        // for a streaming node) and creates `default` itself once it has.
-        if self.config.ddl_log.is_none()
-            && self.read(0, |table, at| {
-                table.database(DEFAULT_DATABASE, at).is_none()
-            })
-        {
+        if missing_default() {
             self.execute_blocking(Ddl::CreateDatabase {
                 name: DEFAULT_DATABASE.into(),
                 properties: Vec::new(),
@@ -648,8 +665,8 @@ impl Writer {
     }
 
     /// Applies every control-channel entry after the applied position (the re-send of
-    /// the classic RootCoord), then creates `default` on a new store. Marks the writer
-    /// synced on success.
+    /// the classic RootCoord), then creates `default` if it is missing (it is created at
+    /// start; this covers a failed start-up commit). Marks the writer synced on success.
     fn sync(&mut self, wait: Duration) -> Result<(), String> {
         let Some(ddl_log) = self.ddl_log.clone() else {
             self.set_synced(true);
@@ -1122,11 +1139,15 @@ mod tests {
         let engine = open(&store, &log);
         create(&engine, "d1").expect("create");
         let entries = log.entries.lock().clone();
-        assert_eq!(entries.len(), 2, "default, then d1");
-        let entry = DdlWalEntry::decode(entries[1].as_slice()).expect("entry");
+        assert_eq!(
+            entries.len(),
+            1,
+            "d1 (default is created at start, as Milvus does)"
+        );
+        let entry = DdlWalEntry::decode(entries[0].as_slice()).expect("entry");
         assert_eq!(entry.records.len(), 1);
         assert_eq!(entry.records[0].db_name, "d1");
-        assert_eq!(applied(&store), "00000001");
+        assert_eq!(applied(&store), "00000000");
     }
 
     #[test]
@@ -1158,7 +1179,7 @@ mod tests {
         assert!(after > before);
         // A duplicate of an applied entry and a record planned against another state are
         // skipped; the log's end is applied.
-        let copy = log.entries.lock()[2].clone();
+        let copy = log.entries.lock()[1].clone();
         assert_eq!(
             DdlWalEntry::decode(copy.as_slice()).expect("entry").records[0].db_name,
             "logged"
