@@ -52,6 +52,9 @@ use crate::store::{MetaStore, StoreError, WriteBatch};
 /// How often a writer that is not synced with the control channel tries again while idle.
 const SYNC_RETRY: Duration = Duration::from_millis(500);
 
+/// An idle writer that cannot sync says so this often.
+const SYNC_WARN_AFTER: Duration = Duration::from_secs(10);
+
 /// The first ID handed out on a new store (database `default` is 1).
 pub const FIRST_ID: i64 = 100;
 
@@ -199,7 +202,7 @@ struct Writer {
     ddl_log: Option<Arc<dyn DdlLog>>,
     /// Whether every WAL entry is applied (always true without a log).
     synced: bool,
-    /// When a failed sync was last logged.
+    /// Since when failed syncs are counted, or when one was last logged.
     sync_warned: Option<Instant>,
     /// The `ddl-after-append` failpoint.
     abort_after_append: bool,
@@ -610,12 +613,14 @@ impl Writer {
                     SYNC_RETRY
                 };
                 if let Err(error) = self.sync(wait) {
-                    let warn = self
-                        .sync_warned
-                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
-                    if warn || first.is_some() {
+                    // A start or a failover takes a moment (a node's lease must lapse):
+                    // say so when a DDL is refused, or every 10 s of waiting.
+                    let since = *self.sync_warned.get_or_insert_with(Instant::now);
+                    if first.is_some() || since.elapsed() >= SYNC_WARN_AFTER {
                         self.sync_warned = Some(Instant::now());
                         tracing::warn!(%error, "DDL cannot sync with the control channel yet; DDL waits");
+                    } else {
+                        tracing::debug!(%error, "DDL waits for the control channel");
                     }
                     if let Some(first) = first {
                         let refusal = MetaError::not_ready(&format!(
@@ -648,6 +653,9 @@ impl Writer {
     }
 
     fn set_synced(&mut self, synced: bool) {
+        if synced {
+            self.sync_warned = None;
+        }
         self.synced = synced;
         self.shared.synced.store(synced, Ordering::Release);
     }
