@@ -136,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
                 engine,
                 auth: AuthConfig::from_env(&auth)?,
                 tls: tls.files(),
+                ddl_wal: streaming.ddl_wal,
                 streaming: streaming.config(),
             })
             .await

@@ -10,6 +10,22 @@
 //! and answer the callers. Readers always read as of the committed timestamp, so they never
 //! see a change that is not yet durable, and a failed commit is undone by removing the
 //! versions above it.
+//!
+//! **DDL through the WAL** (opt-in, `coordinator --ddl-wal`; always on in `up`): with a
+//! [`DdlLog`] configured, the writer first appends the batch's DDL records as one
+//! [`DdlWalEntry`] to the control channel and waits for its acknowledgement (fsync'd on the
+//! streaming node), then commits the batch to the store together with the entry's position
+//! ([`DDL_WAL_APPLIED_KEY`]), then answers. So a DDL acknowledged to a client is in the WAL
+//! *and* in the store. One interrupted between append and commit (crash, failed commit, an
+//! append whose outcome is unknown) is completed by the next **sync**, the re-send of the
+//! classic RootCoord design: the writer reads the control channel after the applied
+//! position up to its current end and applies each record that is newer than the committed
+//! timestamp and the last applied one ([`DDL_WAL_APPLIED_TS_KEY`]) and whose mutations' old
+//! values still match the table (so a duplicate, or a
+//! record a deposed writer planned against another state, is skipped). The writer syncs
+//! when it starts and after every failed append or commit, before it takes any other job;
+//! while it cannot (no streaming node holds the control channel yet), jobs wait up to
+//! [`EngineConfig::ddl_log_wait`] and are then refused with a retriable code 1.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,18 +39,55 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::meta::change::{
-    ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, ID_ALLOCATOR_KEY,
-    TSO_KEY, ddl_log_key,
+    ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, DDL_WAL_APPLIED_KEY,
+    DDL_WAL_APPLIED_TS_KEY, ID_ALLOCATOR_KEY, TSO_KEY, ddl_log_key,
 };
 use crate::meta::names::DEFAULT_DATABASE;
 use crate::meta::table::Touched;
 use crate::meta::tso::{self, Tso};
 use crate::meta::{Ddl, MetaError, MetaResult, MetaTable, PlanContext, Timestamp};
-use crate::proto::records::{DdlRecord, Mutation};
+use crate::proto::records::{DdlRecord, DdlWalEntry, Mutation};
 use crate::store::{MetaStore, StoreError, WriteBatch};
+
+/// How often a writer that is not synced with the control channel tries again while idle.
+const SYNC_RETRY: Duration = Duration::from_millis(500);
+
+/// An idle writer that cannot sync says so this often.
+const SYNC_WARN_AFTER: Duration = Duration::from_secs(10);
 
 /// The first ID handed out on a new store (database `default` is 1).
 pub const FIRST_ID: i64 = 100;
+
+/// The log DDL goes through before the meta store when the WAL path is on: the control
+/// channel (see the module docs and `crate::coordinator::ddl_wal`). Calls block; the meta
+/// writer is a plain thread.
+pub trait DdlLog: Send + Sync {
+    /// Appends one entry and returns its position once it is durable. An error leaves the
+    /// outcome unknown: the entry may still be in the log.
+    fn append(&self, entry: Vec<u8>, wait: Duration) -> Result<String, String>;
+    /// Every entry after position `after` (`None`: from the log's start) up to the log's
+    /// end as of this call, oldest first, with its position.
+    fn read_after(
+        &self,
+        after: Option<&str>,
+        wait: Duration,
+    ) -> Result<Vec<(String, Vec<u8>)>, String>;
+}
+
+/// A shared [`DdlLog`] inside [`EngineConfig`].
+#[derive(Clone)]
+pub struct DdlLogHandle(pub Arc<dyn DdlLog>);
+
+impl std::fmt::Debug for DdlLogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DdlLog")
+    }
+}
+
+/// Process-wide test failpoint (environment variable): `ddl-after-append` aborts the process
+/// right after a DDL batch was appended to the control channel and before it is committed
+/// to the meta store, so that tests can show the next start completes it.
+pub const FAILPOINT_ENV: &str = "COLLECTION_OPERATOR_FAILPOINT";
 
 /// How the engine keeps history and batches writes.
 #[derive(Debug, Clone)]
@@ -45,6 +98,12 @@ pub struct EngineConfig {
     pub compaction_interval: Duration,
     /// Most requests one store commit carries.
     pub max_batch: usize,
+    /// DDL through the WAL: where batches are appended before the store commit; `None`:
+    /// straight to the store.
+    pub ddl_log: Option<DdlLogHandle>,
+    /// How long a DDL waits for the control channel (a holder, an acknowledgement) before
+    /// it is refused with a retriable error.
+    pub ddl_log_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +112,8 @@ impl Default for EngineConfig {
             history_retention: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
             max_batch: 1024,
+            ddl_log: None,
+            ddl_log_wait: Duration::from_secs(10),
         }
     }
 }
@@ -91,6 +152,9 @@ struct Shared {
     /// TSO's save window, so the store's fence cannot stop a deposed leader from handing
     /// out one below its successor's). `None`: no lease (a single coordinator).
     lease_deadline: Mutex<Option<Instant>>,
+    /// Whether the writer runs and has applied every control-channel entry (always once
+    /// the writer runs without a DDL log).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the meta engine; cheap to share behind an `Arc`.
@@ -134,6 +198,14 @@ struct Writer {
     log: VecDeque<Timestamp>,
     config: EngineConfig,
     last_compaction: Instant,
+    /// The control channel, when DDL goes through the WAL.
+    ddl_log: Option<Arc<dyn DdlLog>>,
+    /// Whether every WAL entry is applied (always true without a log).
+    synced: bool,
+    /// Since when failed syncs are counted, or when one was last logged.
+    sync_warned: Option<Instant>,
+    /// The `ddl-after-append` failpoint.
+    abort_after_append: bool,
 }
 
 fn decode_u64(bytes: &[u8]) -> Option<u64> {
@@ -179,6 +251,7 @@ impl Engine {
                 committed: AtomicU64::new(0),
                 horizon: AtomicU64::new(0),
                 lease_deadline: Mutex::new(None),
+                synced: std::sync::atomic::AtomicBool::new(false),
             }),
             store,
             config,
@@ -233,6 +306,7 @@ impl Engine {
             .map_or(FIRST_ID, |id| id as i64);
         let (log, stats) = self.load()?;
         let (sender, receiver) = mpsc::channel();
+        let ddl_log = self.config.ddl_log.as_ref().map(|handle| handle.0.clone());
         let mut writer = Writer {
             store: self.store.clone(),
             shared: self.shared.clone(),
@@ -241,7 +315,34 @@ impl Engine {
             log,
             config: self.config.clone(),
             last_compaction: Instant::now(),
+            synced: ddl_log.is_none(),
+            ddl_log,
+            sync_warned: None,
+            abort_after_append: std::env::var(FAILPOINT_ENV).as_deref() == Ok("ddl-after-append"),
         };
+        let missing_default = || {
+            self.read(0, |table, at| {
+                table.database(DEFAULT_DATABASE, at).is_none()
+            })
+        };
+        if writer.ddl_log.is_some() && missing_default() {
+            // A new store gets `default` straight away, as Milvus's RootCoord creates it
+            // at init, so that clients can connect before a streaming node holds the
+            // control channel. Every other DDL goes through the channel.
+            let ddl_log = writer.ddl_log.take();
+            let (reply, mut answer) = oneshot::channel();
+            writer.process(vec![Job::Ddl {
+                ddl: Box::new(Ddl::CreateDatabase {
+                    name: DEFAULT_DATABASE.into(),
+                    properties: Vec::new(),
+                }),
+                reply,
+            }]);
+            writer.ddl_log = ddl_log;
+            if let Ok(Err(error)) = answer.try_recv() {
+                return Err(EngineError::Bootstrap(error));
+            }
+        }
         let handle = std::thread::Builder::new()
             .name("meta-writer".into())
             .spawn(move || writer.run(receiver))
@@ -251,9 +352,7 @@ impl Engine {
             })?;
         *self.jobs.lock() = Some(sender);
         *self.writer.lock() = Some(handle);
-        if self.read(0, |table, at| {
-            table.database(DEFAULT_DATABASE, at).is_none()
-        }) {
+        if missing_default() {
             self.execute_blocking(Ddl::CreateDatabase {
                 name: DEFAULT_DATABASE.into(),
                 properties: Vec::new(),
@@ -271,6 +370,12 @@ impl Engine {
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
+    }
+
+    /// Whether the writer runs and, with DDL through the WAL, has synced with the control
+    /// channel (completed every interrupted DDL): DDL is answered without waiting.
+    pub fn is_synced(&self) -> bool {
+        self.is_writer() && self.shared.synced.load(Ordering::Acquire)
     }
 
     /// Whether the writer thread runs.
@@ -486,29 +591,249 @@ fn recover_table(
 
 impl Writer {
     fn run(&mut self, receiver: mpsc::Receiver<Job>) {
+        let synced = self.synced;
+        self.set_synced(synced);
         loop {
-            let first = match receiver.recv_timeout(self.config.compaction_interval) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.maybe_compact();
-                    continue;
-                }
+            let idle_wait = if self.synced {
+                self.config.compaction_interval
+            } else {
+                SYNC_RETRY
+            };
+            let first = match receiver.recv_timeout(idle_wait) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut jobs = vec![first];
-            while jobs.len() < self.config.max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            if !self.synced {
+                // Waiting jobs may wait the whole bound; otherwise try briefly and again
+                // soon (and notice a stop in time).
+                let wait = if first.is_some() {
+                    self.config.ddl_log_wait
+                } else {
+                    SYNC_RETRY
+                };
+                if let Err(error) = self.sync(wait) {
+                    // A start or a failover takes a moment (a node's lease must lapse):
+                    // say so when a DDL is refused, or every 10 s of waiting.
+                    let since = *self.sync_warned.get_or_insert_with(Instant::now);
+                    if first.is_some() || since.elapsed() >= SYNC_WARN_AFTER {
+                        self.sync_warned = Some(Instant::now());
+                        tracing::warn!(%error, "DDL cannot sync with the control channel yet; DDL waits");
+                    } else {
+                        tracing::debug!(%error, "DDL waits for the control channel");
+                    }
+                    if let Some(first) = first {
+                        let refusal = MetaError::not_ready(&format!(
+                            "DDL goes through the WAL and the control channel is not reachable: {error}"
+                        ));
+                        for job in self.batch(first, &receiver) {
+                            let _ = match job {
+                                Job::Ddl { reply, .. } | Job::Timestamp { reply } => {
+                                    reply.send(Err(refusal.clone()))
+                                }
+                            };
+                        }
+                    }
+                    continue;
                 }
             }
+            let Some(first) = first else {
+                self.maybe_compact();
+                continue;
+            };
+            let jobs = self.batch(first, &receiver);
             self.process(jobs);
             self.maybe_compact();
         }
+        self.shared.synced.store(false, Ordering::Release);
         if let Err(error) = self.store.checkpoint() {
             tracing::warn!(%error, "final checkpoint failed; the next start replays the commit log");
         }
         tracing::debug!("meta writer stopped");
+    }
+
+    fn set_synced(&mut self, synced: bool) {
+        if synced {
+            self.sync_warned = None;
+        }
+        self.synced = synced;
+        self.shared.synced.store(synced, Ordering::Release);
+    }
+
+    /// `first` and what else is queued, up to a batch.
+    fn batch(&self, first: Job, receiver: &mpsc::Receiver<Job>) -> Vec<Job> {
+        let mut jobs = vec![first];
+        while jobs.len() < self.config.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        jobs
+    }
+
+    /// Applies every control-channel entry after the applied position (the re-send of
+    /// the classic RootCoord), then creates `default` if it is missing (it is created at
+    /// start; this covers a failed start-up commit). Marks the writer synced on success.
+    fn sync(&mut self, wait: Duration) -> Result<(), String> {
+        let Some(ddl_log) = self.ddl_log.clone() else {
+            self.set_synced(true);
+            return Ok(());
+        };
+        let applied = self
+            .store
+            .get(DDL_WAL_APPLIED_KEY)
+            .map_err(|e| e.to_string())?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        let floor = self
+            .store
+            .get(DDL_WAL_APPLIED_TS_KEY)
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            .and_then(decode_u64)
+            .unwrap_or(0);
+        let entries = ddl_log.read_after(applied.as_deref(), wait)?;
+        let (count, mut completed) = (entries.len(), 0);
+        for (position, payload) in entries {
+            completed += self.replay(&position, &payload, floor)?;
+        }
+        self.set_synced(true);
+        if completed > 0 || count > 0 {
+            tracing::info!(
+                entries = count,
+                completed,
+                "synced the meta table with the control channel"
+            );
+        }
+        let missing = self
+            .shared
+            .table
+            .read()
+            .database(DEFAULT_DATABASE, u64::MAX)
+            .is_none();
+        if missing {
+            let (reply, mut answer) = oneshot::channel();
+            self.process(vec![Job::Ddl {
+                ddl: Box::new(Ddl::CreateDatabase {
+                    name: DEFAULT_DATABASE.into(),
+                    properties: Vec::new(),
+                }),
+                reply,
+            }]);
+            if let Ok(Err(error)) = answer.try_recv() {
+                return Err(format!("creating the default database: {error}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one control-channel entry: each record newer than the committed timestamp
+    /// and than `floor` (the newest applied from the channel) whose old values match the
+    /// table (others were applied already, or were planned by a deposed writer against
+    /// another state), in one store commit that also moves the applied position, the TSO
+    /// bound and the ID allocator past the entry. Returns how many records it applied.
+    /// Records that cannot be decoded are skipped: none of them was acknowledged (a DDL
+    /// is acknowledged only after its store commit).
+    fn replay(
+        &mut self,
+        position: &str,
+        payload: &[u8],
+        floor: Timestamp,
+    ) -> Result<usize, String> {
+        let entry = match DdlWalEntry::decode(payload) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(position, %error, "skipping an unreadable control-channel entry");
+                DdlWalEntry::default()
+            }
+        };
+        let committed = self.shared.committed.load(Ordering::Acquire);
+        let mut newest = committed.max(floor);
+        let mut batch = WriteBatch::default();
+        let mut touched = Vec::new();
+        let mut applied = Vec::new();
+        {
+            let mut table = self.shared.table.write();
+            for record in &entry.records {
+                if record.ts <= newest {
+                    continue;
+                }
+                let changes: Result<Vec<Change>, _> = record
+                    .mutations
+                    .iter()
+                    .map(|m| Change::decode(&m.key, m.new_value.as_deref()))
+                    .collect();
+                let changes = match changes {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        tracing::warn!(position, ts = record.ts, %error, "skipping an unreadable control-channel DDL");
+                        continue;
+                    }
+                };
+                let matches = changes
+                    .iter()
+                    .zip(&record.mutations)
+                    .all(|(change, mutation)| table.current_value(change) == mutation.old_value);
+                if !matches {
+                    tracing::warn!(
+                        position,
+                        ts = record.ts,
+                        operation = record.operation,
+                        target = record.target,
+                        "skipping a control-channel DDL planned against another state"
+                    );
+                    continue;
+                }
+                for (change, mutation) in changes.iter().zip(&record.mutations) {
+                    match &mutation.new_value {
+                        Some(value) => batch.put(mutation.key.clone(), value.clone()),
+                        None => batch.delete(mutation.key.clone()),
+                    }
+                    table.apply(change, record.ts, &mut touched);
+                }
+                batch.put(ddl_log_key(record.ts), record.encode_to_vec());
+                applied.push(record.ts);
+                newest = record.ts;
+                tracing::info!(
+                    position,
+                    ts = record.ts,
+                    operation = record.operation,
+                    db = record.db_name,
+                    target = record.target,
+                    "completed a DDL from the control channel"
+                );
+            }
+        }
+        let bound = entry
+            .tso_bound_ms
+            .max(tso::physical_ms(newest) + 1)
+            .max(self.tso.persisted_bound_ms());
+        let raise_bound = bound > self.tso.persisted_bound_ms();
+        if raise_bound {
+            batch.put(TSO_KEY, bound.to_be_bytes().to_vec());
+        }
+        let next_id = self.next_id.max(entry.next_id);
+        if next_id != self.next_id {
+            batch.put(ID_ALLOCATOR_KEY, (next_id as u64).to_be_bytes().to_vec());
+        }
+        batch.put(DDL_WAL_APPLIED_KEY, position.as_bytes().to_vec());
+        if !applied.is_empty() {
+            batch.put(DDL_WAL_APPLIED_TS_KEY, newest.to_be_bytes().to_vec());
+        }
+        if let Err(error) = self.store.commit(&batch) {
+            self.shared.table.write().rollback(&touched, committed);
+            return Err(format!("meta store: {error}"));
+        }
+        if raise_bound {
+            self.tso = Tso::recover(bound);
+        }
+        self.next_id = next_id;
+        let count = applied.len();
+        if count > 0 {
+            self.log.extend(applied);
+            self.shared.committed.store(newest, Ordering::Release);
+        }
+        Ok(count)
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
@@ -522,6 +847,7 @@ impl Writer {
         }
         let mut touched = Vec::new();
         let mut logged = Vec::new();
+        let mut records = Vec::new();
         let mut outcomes: Vec<(
             oneshot::Sender<MetaResult<Timestamp>>,
             MetaResult<Timestamp>,
@@ -578,6 +904,9 @@ impl Writer {
                                 }
                                 batch.put(ddl_log_key(ts), record.encode_to_vec());
                                 logged.push(ts);
+                                if self.ddl_log.is_some() {
+                                    records.push(record);
+                                }
                             }
                             ts
                         });
@@ -592,10 +921,51 @@ impl Writer {
                 (self.next_id as u64).to_be_bytes().to_vec(),
             );
         }
+        if let Some(ddl_log) = self.ddl_log.clone()
+            && !records.is_empty()
+        {
+            let entry = DdlWalEntry {
+                records,
+                next_id: self.next_id,
+                tso_bound_ms: self.tso.persisted_bound_ms(),
+            };
+            match ddl_log.append(entry.encode_to_vec(), self.config.ddl_log_wait) {
+                Ok(position) => {
+                    if self.abort_after_append {
+                        tracing::error!(position, "failpoint ddl-after-append: aborting");
+                        std::process::abort();
+                    }
+                    batch.put(DDL_WAL_APPLIED_KEY, position.into_bytes());
+                    batch.put(
+                        DDL_WAL_APPLIED_TS_KEY,
+                        allocation.last.to_be_bytes().to_vec(),
+                    );
+                }
+                Err(error) => {
+                    // The entry may be in the log all the same: sync before anything else.
+                    tracing::warn!(%error, "appending DDL to the control channel failed; the batch is undone");
+                    self.set_synced(false);
+                    self.shared.table.write().rollback(&touched, committed);
+                    self.tso.persist_failed(previous_bound);
+                    self.next_id = first_id;
+                    let failure = MetaError::not_ready(&format!(
+                        "DDL could not be appended to the control channel (it may still \
+                         take effect): {error}"
+                    ));
+                    for (reply, outcome) in outcomes {
+                        let _ = reply.send(outcome.and(Err(failure.clone())));
+                    }
+                    return;
+                }
+            }
+        }
         if !batch.is_empty()
             && let Err(error) = self.store.commit(&batch)
         {
             tracing::error!(%error, "meta store commit failed; the batch is undone");
+            // Through the WAL the batch is logged already: the next sync completes it.
+            let synced = self.ddl_log.is_none();
+            self.set_synced(synced);
             self.shared.table.write().rollback(&touched, committed);
             self.tso.persist_failed(previous_bound);
             self.next_id = first_id;
@@ -653,5 +1023,229 @@ impl Writer {
         if removed > 0 {
             tracing::debug!(removed, "compacted the DDL log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! DDL through a [`DdlLog`]: an in-memory log and a store whose next commit can be made
+    //! to fail stand in for the control channel and a failing disk.
+
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::store::RedbStore;
+
+    /// An in-memory log: positions are indexes.
+    #[derive(Default)]
+    struct MemLog {
+        entries: Mutex<Vec<Vec<u8>>>,
+        /// Appends the next entry but reports a failure (an unknown outcome).
+        lose_next_ack: AtomicBool,
+        /// No holder: every call fails.
+        unavailable: AtomicBool,
+    }
+
+    impl DdlLog for MemLog {
+        fn append(&self, entry: Vec<u8>, _wait: Duration) -> Result<String, String> {
+            if self.unavailable.load(Ordering::Acquire) {
+                return Err("no holder".into());
+            }
+            let mut entries = self.entries.lock();
+            entries.push(entry);
+            if self.lose_next_ack.swap(false, Ordering::AcqRel) {
+                return Err("acknowledgement lost".into());
+            }
+            Ok(format!("{:08}", entries.len() - 1))
+        }
+
+        fn read_after(
+            &self,
+            after: Option<&str>,
+            _wait: Duration,
+        ) -> Result<Vec<(String, Vec<u8>)>, String> {
+            if self.unavailable.load(Ordering::Acquire) {
+                return Err("no holder".into());
+            }
+            let from = after.map_or(0, |p| p.parse::<usize>().expect("position") + 1);
+            let entries = self.entries.lock();
+            Ok(entries
+                .iter()
+                .enumerate()
+                .skip(from)
+                .map(|(i, e)| (format!("{i:08}"), e.clone()))
+                .collect())
+        }
+    }
+
+    /// A redb store whose next commit can be made to fail.
+    struct FlakyStore {
+        inner: RedbStore,
+        fail_next_commit: AtomicBool,
+    }
+
+    impl MetaStore for FlakyStore {
+        fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+            if self.fail_next_commit.swap(false, Ordering::AcqRel) {
+                return Err(StoreError::Io {
+                    context: "test".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    fn open(store: &Arc<FlakyStore>, log: &Arc<MemLog>) -> Engine {
+        let config = EngineConfig {
+            ddl_log: Some(DdlLogHandle(log.clone())),
+            ddl_log_wait: Duration::from_millis(100),
+            ..EngineConfig::default()
+        };
+        let (engine, _) = Engine::open(store.clone(), config).expect("open");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !engine.is_synced() || !has(&engine, DEFAULT_DATABASE) {
+            assert!(Instant::now() < deadline, "the writer did not sync");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        engine
+    }
+
+    fn has(engine: &Engine, database: &str) -> bool {
+        engine.read(0, |table, at| table.database(database, at).is_some())
+    }
+
+    fn create(engine: &Engine, name: &str) -> MetaResult<Timestamp> {
+        engine.execute_blocking(Ddl::CreateDatabase {
+            name: name.into(),
+            properties: Vec::new(),
+        })
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<FlakyStore>, Arc<MemLog>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(FlakyStore {
+            inner: RedbStore::open(dir.path()).expect("redb"),
+            fail_next_commit: AtomicBool::new(false),
+        });
+        (dir, store, Arc::new(MemLog::default()))
+    }
+
+    fn applied(store: &FlakyStore) -> String {
+        String::from_utf8(store.get(DDL_WAL_APPLIED_KEY).expect("get").expect("set")).expect("utf8")
+    }
+
+    #[test]
+    fn ddl_is_logged_before_the_store_and_the_position_is_committed_with_it() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        create(&engine, "d1").expect("create");
+        let entries = log.entries.lock().clone();
+        assert_eq!(
+            entries.len(),
+            1,
+            "d1 (default is created at start, as Milvus does)"
+        );
+        let entry = DdlWalEntry::decode(entries[0].as_slice()).expect("entry");
+        assert_eq!(entry.records.len(), 1);
+        assert_eq!(entry.records[0].db_name, "d1");
+        assert_eq!(applied(&store), "00000000");
+    }
+
+    #[test]
+    fn an_append_with_an_unknown_outcome_is_completed_before_the_next_ddl() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        log.lose_next_ack.store(true, Ordering::Release);
+        let error = create(&engine, "maybe").expect_err("the ack was lost");
+        assert_eq!(error.code, crate::meta::error::code::SERVICE_NOT_READY);
+        assert!(!has(&engine, "maybe"), "undone until the sync");
+        let next = create(&engine, "next").expect("next");
+        assert!(has(&engine, "maybe"), "completed by the sync");
+        let maybe_ts = engine.read(0, |t, at| t.database("maybe", at).map(|d| d.created_ts));
+        assert!(maybe_ts.expect("maybe") < next, "in log order");
+    }
+
+    #[test]
+    fn a_failed_store_commit_after_the_append_is_completed_on_restart() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        let before = create(&engine, "first").expect("first");
+        store.fail_next_commit.store(true, Ordering::Release);
+        create(&engine, "logged").expect_err("the commit failed");
+        engine.shutdown();
+        drop(engine);
+        let engine = open(&store, &log);
+        assert!(has(&engine, "logged"), "completed from the log on restart");
+        let after = create(&engine, "after").expect("after");
+        assert!(after > before);
+        // A duplicate of an applied entry and a record planned against another state are
+        // skipped; the log's end is applied.
+        let copy = log.entries.lock()[1].clone();
+        assert_eq!(
+            DdlWalEntry::decode(copy.as_slice()).expect("entry").records[0].db_name,
+            "logged"
+        );
+        let mut stale = DdlWalEntry::decode(copy.as_slice()).expect("entry");
+        let stale_ts = tso::compose(tso::now_ms() + 60_000, 0);
+        stale.records[0].ts = stale_ts;
+        log.entries.lock().push(copy);
+        log.entries.lock().push(stale.encode_to_vec());
+        engine.shutdown();
+        drop(engine);
+        let engine = open(&store, &log);
+        assert_eq!(engine.read(0, |t, at| t.counts(at)).0, 4);
+        assert!(
+            engine.committed_ts() < stale_ts,
+            "the stale record was skipped"
+        );
+        assert_eq!(
+            applied(&store),
+            format!("{:08}", log.entries.lock().len() - 1)
+        );
+    }
+
+    #[test]
+    fn a_late_duplicate_is_skipped_also_after_the_ddl_log_was_compacted() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        create(&engine, "gone").expect("create");
+        let created = log.entries.lock().last().cloned().expect("entry");
+        engine
+            .execute_blocking(Ddl::DropDatabase {
+                name: "gone".into(),
+            })
+            .expect("drop");
+        engine.shutdown();
+        drop(engine);
+        // A copy of the CreateDatabase lands after the drop (a retried append), and the
+        // DDL log is compacted away, so the restart's committed timestamp is 0: the
+        // persisted applied timestamp still tells the copy is old.
+        log.entries.lock().push(created);
+        let mut batch = WriteBatch::default();
+        for (key, _) in store.scan_prefix(DDL_LOG_PREFIX).expect("scan") {
+            batch.delete(key);
+        }
+        store.commit(&batch).expect("compact");
+        let engine = open(&store, &log);
+        assert!(!has(&engine, "gone"), "the dropped database came back");
+    }
+
+    #[test]
+    fn without_a_holder_ddl_is_refused_with_a_retriable_code_and_works_again_after() {
+        let (_dir, store, log) = setup();
+        let engine = open(&store, &log);
+        log.unavailable.store(true, Ordering::Release);
+        let error = create(&engine, "later").expect_err("no holder");
+        assert_eq!(error.code, crate::meta::error::code::SERVICE_NOT_READY);
+        log.unavailable.store(false, Ordering::Release);
+        create(&engine, "later").expect("works again");
+        assert!(has(&engine, "later"));
     }
 }

@@ -2,6 +2,7 @@
 //! engine (redb by default; etcd with cargo feature `etcd` and `--meta-store etcd`).
 
 pub mod auth;
+pub mod ddl_wal;
 pub mod engine;
 #[cfg(feature = "etcd")]
 pub mod ha;
@@ -41,6 +42,9 @@ pub struct CoordinatorConfig {
     pub tls: Option<TlsFiles>,
     /// The streaming coordinator (WAL placement); `None`: off.
     pub streaming: Option<crate::streaming::coord::StreamingCoordConfig>,
+    /// DDL through the WAL (`--ddl-wal`): every DDL is appended to the control channel
+    /// before the meta store (see [`ddl_wal`]); needs `streaming`.
+    pub ddl_wal: bool,
 }
 
 /// Where the metadata is kept.
@@ -375,12 +379,14 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     if config.meta_store.meta_store == MetaStoreKind::Etcd {
         return run_replica_process(config, security).await;
     }
-    let (engine, stats) = open_engine_with(
-        &config.meta_store,
-        config.data_dir.clone(),
-        config.engine.clone(),
-    )
-    .await?;
+    // The gate exists before the engine: with --ddl-wal the meta writer finds the control
+    // channel through it (and waits, refusing DDL, until a streaming node holds it).
+    let gate = config.streaming.as_ref().map(|_| {
+        crate::streaming::gate::StreamingGate::closed("the streaming coordinator is starting")
+    });
+    let engine_config = engine_config_with_wal(&config, gate.as_ref())?;
+    let (engine, stats) =
+        open_engine_with(&config.meta_store, config.data_dir.clone(), engine_config).await?;
     log_recovery(&engine, &stats);
     let listener = bind(&config, &security).await?;
     let streaming = match &config.streaming {
@@ -391,9 +397,9 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let gate = streaming
-        .clone()
-        .map(crate::streaming::gate::StreamingGate::open);
+    if let (Some(gate), Some(coord)) = (&gate, &streaming) {
+        gate.set(Some(coord.clone()));
+    }
     serve_with_streaming(engine.clone(), listener, security, gate, shutdown_signal()).await?;
     if let Some(streaming) = streaming {
         streaming.stop();
@@ -403,6 +409,25 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         .context("stopping the meta writer")?;
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// The engine settings of `config`, with the control-channel DDL log behind `gate` when
+/// `--ddl-wal` is on.
+pub fn engine_config_with_wal(
+    config: &CoordinatorConfig,
+    gate: Option<&crate::streaming::gate::StreamingGate>,
+) -> anyhow::Result<EngineConfig> {
+    let mut engine = config.engine.clone();
+    if config.ddl_wal {
+        let Some(gate) = gate else {
+            anyhow::bail!("--ddl-wal needs the streaming coordinator (--pchannels > 0)");
+        };
+        let log = ddl_wal::ControlChannelLog::new(gate.clone())
+            .context("starting the DDL log runtime")?;
+        engine.ddl_log = Some(engine::DdlLogHandle(Arc::new(log)));
+        tracing::info!("DDL goes through the WAL (the control channel)");
+    }
+    Ok(engine)
 }
 
 fn log_recovery(engine: &Engine, stats: &RecoveryStats) {
@@ -445,12 +470,18 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
         max_txn_ops: args.etcd_max_txn_ops,
         ..Default::default()
     };
+    // Only the leader places pchannels; the gate opens when it takes over (and the
+    // leader's writer finds the control channel through it, with --ddl-wal).
+    let leader_gate = config.streaming.as_ref().map(|_| {
+        crate::streaming::gate::StreamingGate::closed("this coordinator replica is not the leader")
+    });
+    let with_wal = engine_config_with_wal(&config, leader_gate.as_ref())?;
     let engine_config = EngineConfig {
         max_batch: config
             .engine
             .max_batch
             .min(crate::store::etcd::max_ddls_per_batch(options.max_txn_ops)),
-        ..config.engine.clone()
+        ..with_wal
     };
     let store = Arc::new(
         crate::store::EtcdStore::connect_with(&args.etcd_endpoints, &args.etcd_prefix, options)
@@ -489,15 +520,13 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (role, _) = tokio::sync::watch::channel(ha::Role::Follower(None));
-    // Only the leader places pchannels; the gate opens when it takes over.
     let streaming = config
         .streaming
         .clone()
-        .map(|streaming| ha::LeaderStreaming {
+        .zip(leader_gate)
+        .map(|(streaming, gate)| ha::LeaderStreaming {
             config: streaming,
-            gate: crate::streaming::gate::StreamingGate::closed(
-                "this coordinator replica is not the leader",
-            ),
+            gate,
         });
     let gate = streaming.as_ref().map(|s| s.gate.clone());
     let replica_task = tokio::spawn(ha::run_replica(

@@ -38,6 +38,13 @@ pub const TSO_KEY: &str = "root-coord/timestamp";
 /// The persisted ID allocator.
 pub const ID_ALLOCATOR_KEY: &str = "root-coord/id-allocator";
 
+/// With DDL through the WAL (`coordinator --ddl-wal`): the control-channel position of the
+/// newest WAL entry applied to the meta store, written in the same commit as its changes.
+pub const DDL_WAL_APPLIED_KEY: &str = "root-coord/ddl-wal-applied";
+/// With DDL through the WAL: the newest timestamp applied from the control channel (big
+/// endian), so that a replay skips older records also after the DDL log was compacted.
+pub const DDL_WAL_APPLIED_TS_KEY: &str = "root-coord/ddl-wal-applied-ts";
+
 /// The DDL log key of a timestamp; zero-padded so that keys sort by time.
 pub fn ddl_log_key(ts: u64) -> String {
     format!("{DDL_LOG_PREFIX}{ts:020}")

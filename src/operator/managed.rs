@@ -220,6 +220,10 @@ fn coordinator_settings(
             "COORDINATOR_MAX_PCHANNELS_PER_NODE".to_string(),
             managed.streaming.max_pchannels_per_node.to_string(),
         ),
+        // DDL through the WAL: the managed deployment always runs streaming nodes, so
+        // every DDL is acknowledged by the control channel before the meta store, and
+        // one interrupted by a coordinator crash is completed when it starts again.
+        ("COORDINATOR_DDL_WAL".to_string(), "true".to_string()),
     ]);
     match managed.meta_store.clone().unwrap_or_default() {
         ManagedMetaStore::Redb(_) => {
@@ -917,6 +921,7 @@ mod tests {
         assert_eq!(data["COORDINATOR_META_STORE"], "redb");
         assert_eq!(data["COORDINATOR_PCHANNELS"], "16");
         assert_eq!(data["COORDINATOR_MAX_PCHANNELS_PER_NODE"], "4");
+        assert_eq!(data["COORDINATOR_DDL_WAL"], "true");
         let coordinator = objects.coordinator.spec.as_ref().expect("spec");
         assert_eq!(coordinator.replicas, Some(1));
         let claims = coordinator

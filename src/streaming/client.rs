@@ -1,6 +1,6 @@
 //! Client side of the streaming services: following the assignment, producing to and
 //! consuming from a pchannel. Used by the tests and the benchmark, and the piece the
-//! coordinator's DDL path (appending to the control channel) will build on.
+//! coordinator's DDL path (appending to the control channel, `coordinator::ddl_wal`) builds on.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -91,7 +91,8 @@ pub struct AssignmentView {
 }
 
 impl AssignmentView {
-    fn from_full(full: &FullStreamingNodeAssignmentWithVersion) -> Self {
+    /// The view of a full assignment.
+    pub fn from_full(full: &FullStreamingNodeAssignmentWithVersion) -> Self {
         let mut view = Self {
             version: full
                 .version

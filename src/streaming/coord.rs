@@ -102,6 +102,12 @@ pub struct StreamingArgs {
     /// Most voluntary pchannel moves per balance round.
     #[arg(long, default_value_t = 3, env = "COORDINATOR_MAX_MOVES_PER_ROUND")]
     pub max_moves_per_round: usize,
+    /// DDL through the WAL: append every DDL to the control channel (acknowledged by a
+    /// streaming node) before it is applied to the meta store, and complete interrupted
+    /// ones on recovery. Needs the streaming coordinator (--pchannels > 0) and a streaming
+    /// node; DDL waits for one. Off: DDL goes straight to the meta store.
+    #[arg(long, env = "COORDINATOR_DDL_WAL")]
+    pub ddl_wal: bool,
 }
 
 impl StreamingArgs {

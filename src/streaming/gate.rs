@@ -57,6 +57,14 @@ impl StreamingGate {
         *self.refusal.write() = refusal.to_string();
     }
 
+    /// The current assignment, while a streaming coordinator is set (the DDL log finds
+    /// the control channel's holder here).
+    pub fn assignment(
+        &self,
+    ) -> Option<Arc<crate::proto::streaming::FullStreamingNodeAssignmentWithVersion>> {
+        self.current.read().as_ref().map(StreamingCoord::assignment)
+    }
+
     /// The coordinator to serve from, or the refusal.
     fn get(&self) -> Result<StreamingCoord, Status> {
         self.current

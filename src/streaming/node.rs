@@ -660,6 +660,14 @@ pub async fn serve(
 
 /// Runs a streaming node process until SIGINT/SIGTERM.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    run_until(config, crate::coordinator::shutdown_signal()).await
+}
+
+/// Runs a streaming node until `shutdown` resolves (`up` runs one in-process this way).
+pub async fn run_until(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let storage = LocalDirStorage::open(&config.wal_dir)
         .with_context(|| format!("opening the WAL directory {}", config.wal_dir.display()))?;
     let node = Arc::new(StreamingNode::new(Arc::new(storage), config.wal.clone()));
@@ -677,12 +685,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.coordinator.clone(),
         address,
     ));
-    let served = serve(
-        node.clone(),
-        listener,
-        crate::coordinator::shutdown_signal(),
-    )
-    .await;
+    let served = serve(node.clone(), listener, shutdown).await;
     session.abort();
     node.lose_lease("shutting down").await;
     served

@@ -28,12 +28,16 @@ use super::reconcile::{self, Intents, action_key};
 use super::state::{self, Record, State};
 use super::table;
 use crate::client::{ClientError, Credentials, EngineClient};
+use crate::coordinator::ddl_wal::ControlChannelLog;
+use crate::coordinator::engine::DdlLogHandle;
 use crate::coordinator::{
     AuthConfig, Authenticator, Engine, EngineConfig, Security, open_engine_async, serve_with,
     shutdown_signal,
 };
 use crate::crd::{AliasDeletionPolicy, Collection, CollectionAlias, CollectionDeletionPolicy};
 use crate::plan::{Action, Reason, Verdict};
+use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
+use crate::streaming::gate::StreamingGate;
 
 /// Above this many resources the status table shows only the rows that changed.
 const FULL_TABLE_ROWS: usize = 50;
@@ -110,7 +114,7 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
-    let (engine, _) = open_engine_async(args.data_dir.clone(), EngineConfig::default()).await?;
+    let (engine, wal) = start_with_wal(&args.data_dir).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -151,14 +155,107 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
             .await
     }
     .await;
-    stop(engine, stop_server, server).await;
+    stop(engine, stop_server, server, wal).await;
     result
+}
+
+/// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
+/// in-process streaming node; stopped after the engine.
+struct UpWal {
+    coord: StreamingCoord,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Opens the engine with DDL through the WAL, as `coordinator --ddl-wal` does: a streaming
+/// coordinator with one pchannel (the control channel) and a streaming node in this process,
+/// its segments in `<data-dir>/wal`. The node reaches the streaming coordinator on a
+/// loopback endpoint of its own (without the MilvusService endpoint's credentials). So the
+/// single-machine path is the cluster's: every DDL is acknowledged by the WAL first, and one
+/// interrupted by a crash is completed at the next start.
+async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)> {
+    let gate = StreamingGate::closed("the streaming coordinator is starting");
+    let log = ControlChannelLog::new(gate.clone()).context("starting the DDL log runtime")?;
+    let config = EngineConfig {
+        ddl_log: Some(DdlLogHandle(Arc::new(log))),
+        ..EngineConfig::default()
+    };
+    let (engine, _) = open_engine_async(data_dir.to_path_buf(), config).await?;
+    // One node that lives and dies with this process: a short lease and no grace, so that
+    // after a crash the new node takes the control channel over within seconds.
+    let coord = StreamingCoord::start(
+        engine.store(),
+        StreamingCoordConfig {
+            pchannels: 1,
+            lease_ttl: Duration::from_secs(2),
+            node_lost_grace: Duration::ZERO,
+            ..StreamingCoordConfig::default()
+        },
+    )
+    .await
+    .context("starting the streaming coordinator")?;
+    gate.set(Some(coord.clone()));
+    let (stop, stopped) = watch::channel(false);
+    let until = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let internal = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the internal streaming endpoint")?;
+    let coordinator = format!("http://{}", internal.local_addr()?);
+    let (assignment, session) = gate.services();
+    let serving = until(stopped.clone());
+    let coordinator_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(assignment)
+            .add_service(session)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(internal),
+                serving,
+            )
+            .await
+            .context("internal streaming endpoint")
+    });
+    let node = crate::streaming::node::NodeConfig {
+        coordinator,
+        wal_dir: data_dir.join("wal"),
+        listen: "127.0.0.1:0".parse()?,
+        advertise: None,
+        wal: Default::default(),
+    };
+    let node_task = tokio::spawn(crate::streaming::node::run_until(node, until(stopped)));
+    // The writer syncs with the control channel first (and creates `default` on a new
+    // store then); the reconcile passes start once it has.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !engine.is_synced()
+        || !engine.read(0, |table, at| {
+            table
+                .database(crate::meta::names::DEFAULT_DATABASE, at)
+                .is_some()
+        })
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the embedded streaming node did not take the control channel within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((
+        engine,
+        UpWal {
+            coord,
+            stop,
+            tasks: vec![coordinator_task, node_task],
+        },
+    ))
 }
 
 async fn stop(
     engine: Arc<Engine>,
     stop_server: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    wal: UpWal,
 ) {
     let _ = stop_server.send(());
     match server.await {
@@ -169,6 +266,15 @@ async fn stop(
     if let Err(error) = tokio::task::spawn_blocking(move || engine.shutdown()).await {
         eprintln!("up: stopping the meta engine: {error}");
     }
+    let _ = wal.stop.send(true);
+    for task in wal.tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("up: WAL: {error:#}"),
+            Err(error) => eprintln!("up: WAL task: {error}"),
+        }
+    }
+    wal.coord.stop();
     println!("up: stopped");
 }
 

@@ -40,8 +40,21 @@ impl Proc {
         lease_ms: u64,
         extra: &[&str],
     ) -> Self {
+        Self::coordinator_env(data_dir, port, pchannels, lease_ms, extra, &[])
+    }
+
+    /// [`Proc::coordinator_with`] with environment variables (e.g. a failpoint).
+    pub fn coordinator_env(
+        data_dir: &Path,
+        port: u16,
+        pchannels: usize,
+        lease_ms: u64,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let address = format!("127.0.0.1:{port}");
         let child = Command::new(super::binary())
+            .envs(env.iter().copied())
             .args(["coordinator", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &address])
