@@ -10,7 +10,10 @@
 //! (default 16), `BENCH_RESTART_OBJECTS` (collections and aliases for the restart figure,
 //! default 100000; 0 skips it), `BENCH_ETCD_ENDPOINT` (a running etcd: the loops also run
 //! against our coordinator on etcd, each row beside the redb one; needs
-//! `--features etcd`; `scripts/bench-etcd.sh` starts etcd and does this).
+//! `--features etcd`; `scripts/bench-etcd.sh` starts etcd and does this), `BENCH_DDL_WAL=1`
+//! (the loops also run against our coordinator with `--ddl-wal` and one streaming node:
+//! every DDL batch is appended to the control channel, fsynced by the node, before the
+//! meta store commit).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -311,6 +314,44 @@ async fn etcd_loops(endpoint: &str, ops: usize, clients: usize) -> anyhow::Resul
     rows
 }
 
+/// The same loops against our coordinator with `--ddl-wal` and one streaming node.
+async fn ddl_wal_loops(ops: usize, clients: usize) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let (mut coordinator, _) =
+        start_coordinator_with(dir.path(), port, &["--ddl-wal", "--pchannels", "1"])?;
+    let node_port = free_port()?;
+    let mut node = Command::new(env!("CARGO_BIN_EXE_collection-operator"))
+        .args(["streaming-node", "--coordinator"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--wal-dir")
+        .arg(dir.path().join("wal"))
+        .args(["--listen", &format!("127.0.0.1:{node_port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = connect(&addr).await?;
+    // DDL waits until the node holds the control channel.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while create_collection(&mut client, "bench_warmup")
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no DDL through the control channel within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = client_loops(&addr, "ours (ddl-wal)", ops, clients).await;
+    for child in [&mut node, &mut coordinator] {
+        child.kill()?;
+        child.wait()?;
+    }
+    rows
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -421,16 +462,20 @@ async fn main() -> anyhow::Result<()> {
     ours.kill()?;
     ours.wait()?;
     let rows = rows?;
-    match std::env::var("BENCH_ETCD_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => {
-            let etcd_rows = etcd_loops(&endpoint, ops, clients).await?;
-            for (redb, etcd) in rows.iter().zip(&etcd_rows) {
-                println!("{redb}");
-                println!("{etcd}");
-            }
-        }
-        _ => {
-            for row in rows {
+    // Variants measured after the plain coordinator, each row printed beside its own.
+    let mut variants: Vec<Vec<String>> = Vec::new();
+    if let Ok(endpoint) = std::env::var("BENCH_ETCD_ENDPOINT")
+        && !endpoint.is_empty()
+    {
+        variants.push(etcd_loops(&endpoint, ops, clients).await?);
+    }
+    if std::env::var("BENCH_DDL_WAL").is_ok_and(|v| v == "1") {
+        variants.push(ddl_wal_loops(ops, clients).await?);
+    }
+    for (index, row) in rows.iter().enumerate() {
+        println!("{row}");
+        for variant in &variants {
+            if let Some(row) = variant.get(index) {
                 println!("{row}");
             }
         }
