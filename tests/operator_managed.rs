@@ -45,6 +45,8 @@ struct ApiState {
     status: Option<Value>,
     /// Event reasons, in order.
     events: Vec<String>,
+    /// Server-side applies to paths containing this are refused with 403.
+    forbidden: Option<&'static str>,
 }
 
 fn reply(responder: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: &Value) {
@@ -151,6 +153,15 @@ async fn serve_api(
                     serde_json::to_value(managed_coordinator("http://unused")).expect("json");
                 stored["status"] = body["status"].clone();
                 reply(responder, 200, &stored);
+            }
+            ("PATCH", p) if state.lock().forbidden.is_some_and(|f| p.contains(f)) => {
+                reply(
+                    responder,
+                    403,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "Forbidden", "code": 403,
+                            "message": "poddisruptionbudgets is forbidden"}),
+                );
             }
             ("PATCH", _) => {
                 let kind = body["kind"].as_str().unwrap_or_default().to_string();
@@ -373,4 +384,52 @@ async fn scale_down_never_removes_a_node_that_holds_a_pchannel() {
         );
     }
     drop(nodes);
+}
+
+/// An object the operator may not apply (here: RBAC without PodDisruptionBudgets) ends the
+/// pass with `Ready=False, reason=DeployFailed` and a Warning Event, and the StreamingNode
+/// StatefulSet keeps its replicas.
+#[tokio::test]
+async fn a_deployment_the_api_refuses_is_reported_on_the_coordinator() {
+    let state = Arc::new(Mutex::new(ApiState {
+        streaming_replicas: Some(3),
+        forbidden: Some("/poddisruptionbudgets/"),
+        ..Default::default()
+    }));
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    // No coordinator answers: the placement cannot be read, so nothing is removed.
+    let closed = format!("127.0.0.1:{}", common::free_port());
+    tokio::spawn(serve_api(handle, state.clone(), closed.clone()));
+    let object = managed_coordinator(&format!("http://{closed}"));
+    let (coordinators, _) = filled_store([object.clone()]);
+    let (collections, _) = filled_store(Vec::new());
+    let (aliases, _) = filled_store(Vec::new());
+    let ctx = Arc::new(Context::new(
+        Client::new(service, NS),
+        Stores {
+            coordinators,
+            collections,
+            aliases,
+            sync: CacheSync::all_synced(),
+        },
+        Settings::default(),
+        Arc::new(Metrics::new()),
+        Default::default(),
+    ));
+    coordinator::reconcile(Arc::new(object), ctx)
+        .await
+        .expect("the pass ends with a requeue, not an error");
+    let state = state.lock();
+    let status = state.status.clone().expect("a status was written");
+    assert_eq!(
+        condition(&status, "Ready"),
+        Some(("False".to_string(), "DeployFailed".to_string())),
+        "{status}"
+    );
+    assert!(
+        state.events.iter().any(|e| e == "DeployFailed"),
+        "{:?}",
+        state.events
+    );
+    assert_eq!(state.streaming_replicas, Some(3));
 }

@@ -64,6 +64,7 @@ pub fn coordinator_status(
                 Error::Engine(_) => "EngineError",
                 Error::Credentials { .. } => "CredentialsInvalid",
                 Error::Coordinator { .. } => "InvalidSpec",
+                Error::Kube { .. } if coordinator.spec.managed.is_some() => "DeployFailed",
                 _ => "ReconcileError",
             };
             Wanted::new(READY, Truth::False, reason, error.to_string())
@@ -99,19 +100,36 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let key = ObjectRef::from_obj(&*coordinator);
-    let (streaming, requeue_soon) = match coordinator.spec.managed {
-        Some(_) => {
-            let (table, step) = reconcile_managed(&coordinator, &namespace, ctx).await?;
-            let soon = matches!(step, ScaleStep::Freeze { .. } | ScaleStep::Draining { .. });
-            (Some(table), soon)
-        }
-        None => (None, false),
+    let (streaming, requeue_soon, deployed) = match coordinator.spec.managed {
+        Some(_) => match reconcile_managed(&coordinator, &namespace, ctx).await {
+            Ok((table, step)) => {
+                let soon = matches!(step, ScaleStep::Freeze { .. } | ScaleStep::Draining { .. });
+                (Some(table), soon, Ok(()))
+            }
+            Err(error) => {
+                // A deployment that cannot be applied (RBAC, quota, an admission webhook)
+                // is reported on the resource, not only in the operator's log.
+                ctx.recorder
+                    .publish(
+                        &EventSpec::warning("DeployFailed", "Deploy", error.to_string()),
+                        &coordinator.object_ref(&()),
+                    )
+                    .await;
+                (None, false, Err(error))
+            }
+        },
+        None => (None, false, Ok(())),
     };
-    let health = async {
-        let mut engine = ctx.engines.connect(&coordinator).await?;
-        Ok::<_, Error>(engine.server_version().await?)
-    }
-    .await;
+    let health = match deployed {
+        Ok(()) => {
+            async {
+                let mut engine = ctx.engines.connect(&coordinator).await?;
+                Ok::<_, Error>(engine.server_version().await?)
+            }
+            .await
+        }
+        Err(error) => Err(error),
+    };
     let status = coordinator_status(&coordinator, &health, streaming, ctx.now());
     if coordinator.status.as_ref() != Some(&status) {
         let api: Api<Coordinator> = Api::namespaced(ctx.client.clone(), &namespace);
