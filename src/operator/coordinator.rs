@@ -25,8 +25,9 @@ use super::backoff::{next_resync, resync_interval};
 use super::context::Context;
 use super::error::Error;
 use super::events::EventSpec;
-use super::managed::{self, ManagedNames, Placement, ScaleStep};
+use super::managed::{self, ManagedNames, ScaleStep};
 use super::status::{READY, Truth, Wanted, apply_status, conditions};
+use crate::client::WalPlacement;
 use crate::crd::{Coordinator, CoordinatorStatus, StreamingStatus};
 
 /// How soon a pass that waits for a drain looks again.
@@ -179,7 +180,7 @@ async fn reconcile_managed(
     let desired = managed::streaming_replicas(&spec.streaming);
     let ordinals = streaming_ordinals(ctx, namespace, coordinator, &names).await?;
     let mut engine = ctx.engines.connect(coordinator).await.ok();
-    let placement: Option<Placement> = match engine.as_mut() {
+    let placement: Option<WalPlacement> = match engine.as_mut() {
         Some(engine) => match engine.wal_placement().await {
             Ok(placement) => Some(placement),
             Err(error) => {

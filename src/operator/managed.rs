@@ -31,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::client::{PlacedNode, WalPlacement};
 use crate::crd::coordinator::COORDINATOR_PORT;
 use crate::crd::{Coordinator, ManagedCoordinator, ManagedMetaStore, StreamingSpec, WalStorage};
 
@@ -551,28 +552,6 @@ pub fn managed_objects(
     })
 }
 
-/// A streaming node as the coordinator's placement reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlacedNode {
-    /// Server ID (never reused: a restarted pod registers anew).
-    pub server_id: i64,
-    /// The address it registered with.
-    pub address: String,
-    /// Pchannels it holds, with their terms.
-    pub pchannels: Vec<(String, i64)>,
-}
-
-/// The coordinator's WAL placement, as the operator reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Placement {
-    /// Version of the assignment.
-    pub version: i64,
-    /// Registered nodes.
-    pub nodes: Vec<PlacedNode>,
-    /// Server IDs on the persisted freeze list.
-    pub frozen: BTreeSet<i64>,
-}
-
 /// Which StatefulSet pod a node address belongs to: a stable DNS name
 /// `<statefulset>-<ordinal>.<…>` (what managed nodes advertise), or a pod IP of the
 /// StatefulSet's pods.
@@ -683,7 +662,7 @@ impl ScaleStep {
 pub fn plan_streaming_scale(
     desired: u32,
     current: Option<u32>,
-    placement: Option<&Placement>,
+    placement: Option<&WalPlacement>,
     ordinals: &Ordinals,
     pchannels: u32,
 ) -> ScaleStep {
@@ -758,7 +737,7 @@ pub const DRAINING: &str = "Draining";
 
 /// The status table and the `WALPlacementReady` / `Draining` conditions for this pass.
 pub fn streaming_status(
-    placement: Option<&Placement>,
+    placement: Option<&WalPlacement>,
     step: &ScaleStep,
     desired: u32,
     ordinals: &Ordinals,
@@ -1057,8 +1036,8 @@ mod tests {
         }
     }
 
-    fn placement(nodes: Vec<PlacedNode>, frozen: &[i64]) -> Placement {
-        Placement {
+    fn placement(nodes: Vec<PlacedNode>, frozen: &[i64]) -> WalPlacement {
+        WalPlacement {
             version: 1,
             nodes,
             frozen: frozen.iter().copied().collect(),
@@ -1102,7 +1081,13 @@ mod tests {
     }
 
     /// Name, desired, current replicas, placement, expected step.
-    type ScaleRow = (&'static str, u32, Option<u32>, Option<Placement>, ScaleStep);
+    type ScaleRow = (
+        &'static str,
+        u32,
+        Option<u32>,
+        Option<WalPlacement>,
+        ScaleStep,
+    );
 
     #[test]
     fn scale_steps() {
