@@ -33,8 +33,10 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod leader;
+pub mod lookup;
 pub mod managed;
 pub mod metrics;
+pub mod pass;
 pub mod routed;
 pub mod status;
 
@@ -281,7 +283,7 @@ fn collection_readiness(collection: &Collection) -> Option<u64> {
         &collection.spec.coordinator_ref.name,
         &collection.spec.database,
         collection.engine_name(),
-        context::collection_is_ready(collection),
+        lookup::collection_is_ready(collection),
         collection.metadata.deletion_timestamp.is_some(),
     )))
 }
