@@ -13,7 +13,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
 use super::backoff::{Backoff, next_resync, resync_interval};
-use super::context::Context;
+use super::context::{Context, Remembered};
 use super::engine::Engine;
 use super::error::Error;
 use super::lookup;
@@ -147,6 +147,10 @@ impl EngineResource for CollectionAlias {
         (self.spec.database.clone(), self.engine_name())
     }
 
+    fn status_mut(&mut self) -> &mut Option<CollectionAliasStatus> {
+        &mut self.status
+    }
+
     fn current_status(&self) -> Option<&CollectionAliasStatus> {
         self.status.as_ref()
     }
@@ -155,15 +159,8 @@ impl EngineResource for CollectionAlias {
         &ctx.alias_backoff
     }
 
-    fn known(&self, ctx: &Context) -> Self {
-        ctx.remembered.alias(self)
-    }
-
-    fn remember(ctx: &Context, uid: &str, status: Option<&CollectionAliasStatus>) {
-        match status {
-            Some(status) => ctx.remembered.set_alias(uid, status),
-            None => ctx.remembered.forget_alias(uid),
-        }
+    fn remembered(ctx: &Context) -> &Remembered<CollectionAliasStatus> {
+        &ctx.remembered_aliases
     }
 
     fn wake_claimants(&self, ctx: &Context) {

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
 use super::backoff::Backoff;
-use super::context::Context;
+use super::context::{Context, Remembered};
 use super::engine::Engine;
 use super::error::Error;
 use super::lookup;
@@ -121,6 +121,10 @@ impl EngineResource for Collection {
         (self.spec.database.clone(), self.engine_name())
     }
 
+    fn status_mut(&mut self) -> &mut Option<CollectionStatus> {
+        &mut self.status
+    }
+
     fn current_status(&self) -> Option<&CollectionStatus> {
         self.status.as_ref()
     }
@@ -129,15 +133,8 @@ impl EngineResource for Collection {
         &ctx.collection_backoff
     }
 
-    fn known(&self, ctx: &Context) -> Self {
-        ctx.remembered.collection(self)
-    }
-
-    fn remember(ctx: &Context, uid: &str, status: Option<&CollectionStatus>) {
-        match status {
-            Some(status) => ctx.remembered.set_collection(uid, status),
-            None => ctx.remembered.forget_collection(uid),
-        }
+    fn remembered(ctx: &Context) -> &Remembered<CollectionStatus> {
+        &ctx.remembered_collections
     }
 
     fn wake_claimants(&self, ctx: &Context) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
@@ -18,11 +18,12 @@ use super::backoff::{Backoff, BackoffPolicy};
 use super::engine::Engines;
 use super::error::Error;
 use super::events::{EventSpec, Recorder, Reporter};
-pub use super::lookup::{collection_is_ready, target_readiness_of};
 use super::metrics::Metrics;
+use super::status::READY;
 use crate::crd::{
     Collection, CollectionAlias, CollectionAliasStatus, CollectionStatus, Coordinator, RoutedAlias,
 };
+use crate::plan::TargetReadiness;
 
 /// How long a reconcile waits for the informer caches before failing (and retrying).
 pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -175,7 +176,7 @@ impl Hints {
     }
 }
 
-/// The status this process last computed for each object, by UID.
+/// The status this process last computed for each object of one kind, by UID.
 ///
 /// The operator is the only writer of these statuses, so what it last computed is the
 /// truth, while the informer cache may still hold an older version: a pass that runs
@@ -184,55 +185,32 @@ impl Hints {
 /// `AlreadyExists` and write that, losing the ownership. It also carries ownership when a
 /// status write failed after an engine create. Entries go when the finalizer is released;
 /// a new leader starts empty with freshly listed caches.
-#[derive(Default)]
-pub struct Remembered {
-    collections: Mutex<HashMap<String, CollectionStatus>>,
-    aliases: Mutex<HashMap<String, CollectionAliasStatus>>,
+pub struct Remembered<S> {
+    statuses: Mutex<HashMap<String, S>>,
 }
 
-impl Remembered {
-    /// `collection` with the status last computed for it (if any) instead of the cached one.
-    pub fn collection(&self, collection: &Collection) -> Collection {
-        let mut effective = collection.clone();
-        if let Some(uid) = collection.uid()
-            && let Some(status) = self.collections.lock().get(&uid)
-        {
-            effective.status = Some(status.clone());
+impl<S> Default for Remembered<S> {
+    fn default() -> Self {
+        Self {
+            statuses: Mutex::new(HashMap::new()),
         }
-        effective
+    }
+}
+
+impl<S: Clone> Remembered<S> {
+    /// The status last computed for `uid`.
+    pub fn get(&self, uid: &str) -> Option<S> {
+        self.statuses.lock().get(uid).cloned()
     }
 
-    /// Remembers a computed Collection status.
-    pub fn set_collection(&self, uid: &str, status: &CollectionStatus) {
-        self.collections
-            .lock()
-            .insert(uid.to_string(), status.clone());
+    /// Remembers a computed status.
+    pub fn set(&self, uid: &str, status: &S) {
+        self.statuses.lock().insert(uid.to_string(), status.clone());
     }
 
-    /// Forgets a Collection.
-    pub fn forget_collection(&self, uid: &str) {
-        self.collections.lock().remove(uid);
-    }
-
-    /// `alias` with the status last computed for it (if any).
-    pub fn alias(&self, alias: &CollectionAlias) -> CollectionAlias {
-        let mut effective = alias.clone();
-        if let Some(uid) = alias.uid()
-            && let Some(status) = self.aliases.lock().get(&uid)
-        {
-            effective.status = Some(status.clone());
-        }
-        effective
-    }
-
-    /// Remembers a computed alias status.
-    pub fn set_alias(&self, uid: &str, status: &CollectionAliasStatus) {
-        self.aliases.lock().insert(uid.to_string(), status.clone());
-    }
-
-    /// Forgets an alias.
-    pub fn forget_alias(&self, uid: &str) {
-        self.aliases.lock().remove(uid);
+    /// Forgets an object.
+    pub fn forget(&self, uid: &str) {
+        self.statuses.lock().remove(uid);
     }
 }
 
@@ -263,8 +241,10 @@ pub struct Context {
     pub routed_backoff: Backoff<RoutedAlias>,
     /// Requeue hints.
     pub hints: Hints,
-    /// Statuses last computed.
-    pub remembered: Remembered,
+    /// Collection statuses last computed.
+    pub remembered_collections: Remembered<CollectionStatus>,
+    /// CollectionAlias statuses last computed.
+    pub remembered_aliases: Remembered<CollectionAliasStatus>,
     clock: Clock,
 }
 
@@ -289,7 +269,8 @@ impl Context {
             stores,
             metrics,
             hints,
-            remembered: Remembered::default(),
+            remembered_collections: Remembered::default(),
+            remembered_aliases: Remembered::default(),
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -321,5 +302,28 @@ impl Context {
     /// Publishes an Event that is not about an engine mutation.
     pub async fn publish(&self, event: &EventSpec, regarding: &ObjectReference) {
         self.recorder.publish(event, regarding).await;
+    }
+}
+
+/// Whether a Collection reports `Ready=True` for its current generation.
+pub fn collection_is_ready(collection: &Collection) -> bool {
+    collection.status.as_ref().is_some_and(|status| {
+        status.observed_generation == collection.metadata.generation
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+    })
+}
+
+/// Readiness of a target from the Collections managing it: none → `Unmanaged`; any Ready
+/// (the winner of a conflict) → `Ready`; else `NotReady`.
+pub fn target_readiness_of(managing: &[Arc<Collection>]) -> TargetReadiness {
+    if managing.is_empty() {
+        TargetReadiness::Unmanaged
+    } else if managing.iter().any(|c| collection_is_ready(c)) {
+        TargetReadiness::Ready
+    } else {
+        TargetReadiness::NotReady
     }
 }

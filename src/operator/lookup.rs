@@ -9,9 +9,8 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::{Context, Stores};
+use super::context::{Context, Stores, target_readiness_of};
 use super::error::Error;
-use super::status::READY;
 use crate::crd::{Collection, CollectionAlias, Coordinator, CoordinatorRef};
 use crate::plan::{AliasIntent, CollectionIntent, Seniority, TargetReadiness};
 
@@ -178,27 +177,4 @@ pub fn target_readiness(stores: &Stores, alias: &CollectionAlias) -> TargetReadi
     .filter(|c| c.metadata.deletion_timestamp.is_none())
     .collect();
     target_readiness_of(&managing)
-}
-
-/// Whether a Collection reports `Ready=True` for its current generation.
-pub fn collection_is_ready(collection: &Collection) -> bool {
-    collection.status.as_ref().is_some_and(|status| {
-        status.observed_generation == collection.metadata.generation
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == READY && c.status == "True")
-    })
-}
-
-/// Readiness of a target from the Collections managing it: none → `Unmanaged`; any Ready
-/// (the winner of a conflict) → `Ready`; else `NotReady`.
-pub fn target_readiness_of(managing: &[Arc<Collection>]) -> TargetReadiness {
-    if managing.is_empty() {
-        TargetReadiness::Unmanaged
-    } else if managing.iter().any(|c| collection_is_ready(c)) {
-        TargetReadiness::Ready
-    } else {
-        TargetReadiness::NotReady
-    }
 }

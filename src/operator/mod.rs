@@ -1,9 +1,10 @@
 //! The Kubernetes controllers (`collection-operator operator`).
 //!
 //! Four controllers share one [`Context`]: `Coordinator` (is the engine reachable),
-//! `Collection` and `CollectionAlias` (thin layers: observe the engine for the object's
-//! names and read rivals and target readiness from the informer caches → plan with the
-//! pure [`crate::plan`] functions → apply through [`crate::client::EngineClient`] → status),
+//! `Collection` and `CollectionAlias` (one shared [`pass`]: gather the engine's view of the
+//! object's names and rivals and target readiness from the informer caches ([`lookup`]) →
+//! plan with the pure [`crate::plan`] functions → apply through
+//! [`crate::client::EngineClient`] → status),
 //! and `RoutedAlias` ([`routed`]: a schedule that generates owned `Collection`s and a
 //! `CollectionAlias`, requeued at its next boundary).
 //!
@@ -283,7 +284,7 @@ fn collection_readiness(collection: &Collection) -> Option<u64> {
         &collection.spec.coordinator_ref.name,
         &collection.spec.database,
         collection.engine_name(),
-        lookup::collection_is_ready(collection),
+        context::collection_is_ready(collection),
         collection.metadata.deletion_timestamp.is_some(),
     )))
 }

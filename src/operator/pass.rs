@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backoff::{Backoff, next_resync};
-use super::context::Context;
+use super::context::{Context, Remembered};
 use super::engine::Engine;
 use super::error::Error;
 use super::events::{EventSpec, action_name, failure_event, mutation_event};
@@ -68,12 +68,12 @@ pub trait EngineResource:
     fn engine_object(&self) -> (String, String);
     /// The status as the object carries it.
     fn current_status(&self) -> Option<&Self::Status>;
+    /// The status, to replace.
+    fn status_mut(&mut self) -> &mut Option<Self::Status>;
     /// Its failure backoff.
     fn backoff(ctx: &Context) -> &Backoff<Self>;
-    /// The object with the status this process last computed for it.
-    fn known(&self, ctx: &Context) -> Self;
-    /// Remembers a computed status (`None`: forgets it, the finalizer is gone).
-    fn remember(ctx: &Context, uid: &str, status: Option<&Self::Status>);
+    /// The statuses this process last computed for this kind.
+    fn remembered(ctx: &Context) -> &Remembered<Self::Status>;
     /// Asks for a pass of the resources that lost a conflict to this one.
     fn wake_claimants(&self, ctx: &Context);
 
@@ -167,14 +167,22 @@ struct View<K> {
 
 impl<K: EngineResource> View<K> {
     fn new(cached: Arc<K>, ctx: &Context) -> Self {
-        let known = Arc::new(cached.known(ctx));
+        let remembered = cached.uid().and_then(|uid| K::remembered(ctx).get(&uid));
+        let known = match remembered {
+            Some(status) => {
+                let mut known = (*cached).clone();
+                *known.status_mut() = Some(status);
+                Arc::new(known)
+            }
+            None => cached.clone(),
+        };
         Self { cached, known }
     }
 
     /// Remembers `status` and writes it unless the API server already has it.
     async fn write(&self, api: &Api<K>, ctx: &Context, status: K::Status) -> Result<(), Error> {
         if let Some(uid) = self.cached.uid() {
-            K::remember(ctx, &uid, Some(&status));
+            K::remembered(ctx).set(&uid, &status);
         }
         if self.cached.current_status() != Some(&status) {
             apply_status(api, &*self.cached, &status).await?;
@@ -324,7 +332,7 @@ async fn cleaned_up<K: EngineResource>(
 fn released<K: EngineResource>(object: &K, ctx: &Context) {
     K::backoff(ctx).reset(&ObjectRef::from_obj(object));
     if let Some(uid) = object.uid() {
-        K::remember(ctx, &uid, None);
+        K::remembered(ctx).forget(&uid);
     }
     object.wake_claimants(ctx);
 }

@@ -22,10 +22,9 @@ use kube::{Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
 use super::backoff::next_resync;
-use super::context::Context;
+use super::context::{Context, collection_is_ready};
 use super::error::Error;
 use super::events::EventSpec;
-use super::lookup::collection_is_ready;
 use super::status::{READY, SYNCED, Truth, Wanted, apply_status, conditions};
 use crate::crd::routed::{NextActionStatus, RoutedMemberStatus};
 use crate::crd::{Collection, CollectionAlias, RoutedAlias, RoutedAliasStatus};
