@@ -651,7 +651,7 @@ pub async fn serve(
         .add_service(StreamingNodeManagerServiceServer::new(service.clone()))
         .add_service(
             StreamingNodeHandlerServiceServer::new(service)
-                .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(crate::serve::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -660,7 +660,7 @@ pub async fn serve(
 
 /// Runs a streaming node process until SIGINT/SIGTERM.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    run_until(config, crate::coordinator::shutdown_signal()).await
+    run_until(config, crate::serve::shutdown_signal()).await
 }
 
 /// Runs a streaming node until `shutdown` resolves (`up` runs one in-process this way).
@@ -671,9 +671,7 @@ pub async fn run_until(
     let storage = LocalDirStorage::open(&config.wal_dir)
         .with_context(|| format!("opening the WAL directory {}", config.wal_dir.display()))?;
     let node = Arc::new(StreamingNode::new(Arc::new(storage), config.wal.clone()));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = crate::serve::bind(config.listen).await?;
     let bound = listener.local_addr()?;
     let address = config
         .advertise

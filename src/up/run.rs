@@ -32,10 +32,10 @@ use crate::coordinator::ddl_wal::ControlChannelLog;
 use crate::coordinator::engine::DdlLogHandle;
 use crate::coordinator::{
     AuthConfig, Authenticator, Engine, EngineConfig, Security, open_engine_async, serve_with,
-    shutdown_signal,
 };
 use crate::crd::{AliasDeletionPolicy, Collection, CollectionAlias, CollectionDeletionPolicy};
 use crate::plan::{Action, Reason, Verdict};
+use crate::serve::shutdown_signal;
 use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
 use crate::streaming::gate::StreamingGate;
 
