@@ -315,3 +315,25 @@ fn operator_help_names_every_kind() {
         assert!(line.contains(kind), "{kind} missing from: {line}");
     }
 }
+
+/// Logs written to a pipe (a file, a pod's log) carry no ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let wal = tempfile::tempdir().expect("tmp");
+    let mut child = std::process::Command::new(common::binary())
+        .args(["streaming-node", "--coordinator", "http://127.0.0.1:1"])
+        .arg("--wal-dir")
+        .arg(wal.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("streaming node starts");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("reaped");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("streaming node serving"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");
+}
