@@ -78,6 +78,14 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.data_dir.display(),
         args.manifests.display()
     );
+    // The port first: a port in use is reported before anything is opened or created.
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is another up or coordinator running? (pass --listen HOST:PORT)",
+            args.listen
+        )
+    })?;
+    let local = listener.local_addr()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let state_path = state::path_in(&args.data_dir);
@@ -115,10 +123,6 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
 
     let (engine, wal) = start_with_wal(&args.data_dir).await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve_with(engine.clone(), listener, security, async {
         let _ = server_stopped.await;
