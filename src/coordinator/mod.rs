@@ -417,7 +417,11 @@ pub async fn serve_limited(
 
 /// Runs a coordinator process: opens the store, binds, serves until SIGINT/SIGTERM. On
 /// etcd the process is one replica of a set that elects a leader (see [`ha`]).
-pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: CoordinatorConfig) -> anyhow::Result<()> {
+    // Before any file is opened: the store and the connections count against it.
+    config.connections = config
+        .connections
+        .within_nofile(connections::raise_nofile_limit());
     // Bad credentials or TLS files stop the start before the store is opened.
     let security = Security::load(config.auth.as_ref(), config.tls.as_ref())?;
     #[cfg(feature = "etcd")]
@@ -445,15 +449,12 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     if let (Some(gate), Some(coord)) = (&gate, &streaming) {
         gate.set(Some(coord.clone()));
     }
-    let limits = config
-        .connections
-        .within_nofile(connections::raise_nofile_limit());
     serve_limited(
         engine.clone(),
         listener,
         security,
         gate,
-        limits,
+        config.connections,
         shutdown_signal(),
     )
     .await?;
@@ -594,15 +595,12 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
         role,
         stopped,
     ));
-    let limits = config
-        .connections
-        .within_nofile(connections::raise_nofile_limit());
     let served = serve_limited(
         engine.clone(),
         listener,
         security,
         gate,
-        limits,
+        config.connections,
         shutdown_signal(),
     )
     .await;

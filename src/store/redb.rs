@@ -17,7 +17,8 @@
 //! log before the caller hears of the failure, so a restart never applies a write that was
 //! reported failed. redb needs reopening after a failed write: until that works (space
 //! returns), writes are refused and [`MetaStore::health`] reports why; each later write or
-//! health check tries again, with no restart.
+//! health check tries again, with no restart. A restart on a full disk first releases
+//! [`RESERVE_FILE_NAME`] (held back while there was room), so the replay has space.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +48,11 @@ const CHECKSUMMED_VALUES: u64 = 1;
 pub const FILE_NAME: &str = "meta.redb";
 /// The commit log file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "commit.log";
+/// Space held back in the data directory, released when the store opens: a restart on a
+/// full disk has this much room to replay the commit log and checkpoint.
+pub const RESERVE_FILE_NAME: &str = "space-reserve";
+/// Size of [`RESERVE_FILE_NAME`].
+pub const RESERVE_BYTES: usize = 8 << 20;
 
 /// What to do about damaged files, printed with every refusal.
 const REMEDY: &str = "restore the data directory from a backup, or start once with --repair \
@@ -366,6 +372,11 @@ impl RedbStore {
             "creating data directory {}",
             data_dir.display()
         )))?;
+        let reserve = data_dir.join(RESERVE_FILE_NAME);
+        if reserve.exists() {
+            std::fs::remove_file(&reserve)
+                .map_err(io_error(format!("releasing {}", reserve.display())))?;
+        }
         let loaded = load(data_dir, &options)?;
         let store = Self {
             db: RwLock::new(Some(loaded.db)),
@@ -391,9 +402,31 @@ impl RedbStore {
             // failed write (a full disk must not stop a restart).
             tracing::warn!(%error, "checkpoint after start-up failed; writes wait for it");
             state.failed = Some(format!("checkpoint after start-up failed: {error}"));
+        } else {
+            store.hold_reserve();
         }
         drop(state);
         Ok(store)
+    }
+
+    /// Writes [`RESERVE_FILE_NAME`] when it is missing and there is room for it.
+    fn hold_reserve(&self) {
+        let path = self.data_dir.join(RESERVE_FILE_NAME);
+        if path.exists() {
+            return;
+        }
+        let written = std::fs::File::create(&path).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &vec![0u8; RESERVE_BYTES])?;
+            file.sync_all()
+        });
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&path);
+            tracing::warn!(
+                %error,
+                file = %path.display(),
+                "no room to hold space back for a restart on a full disk"
+            );
+        }
     }
 
     /// Runs `f` on the open redb, or says why there is none.
@@ -468,6 +501,7 @@ impl RedbStore {
             )));
         }
         tracing::info!("redb reopened after a failed write; writes are taken again");
+        self.hold_reserve();
         Ok(())
     }
 
