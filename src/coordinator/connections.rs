@@ -117,21 +117,21 @@ pub fn raise_nofile_limit() -> Option<u64> {
         // SAFETY: setrlimit reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             tracing::info!(
-                from = limit.rlim_cur as u64,
-                to = raised.rlim_cur as u64,
+                from = limit.rlim_cur,
+                to = raised.rlim_cur,
                 "raised the soft open-file limit to the hard limit"
             );
             limit = raised;
         } else {
             tracing::warn!(
                 error = %io::Error::last_os_error(),
-                soft = limit.rlim_cur as u64,
-                hard = limit.rlim_max as u64,
+                soft = limit.rlim_cur,
+                hard = limit.rlim_max,
                 "cannot raise the soft open-file limit"
             );
         }
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
 
 /// What the accept loop and the streams share about one connection.
