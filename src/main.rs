@@ -61,6 +61,8 @@ enum Command {
         tls: TlsArgs,
         #[command(flatten)]
         streaming: collection_operator::streaming::coord::StreamingArgs,
+        #[command(flatten)]
+        connections: coordinator::ConnectionArgs,
     },
     /// Run a streaming node: holds the WAL pchannels the coordinator assigns to it.
     StreamingNode {
@@ -140,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             auth,
             tls,
             streaming,
+            connections,
         } => {
             let engine = EngineConfig {
                 history_retention: Duration::from_secs(history_retention_secs),
@@ -155,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
                 tls: tls.files(),
                 ddl_wal: streaming.ddl_wal,
                 streaming: streaming.config(),
+                connections: connections.limits(),
             })
             .await
         }

@@ -148,10 +148,18 @@ impl MilvusService for CoordinatorService {
         &self,
         _: Request<CheckHealthRequest>,
     ) -> Result<Response<CheckHealthResponse>, Status> {
+        // Unhealthy while the store refuses writes (a full disk, say); the check may reopen
+        // the store, so it runs off the async workers. As Milvus's coordinators answer
+        // (internal/querycoordv2/services.go, Server.CheckHealth): IsHealthy false with the
+        // reasons, and no error status.
+        let store = self.engine.store();
+        let health = tokio::task::spawn_blocking(move || store.health())
+            .await
+            .unwrap_or_else(|error| Err(format!("meta store health check failed: {error}")));
         reply(CheckHealthResponse {
             status: Some(success()),
-            is_healthy: true,
-            reasons: Vec::new(),
+            is_healthy: health.is_ok(),
+            reasons: health.err().into_iter().collect(),
             quota_states: Vec::new(),
         })
     }
@@ -374,46 +382,15 @@ impl MilvusService for CoordinatorService {
         request: Request<ShowCollectionsRequest>,
     ) -> Result<Response<ShowCollectionsResponse>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
-        let req = request.get_ref();
-        let in_memory = req.r#type == ShowType::InMemory as i32;
-        let listed = self.engine.read(req.time_stamp, |table, at| {
-            let db_record = table.database(&db, at)?;
-            Some(table.collections_in(db_record.id, at))
-        });
-        let Some(mut collections) = listed else {
-            return reply(ShowCollectionsResponse {
-                status: Some(MetaError::database_not_found(&db).to_status()),
-                ..Default::default()
-            });
-        };
-        if in_memory {
-            collections.retain(|c| c.loaded);
-        }
-        let deprecated_names = &req.collection_names;
-        if !deprecated_names.is_empty() {
-            collections.retain(|c| deprecated_names.contains(&c.name));
-        }
-        reply(ShowCollectionsResponse {
-            status: Some(success()),
-            collection_names: collections.iter().map(|c| c.name.clone()).collect(),
-            collection_ids: collections.iter().map(|c| c.id).collect(),
-            created_timestamps: collections.iter().map(|c| c.created_ts).collect(),
-            created_utc_timestamps: collections
-                .iter()
-                .map(|c| physical_ms(c.created_ts))
-                .collect(),
-            in_memory_percentages: if in_memory {
-                vec![100; collections.len()]
-            } else {
-                Vec::new()
-            },
-            query_service_available: if in_memory {
-                vec![true; collections.len()]
-            } else {
-                Vec::new()
-            },
-            shards_num: Vec::new(),
-        })
+        let req = request.into_inner();
+        let engine = self.engine.clone();
+        // Listing and filtering are linear in the collections and the names asked for, but
+        // both can be large: they run on the blocking pool, not on the workers that serve
+        // every other client.
+        tokio::task::spawn_blocking(move || show_collections_blocking(&engine, &db, req))
+            .await
+            .map_err(|error| Status::internal(format!("ShowCollections task failed: {error}")))
+            .and_then(reply)
     }
 
     async fn load_collection(
@@ -857,5 +834,54 @@ impl MilvusService for CoordinatorService {
             index_name: req.index_name.trim().into(),
         });
         self.run_ddl(ddl).await
+    }
+}
+
+/// ShowCollections on the meta table: the collections of `db` at the request's timestamp,
+/// loaded ones only for `InMemory`, narrowed to `collection_names` (looked up in a set).
+fn show_collections_blocking(
+    engine: &Engine,
+    db: &str,
+    req: ShowCollectionsRequest,
+) -> ShowCollectionsResponse {
+    let in_memory = req.r#type == ShowType::InMemory as i32;
+    let listed = engine.read(req.time_stamp, |table, at| {
+        let db_record = table.database(db, at)?;
+        Some(table.collections_in(db_record.id, at))
+    });
+    let Some(mut collections) = listed else {
+        return ShowCollectionsResponse {
+            status: Some(MetaError::database_not_found(db).to_status()),
+            ..Default::default()
+        };
+    };
+    if in_memory {
+        collections.retain(|c| c.loaded);
+    }
+    if !req.collection_names.is_empty() {
+        let wanted: std::collections::HashSet<&str> =
+            req.collection_names.iter().map(String::as_str).collect();
+        collections.retain(|c| wanted.contains(c.name.as_str()));
+    }
+    ShowCollectionsResponse {
+        status: Some(success()),
+        collection_names: collections.iter().map(|c| c.name.clone()).collect(),
+        collection_ids: collections.iter().map(|c| c.id).collect(),
+        created_timestamps: collections.iter().map(|c| c.created_ts).collect(),
+        created_utc_timestamps: collections
+            .iter()
+            .map(|c| physical_ms(c.created_ts))
+            .collect(),
+        in_memory_percentages: if in_memory {
+            vec![100; collections.len()]
+        } else {
+            Vec::new()
+        },
+        query_service_available: if in_memory {
+            vec![true; collections.len()]
+        } else {
+            Vec::new()
+        },
+        shards_num: Vec::new(),
     }
 }
