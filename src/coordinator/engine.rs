@@ -173,6 +173,10 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Why writes are refused while no writer runs.
     refusal: Mutex<String>,
+    /// While a replica: the timestamps of the DDL log records in the store, oldest first,
+    /// as far as this replica has seen them (loaded, then followed). A writer started by
+    /// [`Engine::take_over`] compacts the store's log from it without reading the log again.
+    followed_log: Mutex<VecDeque<Timestamp>>,
 }
 
 /// What a restart found; logged and reported by benchmarks.
@@ -240,7 +244,8 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(Self, RecoveryStats), EngineError> {
         let engine = Self::idle(store, config);
-        let (_, stats) = engine.load()?;
+        let (log, stats) = engine.load()?;
+        *engine.followed_log.lock() = log;
         Ok((engine, stats))
     }
 
@@ -258,6 +263,7 @@ impl Engine {
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
             refusal: Mutex::new("this coordinator replica is not the leader".into()),
+            followed_log: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -284,6 +290,19 @@ impl Engine {
     /// allocator, starts the writer thread, and creates `default` on a new store. Does
     /// nothing but report when the writer already runs.
     pub fn start_writer(&self) -> Result<RecoveryStats, EngineError> {
+        self.start(true)
+    }
+
+    /// Makes a replica the writer on the table it already serves: for an elected leader
+    /// whose copy has applied the DDL log up to its election (nothing can be written after
+    /// it but by this replica), so that taking over costs what the replica had not yet
+    /// seen, not a reload of the whole table and its history. Otherwise as
+    /// [`Engine::start_writer`].
+    pub fn take_over(&self) -> Result<RecoveryStats, EngineError> {
+        self.start(false)
+    }
+
+    fn start(&self, reload: bool) -> Result<RecoveryStats, EngineError> {
         if self.is_writer() {
             return Ok(RecoveryStats {
                 records: 0,
@@ -304,7 +323,20 @@ impl Engine {
             .as_deref()
             .and_then(decode_u64)
             .map_or(FIRST_ID, |id| id as i64);
-        let (log, stats) = self.load()?;
+        let (log, stats) = if reload {
+            self.followed_log.lock().clear();
+            self.load()?
+        } else {
+            let started = Instant::now();
+            let log = std::mem::take(&mut *self.followed_log.lock());
+            let stats = RecoveryStats {
+                records: 0,
+                log_records: log.len(),
+                elapsed: started.elapsed(),
+                revision: 0,
+            };
+            (log, stats)
+        };
         let (sender, receiver) = mpsc::channel();
         let ddl_log = self.config.ddl_log.as_ref().map(|handle| handle.0.clone());
         let mut writer = Writer {
@@ -397,7 +429,9 @@ impl Engine {
     /// Reloads a replica's table from the store (after it lost track of the leader's log,
     /// e.g. a compacted watch). Returns the revision to follow from.
     pub fn reload_replica(&self) -> Result<RecoveryStats, EngineError> {
-        Ok(self.load()?.1)
+        let (log, stats) = self.load()?;
+        *self.followed_log.lock() = log;
+        Ok(stats)
     }
 
     /// Applies a DDL log record the leader committed (a replica follows the leader's log
@@ -419,7 +453,18 @@ impl Engine {
             table.apply(change, record.ts, &mut touched);
         }
         self.shared.committed.store(record.ts, Ordering::Release);
+        drop(table);
+        self.followed_log.lock().push_back(record.ts);
         Ok(())
+    }
+
+    /// Notes that the leader deleted the DDL log record of `ts` from the store (it deletes
+    /// the oldest first): a replica that takes over does not delete it again.
+    pub fn forget_replicated(&self, ts: Timestamp) {
+        let mut log = self.followed_log.lock();
+        while log.front().is_some_and(|oldest| *oldest <= ts) {
+            log.pop_front();
+        }
     }
 
     /// Drops a replica's history older than the retention window (the leader compacts
@@ -969,7 +1014,13 @@ impl Writer {
             self.shared.table.write().rollback(&touched, committed);
             self.tso.persist_failed(previous_bound);
             self.next_id = first_id;
-            let failure = MetaError::store_failure(&error);
+            let failure = match &error {
+                // Nothing was applied, and another replica leads: retriable, naming it.
+                StoreError::Fenced(why) => MetaError::not_ready(&format!(
+                    "this coordinator replica is not the leader: {why}"
+                )),
+                _ => MetaError::store_failure(&error),
+            };
             for (reply, outcome) in outcomes {
                 let _ = reply.send(outcome.and(Err(failure.clone())));
             }

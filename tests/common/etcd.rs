@@ -205,9 +205,24 @@ impl Replica {
         let _ = self.child.wait();
     }
 
-    /// What the replica logged.
+    /// What the replica logged, without terminal colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut plain = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI sequences: ESC [ parameters final-letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
     }
 }
 
