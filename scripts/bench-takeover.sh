@@ -6,6 +6,7 @@
 #
 #   scripts/bench-takeover.sh                                          # 1k, 10k, 100k DDLs
 #   TAKEOVER_BENCH_SIZES=1000,10000,100000,1000000 scripts/bench-takeover.sh
+#   BENCH_PROFILE=dev scripts/bench-takeover.sh     # reuse the debug build (no release build)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,7 +30,7 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 status=0
-BENCH_ETCD_ENDPOINT="$client" cargo bench --locked --features etcd --bench takeover 2>/dev/null || status=$?
+BENCH_ETCD_ENDPOINT="$client" cargo bench --locked --profile "${BENCH_PROFILE:-bench}" --features etcd --bench takeover 2>/dev/null || status=$?
 stop_etcd
 trap - EXIT
 exit "$status"

@@ -213,6 +213,8 @@ fn history_ddls() -> usize {
 }
 /// What CI runs (about a minute on a busy 2-core VM); `ETCD_HA_DDLS=100000` by hand.
 const DEFAULT_HISTORY_DDLS: usize = 20_000;
+/// How long acknowledging the history may take.
+const FILL_WITHIN: Duration = Duration::from_secs(3600);
 /// DDL clients of the load, and aliases each one owns.
 const LOAD_CLIENTS: usize = 16;
 const ALIASES_PER_CLIENT: usize = 32;
@@ -353,9 +355,10 @@ async fn leader_sigkill_after_long_history_fails_over() {
     let wanted = history_ddls();
     let loading = Instant::now();
     while done.load(Ordering::Relaxed) < wanted {
+        // Generous: filling is not what is measured (a busy 2-core VM managed ~150/s).
         assert!(
-            loading.elapsed() < Duration::from_secs(600),
-            "only {} of {wanted} DDLs acknowledged in 600 s",
+            loading.elapsed() < FILL_WITHIN,
+            "only {} of {wanted} DDLs acknowledged in {FILL_WITHIN:?}",
             done.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -380,11 +383,16 @@ async fn leader_sigkill_after_long_history_fails_over() {
         failover <= FAILOVER_BOUND,
         "failover took {failover:?}, over the stated {FAILOVER_BOUND:?}"
     );
-    let takeover = replicas[follower].log();
+    let log = replicas[follower].log();
+    let leading = log
+        .lines()
+        .find(|line| line.contains("leading: writes accepted"))
+        .unwrap_or_default();
     assert!(
-        takeover.contains("caught_up=true"),
-        "the follower caught up instead of reloading: {takeover}"
+        leading.contains("caught_up=true"),
+        "the follower caught up instead of reloading: {log}"
     );
+    println!("the survivor's takeover: {leading}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut expected = std::collections::BTreeMap::new();

@@ -1133,6 +1133,8 @@ mod tests {
     struct FlakyStore {
         inner: RedbStore,
         fail_next_commit: AtomicBool,
+        /// Refuses the next commit as a fenced etcd transaction would.
+        fence_next_commit: AtomicBool,
     }
 
     impl MetaStore for FlakyStore {
@@ -1143,6 +1145,11 @@ mod tests {
             self.inner.get(key)
         }
         fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+            if self.fence_next_commit.swap(false, Ordering::AcqRel) {
+                return Err(StoreError::Fenced(
+                    "nothing applied; the leader is 10.0.0.7:19530 (id b)".into(),
+                ));
+            }
             if self.fail_next_commit.swap(false, Ordering::AcqRel) {
                 return Err(StoreError::Io {
                     context: "test".into(),
@@ -1184,6 +1191,7 @@ mod tests {
         let store = Arc::new(FlakyStore {
             inner: RedbStore::open(dir.path()).expect("redb"),
             fail_next_commit: AtomicBool::new(false),
+            fence_next_commit: AtomicBool::new(false),
         });
         (dir, store, Arc::new(MemLog::default()))
     }
@@ -1298,5 +1306,80 @@ mod tests {
         log.unavailable.store(false, Ordering::Release);
         create(&engine, "later").expect("works again");
         assert!(has(&engine, "later"));
+    }
+
+    /// The DDL log records in the store newer than `after`, oldest first.
+    fn records_after(store: &FlakyStore, after: Timestamp) -> Vec<DdlRecord> {
+        store
+            .scan_prefix(DDL_LOG_PREFIX)
+            .expect("scan")
+            .into_iter()
+            .map(|(_, value)| DdlRecord::decode(value.as_slice()).expect("record"))
+            .filter(|record| record.ts > after)
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_takes_over_on_the_copy_it_followed_without_reloading() {
+        let (_dir, store, _) = setup();
+        let (leader, _) = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        create(&leader, "d1").expect("d1");
+        let (replica, _) =
+            Engine::open_replica(store.clone(), EngineConfig::default()).expect("replica");
+        assert_eq!(
+            replica.followed_log.lock().len(),
+            2,
+            "default and d1 loaded"
+        );
+        create(&leader, "d2").expect("d2");
+        let last = create(&leader, "d3").expect("d3");
+        for record in records_after(&store, replica.committed_ts()) {
+            replica.apply_replicated(&record).expect("apply");
+        }
+        assert_eq!(replica.committed_ts(), last);
+        // The leader compacted the oldest record away.
+        let oldest = *replica.followed_log.lock().front().expect("logged");
+        replica.forget_replicated(oldest);
+        leader.shutdown();
+        drop(leader);
+
+        // A marker in the store that a reload would bring back, and the copy does not
+        // have: taking over must not read the table again.
+        let mut batch = WriteBatch::default();
+        batch.put(ddl_log_key(last + 1), b"not a record".to_vec());
+        store.commit(&batch).expect("commit");
+        let stats = replica.take_over().expect("take over");
+        assert_eq!(stats.log_records, 3, "d1, d2, d3 remain to compact later");
+        assert!(has(&replica, "d3"));
+        let next = create(&replica, "d4").expect("the new leader writes");
+        assert!(
+            next > last,
+            "timestamps go on increasing: {next} after {last}"
+        );
+        // A full reload would have failed on the marker.
+        replica.shutdown();
+        assert!(matches!(
+            replica.start_writer(),
+            Err(EngineError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_fenced_commit_is_refused_as_retriable_naming_the_leader() {
+        let (_dir, store, _) = setup();
+        let (engine, _) = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        store.fence_next_commit.store(true, Ordering::Release);
+        let refused = create(&engine, "d1").expect_err("fenced");
+        assert_eq!(refused.code, crate::meta::error::code::SERVICE_NOT_READY);
+        assert_eq!(
+            refused.message,
+            "service not ready[this coordinator replica is not the leader: nothing applied; \
+             the leader is 10.0.0.7:19530 (id b)]"
+        );
+        assert!(
+            !has(&engine, "d1"),
+            "nothing of the refused batch is served"
+        );
+        create(&engine, "d1").expect("the next commit goes through");
     }
 }
