@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use collection_operator::meta::error::code;
 use collection_operator::proto::api::milvus_service_client::MilvusServiceClient;
 use collection_operator::proto::api::*;
-use collection_operator::store::etcd::LEADER_KEY;
+use collection_operator::store::etcd::{LEADER_KEY, LeaderRecord};
 use collection_operator::store::{MetaStore, StoreError, WriteBatch};
 use common::Client;
 use common::etcd::{Replica, runtime, start_etcd, try_alloc_timestamp, wait_writable};
@@ -695,8 +695,13 @@ fn fence_refuses_a_deposed_writer() {
     let new = etcd.store("fence/");
     let mut client = old.client();
     let leader_key = old.etcd_key(LEADER_KEY);
-    let elect = |client: &mut etcd_client::Client| {
+    let elect = |client: &mut etcd_client::Client, address: &str| {
         let leader_key = leader_key.clone();
+        let record = LeaderRecord {
+            id: format!("member-{address}"),
+            address: address.into(),
+        };
+        let value = serde_json::to_vec(&record).expect("leader record");
         let mut client = client.clone();
         runtime.block_on(async move {
             let lease = client.lease_grant(60, None).await.expect("lease").id();
@@ -708,7 +713,7 @@ fn fence_refuses_a_deposed_writer() {
                 )])
                 .and_then(vec![TxnOp::put(
                     leader_key,
-                    b"leader".to_vec(),
+                    value,
                     Some(PutOptions::new().with_lease(lease)),
                 )]);
             let response = client.txn(txn).await.expect("campaign");
@@ -722,7 +727,7 @@ fn fence_refuses_a_deposed_writer() {
         store.commit(&batch)
     };
 
-    let (old_lease, old_revision) = elect(&mut client);
+    let (old_lease, old_revision) = elect(&mut client, "10.0.0.1:19530");
     runtime.block_on(old.arm_fence(old_revision)).expect("arm");
     write(&old, "a").expect("the leader writes");
     write(&old, "b").expect("the leader writes again (the fence moved on with it)");
@@ -731,12 +736,17 @@ fn fence_refuses_a_deposed_writer() {
     runtime
         .block_on(client.lease_revoke(old_lease))
         .expect("revoke");
-    let (_, new_revision) = elect(&mut client);
+    let (_, new_revision) = elect(&mut client, "10.0.0.2:19530");
     runtime.block_on(new.arm_fence(new_revision)).expect("arm");
     write(&new, "c").expect("the new leader writes");
 
     let refused = write(&old, "stale").expect_err("the deposed leader is refused");
-    assert!(matches!(refused, StoreError::Fenced(_)), "{refused}");
+    // The refusal names the leader the key holds now (read in the refused transaction).
+    assert!(
+        matches!(&refused, StoreError::Fenced(why)
+            if why.ends_with("the leader is 10.0.0.2:19530 (id member-10.0.0.2:19530)")),
+        "{refused}"
+    );
     assert_eq!(new.get("stale").expect("get"), None);
 
     // Same leader key, stale expected revision: a second writer armed before the new
