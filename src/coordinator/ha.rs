@@ -255,18 +255,11 @@ fn not_leader(leader: Option<&LeaderRecord>) -> String {
     )
 }
 
-/// Reads the leader key once (bounded) and refuses writes naming who holds it; returns
-/// the refusal.
-async fn announce_leader(
-    client: &Client,
-    leader_key: &[u8],
-    engine: &Engine,
-    streaming: Option<&LeaderStreaming>,
-    role: &watch::Sender<Role>,
-) -> String {
+/// Who holds the leader key, read once (bounded; `None` also when etcd does not answer).
+async fn read_leader(client: &Client, leader_key: &[u8]) -> Option<LeaderRecord> {
     let mut client = client.clone();
     let read = tokio::time::timeout(ANNOUNCE_WITHIN, client.get(leader_key.to_vec(), None)).await;
-    let leader = match read {
+    match read {
         Ok(Ok(response)) => response
             .kvs()
             .first()
@@ -276,7 +269,34 @@ async fn announce_leader(
             None
         }
         Err(_) => None,
-    };
+    }
+}
+
+/// Makes a replica that is about to serve refuse writes naming the current leader (read
+/// from etcd), so that its very first refusal says where to go.
+pub async fn name_leader(
+    engine: &Engine,
+    store: &EtcdStore,
+    gate: Option<&crate::streaming::gate::StreamingGate>,
+) {
+    let leader = read_leader(&store.client(), &store.etcd_key(LEADER_KEY)).await;
+    let refusal = not_leader(leader.as_ref());
+    engine.set_refusal(&refusal);
+    if let Some(gate) = gate {
+        gate.set_refusal(&refusal);
+    }
+}
+
+/// Reads the leader key once (bounded) and refuses writes naming who holds it; returns
+/// the refusal.
+async fn announce_leader(
+    client: &Client,
+    leader_key: &[u8],
+    engine: &Engine,
+    streaming: Option<&LeaderStreaming>,
+    role: &watch::Sender<Role>,
+) -> String {
+    let leader = read_leader(client, leader_key).await;
     let refusal = not_leader(leader.as_ref());
     engine.set_refusal(&refusal);
     if let Some(streaming) = streaming {
