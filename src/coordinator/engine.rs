@@ -173,6 +173,10 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Why writes are refused while no writer runs.
     refusal: Mutex<String>,
+    /// While a replica: the timestamps of the DDL log records in the store, oldest first,
+    /// as far as this replica has seen them (loaded, then followed). A writer started by
+    /// [`Engine::take_over`] compacts the store's log from it without reading the log again.
+    followed_log: Mutex<VecDeque<Timestamp>>,
 }
 
 /// What a restart found; logged and reported by benchmarks.
@@ -240,7 +244,8 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(Self, RecoveryStats), EngineError> {
         let engine = Self::idle(store, config);
-        let (_, stats) = engine.load()?;
+        let (log, stats) = engine.load()?;
+        *engine.followed_log.lock() = log;
         Ok((engine, stats))
     }
 
@@ -258,6 +263,7 @@ impl Engine {
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
             refusal: Mutex::new("this coordinator replica is not the leader".into()),
+            followed_log: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -284,6 +290,19 @@ impl Engine {
     /// allocator, starts the writer thread, and creates `default` on a new store. Does
     /// nothing but report when the writer already runs.
     pub fn start_writer(&self) -> Result<RecoveryStats, EngineError> {
+        self.start(true)
+    }
+
+    /// Makes a replica the writer on the table it already serves: for an elected leader
+    /// whose copy has applied the DDL log up to its election (nothing can be written after
+    /// it but by this replica), so that taking over costs what the replica had not yet
+    /// seen, not a reload of the whole table and its history. Otherwise as
+    /// [`Engine::start_writer`].
+    pub fn take_over(&self) -> Result<RecoveryStats, EngineError> {
+        self.start(false)
+    }
+
+    fn start(&self, reload: bool) -> Result<RecoveryStats, EngineError> {
         if self.is_writer() {
             return Ok(RecoveryStats {
                 records: 0,
@@ -304,7 +323,20 @@ impl Engine {
             .as_deref()
             .and_then(decode_u64)
             .map_or(FIRST_ID, |id| id as i64);
-        let (log, stats) = self.load()?;
+        let (log, stats) = if reload {
+            self.followed_log.lock().clear();
+            self.load()?
+        } else {
+            let started = Instant::now();
+            let log = std::mem::take(&mut *self.followed_log.lock());
+            let stats = RecoveryStats {
+                records: 0,
+                log_records: log.len(),
+                elapsed: started.elapsed(),
+                revision: 0,
+            };
+            (log, stats)
+        };
         let (sender, receiver) = mpsc::channel();
         let ddl_log = self.config.ddl_log.as_ref().map(|handle| handle.0.clone());
         let mut writer = Writer {
@@ -397,7 +429,9 @@ impl Engine {
     /// Reloads a replica's table from the store (after it lost track of the leader's log,
     /// e.g. a compacted watch). Returns the revision to follow from.
     pub fn reload_replica(&self) -> Result<RecoveryStats, EngineError> {
-        Ok(self.load()?.1)
+        let (log, stats) = self.load()?;
+        *self.followed_log.lock() = log;
+        Ok(stats)
     }
 
     /// Applies a DDL log record the leader committed (a replica follows the leader's log
@@ -419,7 +453,18 @@ impl Engine {
             table.apply(change, record.ts, &mut touched);
         }
         self.shared.committed.store(record.ts, Ordering::Release);
+        drop(table);
+        self.followed_log.lock().push_back(record.ts);
         Ok(())
+    }
+
+    /// Notes that the leader deleted the DDL log record of `ts` from the store (it deletes
+    /// the oldest first): a replica that takes over does not delete it again.
+    pub fn forget_replicated(&self, ts: Timestamp) {
+        let mut log = self.followed_log.lock();
+        while log.front().is_some_and(|oldest| *oldest <= ts) {
+            log.pop_front();
+        }
     }
 
     /// Drops a replica's history older than the retention window (the leader compacts
@@ -969,7 +1014,13 @@ impl Writer {
             self.shared.table.write().rollback(&touched, committed);
             self.tso.persist_failed(previous_bound);
             self.next_id = first_id;
-            let failure = MetaError::store_failure(&error);
+            let failure = match &error {
+                // Nothing was applied, and another replica leads: retriable, naming it.
+                StoreError::Fenced(why) => MetaError::not_ready(&format!(
+                    "this coordinator replica is not the leader: {why}"
+                )),
+                _ => MetaError::store_failure(&error),
+            };
             for (reply, outcome) in outcomes {
                 let _ = reply.send(outcome.and(Err(failure.clone())));
             }
@@ -1082,6 +1133,8 @@ mod tests {
     struct FlakyStore {
         inner: RedbStore,
         fail_next_commit: AtomicBool,
+        /// Refuses the next commit as a fenced etcd transaction would.
+        fence_next_commit: AtomicBool,
     }
 
     impl MetaStore for FlakyStore {
@@ -1092,6 +1145,11 @@ mod tests {
             self.inner.get(key)
         }
         fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+            if self.fence_next_commit.swap(false, Ordering::AcqRel) {
+                return Err(StoreError::Fenced(
+                    "nothing applied; the leader is 10.0.0.7:19530 (id b)".into(),
+                ));
+            }
             if self.fail_next_commit.swap(false, Ordering::AcqRel) {
                 return Err(StoreError::Io {
                     context: "test".into(),
@@ -1133,6 +1191,7 @@ mod tests {
         let store = Arc::new(FlakyStore {
             inner: RedbStore::open(dir.path()).expect("redb"),
             fail_next_commit: AtomicBool::new(false),
+            fence_next_commit: AtomicBool::new(false),
         });
         (dir, store, Arc::new(MemLog::default()))
     }
@@ -1247,5 +1306,80 @@ mod tests {
         log.unavailable.store(false, Ordering::Release);
         create(&engine, "later").expect("works again");
         assert!(has(&engine, "later"));
+    }
+
+    /// The DDL log records in the store newer than `after`, oldest first.
+    fn records_after(store: &FlakyStore, after: Timestamp) -> Vec<DdlRecord> {
+        store
+            .scan_prefix(DDL_LOG_PREFIX)
+            .expect("scan")
+            .into_iter()
+            .map(|(_, value)| DdlRecord::decode(value.as_slice()).expect("record"))
+            .filter(|record| record.ts > after)
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_takes_over_on_the_copy_it_followed_without_reloading() {
+        let (_dir, store, _) = setup();
+        let (leader, _) = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        create(&leader, "d1").expect("d1");
+        let (replica, _) =
+            Engine::open_replica(store.clone(), EngineConfig::default()).expect("replica");
+        assert_eq!(
+            replica.followed_log.lock().len(),
+            2,
+            "default and d1 loaded"
+        );
+        create(&leader, "d2").expect("d2");
+        let last = create(&leader, "d3").expect("d3");
+        for record in records_after(&store, replica.committed_ts()) {
+            replica.apply_replicated(&record).expect("apply");
+        }
+        assert_eq!(replica.committed_ts(), last);
+        // The leader compacted the oldest record away.
+        let oldest = *replica.followed_log.lock().front().expect("logged");
+        replica.forget_replicated(oldest);
+        leader.shutdown();
+        drop(leader);
+
+        // A marker in the store that a reload would bring back, and the copy does not
+        // have: taking over must not read the table again.
+        let mut batch = WriteBatch::default();
+        batch.put(ddl_log_key(last + 1), b"not a record".to_vec());
+        store.commit(&batch).expect("commit");
+        let stats = replica.take_over().expect("take over");
+        assert_eq!(stats.log_records, 3, "d1, d2, d3 remain to compact later");
+        assert!(has(&replica, "d3"));
+        let next = create(&replica, "d4").expect("the new leader writes");
+        assert!(
+            next > last,
+            "timestamps go on increasing: {next} after {last}"
+        );
+        // A full reload would have failed on the marker.
+        replica.shutdown();
+        assert!(matches!(
+            replica.start_writer(),
+            Err(EngineError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_fenced_commit_is_refused_as_retriable_naming_the_leader() {
+        let (_dir, store, _) = setup();
+        let (engine, _) = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        store.fence_next_commit.store(true, Ordering::Release);
+        let refused = create(&engine, "d1").expect_err("fenced");
+        assert_eq!(refused.code, crate::meta::error::code::SERVICE_NOT_READY);
+        assert_eq!(
+            refused.message,
+            "service not ready[this coordinator replica is not the leader: nothing applied; \
+             the leader is 10.0.0.7:19530 (id b)]"
+        );
+        assert!(
+            !has(&engine, "d1"),
+            "nothing of the refused batch is served"
+        );
+        create(&engine, "d1").expect("the next commit goes through");
     }
 }

@@ -555,6 +555,7 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
     .context("meta engine start-up task failed")??;
     let engine = Arc::new(engine);
     log_recovery(&engine, &stats);
+    ha::name_leader(&engine, &store, leader_gate.as_ref()).await;
     let listener = bind(&config, &security).await?;
     let replica = ha::ReplicaConfig {
         member_id: ha::new_member_id(),
