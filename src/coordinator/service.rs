@@ -18,7 +18,7 @@ use crate::meta::names::{
     validate_partition_name,
 };
 use crate::meta::schema::{
-    prepare_create_collection, validate_consistency_level, validate_properties,
+    check_request_name, prepare_create_collection, validate_consistency_level, validate_properties,
 };
 use crate::meta::table::Resolved;
 use crate::meta::tso::physical_ms;
@@ -267,18 +267,28 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let ddl = prepare_create_collection(&req.collection_name, &req.schema, req.shards_num)
-            .and_then(|schema| {
-                validate_consistency_level(req.consistency_level)?;
-                validate_properties("collection properties", &req.properties)?;
-                Ok(Ddl::CreateCollection {
-                    db,
-                    schema,
-                    shards_num: req.shards_num,
-                    consistency_level: req.consistency_level,
-                    properties: req.properties,
-                })
-            });
+        let ddl = prepare_create_collection(&req.schema, req.shards_num).and_then(|schema| {
+            validate_consistency_level(req.consistency_level)?;
+            validate_properties("collection properties", &req.properties)?;
+            if let Err(mismatch) = check_request_name(&req.collection_name, &schema) {
+                // Rootcoord looks the database up before it compares the names.
+                let missing = self
+                    .engine
+                    .read(0, |table, at| table.database(&db, at).is_none());
+                return Err(if missing {
+                    MetaError::database_not_found(&db)
+                } else {
+                    mismatch
+                });
+            }
+            Ok(Ddl::CreateCollection {
+                db,
+                schema,
+                shards_num: req.shards_num,
+                consistency_level: req.consistency_level,
+                properties: req.properties,
+            })
+        });
         self.run_ddl(ddl).await
     }
 

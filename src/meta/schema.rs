@@ -298,51 +298,60 @@ fn validate_field(collection: &str, field: &mut FieldSchema) -> MetaResult<()> {
 
 /// Decodes, validates and normalises the schema of a CreateCollection request.
 ///
-/// The checks run in Milvus's order: the request's collection name, the schema's name and
-/// its agreement with the request, field count, field names and types, duplicates, the
-/// primary key, auto ID. On success field IDs are assigned from [`FIRST_FIELD_ID`].
+/// The checks run in Milvus's order (proxy `createCollectionTask.PreExecute`, then
+/// rootcoord): shards, field count, the schema's name, field names and types, duplicates,
+/// the primary key, auto ID, and last the agreement of the request's name with the
+/// schema's. On success field IDs are assigned from [`FIRST_FIELD_ID`].
 pub fn prepare_schema(collection_name: &str, schema_bytes: &[u8]) -> MetaResult<CollectionSchema> {
-    prepare_create_collection(collection_name, schema_bytes, 0)
+    let schema = prepare_create_collection(schema_bytes, 0)?;
+    check_request_name(collection_name, &schema)?;
+    Ok(schema)
 }
 
-/// [`prepare_schema`] with the shard count checked where Milvus checks it: right after
-/// the schema is decoded (`createCollectionTask.PreExecute`).
-pub fn prepare_create_collection(
-    collection_name: &str,
-    schema_bytes: &[u8],
-    shards_num: i32,
-) -> MetaResult<CollectionSchema> {
-    let collection_name = validate_collection_name(collection_name)?;
-    let mut schema = CollectionSchema::decode(schema_bytes).map_err(|error| {
-        MetaError::unexpected(format!("failed to unmarshal collection schema: {error}"))
-    })?;
-    validate_shards_num(shards_num)?;
-    validate_collection_name(&schema.name)?;
-    if schema.name.trim() != collection_name {
+/// The request's collection name must be the schema's. Rootcoord checks it
+/// (`createCollectionTask.validateSchema`), after the proxy has checked the schema and
+/// after the database lookup; a bad request name thus shows as a mismatch.
+pub fn check_request_name(collection_name: &str, schema: &CollectionSchema) -> MetaResult<()> {
+    let collection_name = collection_name.trim();
+    if schema.name != collection_name {
         return Err(MetaError::invalid_parameter(format!(
             "collection name = {collection_name}, schema.Name={}",
             schema.name
         ))
         .with_suffix("[expected=collection name matches schema name][actual=don't match]"));
     }
-    schema.name = collection_name.to_string();
-    if schema.fields.is_empty() {
-        return Err(MetaError::unexpected("schema does not contain any field"));
-    }
+    Ok(())
+}
+
+/// The proxy's part of [`prepare_schema`], with the shard count checked where Milvus
+/// checks it: right after the schema is decoded (`createCollectionTask.PreExecute`). The
+/// request's name is left to [`check_request_name`].
+pub fn prepare_create_collection(
+    schema_bytes: &[u8],
+    shards_num: i32,
+) -> MetaResult<CollectionSchema> {
+    let mut schema = CollectionSchema::decode(schema_bytes).map_err(|error| {
+        MetaError::unexpected(format!("failed to unmarshal collection schema: {error}"))
+    })?;
+    validate_shards_num(shards_num)?;
     if schema.fields.len() > MAX_FIELDS {
         return Err(MetaError::unexpected(format!(
             "maximum field's number should be limited to {MAX_FIELDS}"
         )));
     }
+    let schema_name = validate_collection_name(&schema.name)?.to_string();
+    if schema.fields.is_empty() {
+        return Err(MetaError::unexpected("schema does not contain any field"));
+    }
     if schema.description.len() > MAX_TEXT_BYTES {
         return Err(MetaError::invalid_parameter(format!(
-            "the description of collection {collection_name} is {} bytes, at most {MAX_TEXT_BYTES} are allowed",
+            "the description of collection {schema_name} is {} bytes, at most {MAX_TEXT_BYTES} are allowed",
             schema.description.len()
         )));
     }
     validate_properties("schema properties", &schema.properties)?;
     for field in &mut schema.fields {
-        validate_field(collection_name, field)?;
+        validate_field(&schema_name, field)?;
     }
     let mut seen = std::collections::HashSet::new();
     for field in &schema.fields {
@@ -380,6 +389,7 @@ pub fn prepare_create_collection(
             field.name
         )));
     }
+    schema.name = schema_name;
     for (index, field) in schema.fields.iter_mut().enumerate() {
         field.field_id = FIRST_FIELD_ID + index as i64;
         field.state = FieldState::FieldCreated as i32;
