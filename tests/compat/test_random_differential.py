@@ -526,9 +526,9 @@ RULES = [
          "2.3.5 answered collection-not-found (100)",
          _r_partition_ddl_db_first),
     Rule("dbname header honoured on alias reads",
-         "2.3.5 bug: its proxy database interceptor does not fill DescribeAlias/ListAliases from "
-         "the dbname header (served from default); Milvus >= 2.4 internal/proxy/"
-         "database_interceptor.go fillDatabase handles both requests",
+         "2.3.5's internal/proxy/database_interceptor.go fillDatabase copies the dbname header into "
+         "most requests but not DescribeAliasRequest/ListAliasesRequest (served from default); we "
+         "honour the header for every RPC, a deliberate superset (milvus-compat.md §5 item 2)",
          _r_header_ignored),
     Rule("DescribeAlias validates the alias",
          "Milvus >= 2.4 internal/proxy/task_alias.go DescribeAliasTask.PreExecute calls "
@@ -543,20 +543,19 @@ RULES = [
          "to \"can't find collection[database=D][collection=N]\"; 2.3.5 prefixed rootcoord's text",
          _r_describe_reason),
     Rule("collection with aliases cannot be dropped",
-         "Milvus >= 2.5.5 internal/rootcoord/drop_collection_task.go dropCollectionTask.Prepare "
-         "refuses a collection that has aliases; 2.3.5 dropped it and its aliases (resync: drop "
+         "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) rootcoord dropCollectionTask.Prepare "
+         "(ListAliasesByID) refuses a collection that has aliases; 2.3.5 dropped it and its aliases (resync: drop "
          "them here too)",
          _r_drop_with_aliases, _resync_drop_with_aliases),
     Rule("2.3.5 keeps dropped names mapped",
-         "Milvus >= 2.4 internal/rootcoord/meta_table.go RemoveCollection removes the name and "
-         "the aliases from the db-scoped name maps (mt.names / mt.aliases) when the drop is "
-         "acknowledged, and the proxy cache is expired first (rootcoord expireCache step of "
-         "dropCollectionTask.Execute); 2.3.5 still resolves the dropped name for a while and "
-         "answers with its ID",
+         "Milvus >= 2.4 internal/rootcoord/meta_table.go RemoveCollection removes the collection's "
+         "name and its aliases from the name maps (removeAllNamesIfMatchedInternal) when the drop "
+         "completes; 2.3.5 still resolves a dropped name for a while and answers with its ID. "
+         "Answers may differ; the states are still compared",
          _r_lingering_dropped_name),
     Rule("collection named like an alias",
-         "Milvus >= 2.5.5 internal/rootcoord/create_collection_task.go createCollectionTask.Prepare "
-         "refuses a name used by an alias; 2.3.5 resolved the alias to its collection",
+         "Milvus >= 2.5.5 internal/rootcoord/create_collection_task.go createCollectionTask."
+         "validateIfCollectionExists refuses a name used by an alias; 2.3.5 resolved the alias to its collection",
          _r_create_named_like_alias),
 ]
 
