@@ -544,7 +544,8 @@ NEWER_DESCRIBE_NOT_FOUND_TEXT = (
 def _allowed_differences() -> dict[tuple[str, str], Allowed]:
     table = {
         ("alias_lifecycle", "drop_collection B while Z->B"): Allowed(
-            "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) rootcoord dropCollectionTask (Prepare: "
+            "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) internal/rootcoord/drop_collection_task.go "
+            "dropCollectionTask (Prepare: "
             "ListAliasesByID, 'unable to drop the collection ... associated aliases') refuses a "
             "collection that has aliases; 2.3.5 drops it and the alias vanishes",
             milvus235=ok(),

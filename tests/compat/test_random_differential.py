@@ -45,6 +45,7 @@ def _seeds() -> list[int]:
 
 
 STEPS = int(os.environ.get("DIFF_STEPS", CI_STEPS))
+TRACE = os.environ.get("DIFF_TRACE", "")  # print every step that names this name
 SEEDS = _seeds()
 
 
@@ -488,21 +489,25 @@ def _resync_drop_with_aliases(ctx: Context) -> Resync:
     return Resync(milvus=aliases, ours=aliases + [Step("DropCollection", db, "field", (coll,))])
 
 
-NAME_ARGS = {  # which arguments of a step are collection or alias names
-    "CreateCollection": (0,), "DropCollection": (0,), "HasCollection": (0,), "DescribeCollection": (0,),
-    "CreatePartition": (0,), "DropPartition": (0,), "HasPartition": (0,), "ShowPartitions": (0,),
-    "CreateAlias": (0, 1), "AlterAlias": (0, 1), "DropAlias": (0,), "DescribeAlias": (0,), "ListAliases": (0,),
+NAME_ARGS = {  # which arguments of a step name a collection ("c") or an alias ("a")
+    "CreateCollection": "c", "DropCollection": "c", "HasCollection": "c", "DescribeCollection": "c",
+    "CreatePartition": "c", "DropPartition": "c", "HasPartition": "c", "ShowPartitions": "c",
+    "CreateAlias": "ca", "AlterAlias": "ca", "DropAlias": "a", "DescribeAlias": "a", "ListAliases": "c",
 }
 
 
 def _r_lingering_dropped_name(ctx: Context) -> bool:
     """2.3.5 keeps a dropped collection's (and its aliases') name mapped to the dropped ID
-    for a while; we answer as for a name that does not exist, which is what Milvus 2.5's
-    meta table does once a drop is acknowledged. The states are still compared."""
+    for a while; we answer as for a name that does not exist (as a collection where the step
+    needs a collection, as an alias where it needs one), which is what Milvus 2.5's meta
+    table does once a drop is done. The states are still compared."""
     db = _db_of(ctx.step)
-    names = [_trimmed(ctx.step.args[i]) for i in NAME_ARGS.get(ctx.step.rpc, ()) if i < len(ctx.step.args)]
-    lingering = [n for n in names if (db, n) in ctx.dropped and ctx.before.target(db, n) is None]
-    return bool(lingering) and (ctx.ours.ok or ctx.ours.code in (100, 1600))
+    lingering = False
+    for role, arg in zip(NAME_ARGS.get(ctx.step.rpc, ""), ctx.step.args):
+        name = _trimmed(arg)
+        live = ctx.before.collections(db) if role == "c" else set(ctx.before.aliases(db))
+        lingering |= (db, name) in ctx.dropped and name not in live
+    return lingering and (ctx.ours.ok or ctx.ours.code in (100, 1600))
 
 
 def _r_create_named_like_alias(ctx: Context) -> bool:
@@ -543,7 +548,8 @@ RULES = [
          "to \"can't find collection[database=D][collection=N]\"; 2.3.5 prefixed rootcoord's text",
          _r_describe_reason),
     Rule("collection with aliases cannot be dropped",
-         "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) rootcoord dropCollectionTask.Prepare "
+         "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) internal/rootcoord/drop_collection_task.go "
+         "dropCollectionTask.Prepare "
          "(ListAliasesByID) refuses a collection that has aliases; 2.3.5 dropped it and its aliases (resync: drop "
          "them here too)",
          _r_drop_with_aliases, _resync_drop_with_aliases),
@@ -604,6 +610,8 @@ def run_seed(seed: int, steps: int, milvus_handle, ours_handle) -> tuple[int, li
             step = generate(rng, names, model)
             m, o = theirs.run(step), ours.run(step)
             done += 1
+            if TRACE and any(TRACE == str(a).strip() for a in step.args):
+                print(f"  trace {index}: {step}\n    2.3.5: {m}\n    ours:  {o}")
             if m != o:
                 ctx = Context(step, model, m, o, dropped)
                 rule = explain(ctx)
