@@ -31,8 +31,8 @@ from pymilvus.grpc_gen import common_pb2, milvus_pb2, schema_pb2
 from ddl import Outcome, RawClient, outcome_of, raw_outcome
 from servers import CoordinatorServer
 
-CI_SEEDS = [1, 2, 3, 4]
-CI_STEPS = 60
+CI_SEEDS = [1, 2, 3, 4, 5, 6]
+CI_STEPS = 100
 
 
 def _seeds() -> list[int]:
