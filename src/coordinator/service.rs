@@ -17,7 +17,9 @@ use crate::meta::names::{
     resolve_database, validate_alias, validate_collection_name, validate_database_name,
     validate_partition_name,
 };
-use crate::meta::schema::prepare_schema;
+use crate::meta::schema::{
+    check_request_name, prepare_create_collection, validate_consistency_level, validate_properties,
+};
 use crate::meta::table::Resolved;
 use crate::meta::tso::physical_ms;
 use crate::meta::{Ddl, MetaTable, Timestamp};
@@ -73,21 +75,27 @@ fn resolve_in(table: &MetaTable, db: &str, name: &str, at: Timestamp) -> Option<
     table.resolve(db.id, name, at)
 }
 
+/// Looks a name up as [`resolve_in`] does, answering Milvus's error when it is missing:
+/// 800 for the database, else 100 for the collection.
+fn resolve_or_not_found(
+    table: &MetaTable,
+    db: &str,
+    name: &str,
+    at: Timestamp,
+) -> MetaResult<Resolved> {
+    let db_record = table
+        .database(db, at)
+        .ok_or_else(|| MetaError::database_not_found(db))?;
+    table
+        .resolve(db_record.id, name, at)
+        .ok_or_else(|| MetaError::collection_not_found_in_db(db, name))
+}
+
 /// Validates an alias and its target, in Milvus's order (the alias first).
 fn validate_alias_and_target(alias: &str, collection: &str) -> MetaResult<(String, String)> {
     let alias = validate_alias(alias)?;
     let collection = validate_collection_name(collection)?;
     Ok((alias.into(), collection.into()))
-}
-
-/// Validates a collection name and a partition name, in Milvus's order.
-fn validate_collection_and_partition(
-    collection: &str,
-    partition: &str,
-) -> MetaResult<(String, String)> {
-    let collection = validate_collection_name(collection)?;
-    let partition = validate_partition_name(partition)?;
-    Ok((collection.into(), partition.into()))
 }
 
 impl CoordinatorService {
@@ -204,9 +212,12 @@ impl MilvusService for CoordinatorService {
         request: Request<CreateDatabaseRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let req = request.into_inner();
-        let ddl = validate_database_name(&req.db_name).map(|name| Ddl::CreateDatabase {
-            name: name.into(),
-            properties: req.properties.clone(),
+        let ddl = validate_database_name(&req.db_name).and_then(|name| {
+            validate_properties("database properties", &req.properties)?;
+            Ok(Ddl::CreateDatabase {
+                name: name.into(),
+                properties: req.properties.clone(),
+            })
         });
         self.run_ddl(ddl).await
     }
@@ -264,14 +275,28 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let ddl =
-            prepare_schema(&req.collection_name, &req.schema).map(|schema| Ddl::CreateCollection {
+        let ddl = prepare_create_collection(&req.schema, req.shards_num).and_then(|schema| {
+            validate_consistency_level(req.consistency_level)?;
+            validate_properties("collection properties", &req.properties)?;
+            if let Err(mismatch) = check_request_name(&req.collection_name, &schema) {
+                // Rootcoord looks the database up before it compares the names.
+                let missing = self
+                    .engine
+                    .read(0, |table, at| table.database(&db, at).is_none());
+                return Err(if missing {
+                    MetaError::database_not_found(&db)
+                } else {
+                    mismatch
+                });
+            }
+            Ok(Ddl::CreateCollection {
                 db,
                 schema,
                 shards_num: req.shards_num,
                 consistency_level: req.consistency_level,
                 properties: req.properties,
-            });
+            })
+        });
         self.run_ddl(ddl).await
     }
 
@@ -328,29 +353,39 @@ impl MilvusService for CoordinatorService {
                 ..Default::default()
             });
         }
-        let found = self.engine.read(req.time_stamp, |table, at| {
-            let db_record = table.database(&db, at)?.clone();
+        let shown = if requested_name.is_empty() {
+            req.collection_id.to_string()
+        } else {
+            requested_name.clone()
+        };
+        // A missing database is 800 (rootcoord's meta table looks the database up first).
+        let found: MetaResult<_> = self.engine.read(req.time_stamp, |table, at| {
+            let db_record = table
+                .database(&db, at)
+                .ok_or_else(|| MetaError::database_not_found(&db))?
+                .clone();
             let collection = if requested_name.is_empty() && req.collection_id != 0 {
                 table
                     .collection_by_id(req.collection_id, at)
-                    .filter(|c| c.db_id == db_record.id)?
-                    .clone()
+                    .filter(|c| c.db_id == db_record.id)
+                    .cloned()
             } else {
-                table.resolve(db_record.id, &requested_name, at)?.collection
-            };
+                table
+                    .resolve(db_record.id, &requested_name, at)
+                    .map(|r| r.collection)
+            }
+            .ok_or_else(|| MetaError::describe_collection_not_found(&db, &shown))?;
             let aliases = table.aliases_of(collection.id, at);
-            Some((db_record, collection, aliases))
+            Ok((db_record, collection, aliases))
         });
-        let Some((db_record, collection, aliases)) = found else {
-            let shown = if requested_name.is_empty() {
-                req.collection_id.to_string()
-            } else {
-                requested_name
-            };
-            return reply(DescribeCollectionResponse {
-                status: Some(MetaError::describe_collection_not_found(&db, &shown).to_status()),
-                ..Default::default()
-            });
+        let (db_record, collection, aliases) = match found {
+            Ok(found) => found,
+            Err(error) => {
+                return reply(DescribeCollectionResponse {
+                    status: Some(error.to_status()),
+                    ..Default::default()
+                });
+            }
         };
         let mut schema = collection.schema.clone().unwrap_or_default();
         schema.name = collection.name.clone();
@@ -493,13 +528,13 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let ddl = validate_collection_and_partition(&req.collection_name, &req.partition_name).map(
-            |(collection, partition)| Ddl::CreatePartition {
+        // The partition name is checked in planning, after the collection is found.
+        let ddl =
+            validate_collection_name(&req.collection_name).map(|collection| Ddl::CreatePartition {
                 db,
-                collection,
-                partition,
-            },
-        );
+                collection: collection.into(),
+                partition: req.partition_name.clone(),
+            });
         self.run_ddl(ddl).await
     }
 
@@ -509,13 +544,13 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let ddl = validate_collection_and_partition(&req.collection_name, &req.partition_name).map(
-            |(collection, partition)| Ddl::DropPartition {
+        // The partition name is checked in planning, after the collection is found.
+        let ddl =
+            validate_collection_name(&req.collection_name).map(|collection| Ddl::DropPartition {
                 db,
-                collection,
-                partition,
-            },
-        );
+                collection: collection.into(),
+                partition: req.partition_name.clone(),
+            });
         self.run_ddl(ddl).await
     }
 
@@ -539,13 +574,13 @@ impl MilvusService for CoordinatorService {
         };
         match self
             .engine
-            .read(0, |table, at| resolve_in(table, &db, name, at))
+            .read(0, |table, at| resolve_or_not_found(table, &db, name, at))
         {
-            None => reply(BoolResponse {
-                status: Some(MetaError::collection_not_found_in_db(&db, name).to_status()),
+            Err(error) => reply(BoolResponse {
+                status: Some(error.to_status()),
                 value: false,
             }),
-            Some(resolved) => {
+            Ok(resolved) => {
                 let value = resolved
                     .collection
                     .partitions
@@ -565,19 +600,20 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<ShowPartitionsResponse>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let name = req.collection_name.trim();
-        let found = self.engine.read(0, |table, at| {
-            if name.is_empty() && req.collection_id != 0 {
-                table.collection_by_id(req.collection_id, at).cloned()
-            } else {
-                resolve_in(table, &db, name, at).map(|r| r.collection)
-            }
+        // The name is validated first (proxy `showPartitionsTask.PreExecute`), then the
+        // database and the collection are looked up.
+        let found = validate_collection_name(&req.collection_name).and_then(|name| {
+            self.engine
+                .read(0, |table, at| resolve_or_not_found(table, &db, name, at))
         });
-        let Some(collection) = found else {
-            return reply(ShowPartitionsResponse {
-                status: Some(MetaError::collection_not_found_in_db(&db, name).to_status()),
-                ..Default::default()
-            });
+        let collection = match found {
+            Ok(resolved) => resolved.collection,
+            Err(error) => {
+                return reply(ShowPartitionsResponse {
+                    status: Some(error.to_status()),
+                    ..Default::default()
+                });
+            }
         };
         let mut partitions: Vec<_> = collection.partitions.iter().collect();
         if !req.partition_names.is_empty() {
@@ -760,14 +796,16 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let ddl =
-            validate_collection_name(&req.collection_name).map(|collection| Ddl::CreateIndex {
+        let ddl = validate_collection_name(&req.collection_name).and_then(|collection| {
+            validate_properties("index params", &req.extra_params)?;
+            Ok(Ddl::CreateIndex {
                 db,
                 collection: collection.into(),
                 field: req.field_name.trim().into(),
                 index_name: req.index_name.trim().into(),
                 params: req.extra_params.clone(),
-            });
+            })
+        });
         self.run_ddl(ddl).await
     }
 
