@@ -27,6 +27,10 @@ pub const FILE_NAME: &str = "meta.redb";
 /// The commit log file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "commit.log";
 
+/// A redb file whose free space exceeds both this and its live data is compacted when
+/// the store opens: history that compaction deleted gives its disk space back.
+const COMPACT_AT_OPEN_FREE_BYTES: u64 = 16 << 20;
+
 /// Sizes and intervals of the store.
 #[derive(Debug, Clone)]
 pub struct RedbOptions {
@@ -132,7 +136,7 @@ impl RedbStore {
             last = record.sequence;
             replayed += 1;
         }
-        let store = Self {
+        let mut store = Self {
             db,
             state: Mutex::new(LogState {
                 log,
@@ -146,7 +150,42 @@ impl RedbStore {
             tracing::info!(replayed, "replayed commit log records into redb");
         }
         store.checkpoint_locked(&mut store.state.lock())?;
+        store.compact_if_sparse(&data_dir.join(FILE_NAME))?;
         Ok(store)
+    }
+
+    /// redb reuses freed pages but never gives them back to the file system while it
+    /// runs; a file mostly made of free space (after large history was compacted) is
+    /// compacted here, before anything else holds a transaction.
+    fn compact_if_sparse(&mut self, path: &Path) -> Result<(), StoreError> {
+        let file_bytes = std::fs::metadata(path)
+            .map_err(io_error(format!("reading the size of {}", path.display())))?
+            .len();
+        if file_bytes < COMPACT_AT_OPEN_FREE_BYTES {
+            return Ok(());
+        }
+        let (live, free) = {
+            let txn = self.db.begin_write().map_err(redb::Error::from)?;
+            let stats = txn.stats().map_err(redb::Error::from)?;
+            txn.abort().map_err(redb::Error::from)?;
+            (
+                stats.stored_bytes() + stats.metadata_bytes(),
+                stats.fragmented_bytes(),
+            )
+        };
+        if free < COMPACT_AT_OPEN_FREE_BYTES || free < live {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.db.compact().map_err(redb::Error::from)?;
+        let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        tracing::info!(
+            before_bytes = file_bytes,
+            after_bytes = after,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted the meta store file"
+        );
+        Ok(())
     }
 
     /// One durable redb commit covering every batch applied so far; then the log restarts.
@@ -337,5 +376,43 @@ mod tests {
             store.get("huge").expect("get").map(|v| v.len()),
             Some(100_000)
         );
+    }
+
+    #[test]
+    fn a_file_mostly_free_is_compacted_when_the_store_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        let big = vec![7u8; 1 << 20];
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            // Small live records between the large ones: freeing the large ones leaves
+            // holes, not a free tail redb could cut by itself.
+            for i in 0..100 {
+                store
+                    .commit(&batch(&[(&format!("h/{i:03}"), Some(&big))]))
+                    .expect("commit");
+                store.checkpoint().expect("checkpoint");
+                store
+                    .commit(&batch(&[(&format!("k/{i:03}"), Some(b"small"))]))
+                    .expect("commit");
+                store.checkpoint().expect("checkpoint");
+            }
+            store.checkpoint().expect("checkpoint");
+            let mut delete = WriteBatch::default();
+            for i in 0..100 {
+                delete.delete(format!("h/{i:03}"));
+            }
+            store.commit(&delete).expect("delete");
+        }
+        let grown = std::fs::metadata(&path).expect("size").len();
+        assert!(grown > 100 << 20, "100 MiB written: {grown} bytes");
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        let shrunk = std::fs::metadata(&path).expect("size").len();
+        assert!(
+            shrunk < 16 << 20,
+            "the reopened file gave the free space back: {grown} -> {shrunk} bytes"
+        );
+        assert!(store.scan_prefix("h/").expect("scan").is_empty());
+        assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
     }
 }
