@@ -1365,4 +1365,70 @@ mod tests {
         create(&engine, "later").expect("works again");
         assert!(has(&engine, "later"));
     }
+
+    #[test]
+    fn history_is_bounded_by_count_on_the_writer_and_on_a_replica() {
+        use crate::proto::records::DatabaseRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetaStore> = Arc::new(RedbStore::open(dir.path()).expect("redb"));
+        let config = EngineConfig {
+            history_max_entries: 10,
+            ..EngineConfig::default()
+        };
+        let (writer, _) = Engine::open(store.clone(), config.clone()).expect("open");
+        for _ in 0..50 {
+            create(&writer, "w").expect("create");
+            writer
+                .execute_blocking(Ddl::DropDatabase { name: "w".into() })
+                .expect("drop");
+        }
+        let logged = store.scan_prefix(DDL_LOG_PREFIX).expect("scan").len();
+        assert!(
+            (10..=11).contains(&logged),
+            "{logged} DDL log records kept with a bound of 10"
+        );
+        writer.shutdown();
+        drop(writer);
+
+        let (replica, stats) = Engine::open_replica(store.clone(), config).expect("replica");
+        assert_eq!(stats.log_records, logged);
+        let base = replica.read(0, |t, at| t.counts(at)).0;
+        let first_ts = replica.committed_ts() + 1;
+        for i in 0..100u64 {
+            let id = 10_000 + i as i64;
+            let change = Change::Database {
+                id,
+                record: Some(Arc::new(DatabaseRecord {
+                    id,
+                    name: format!("r{i}"),
+                    created_ts: first_ts + i,
+                    properties: Vec::new(),
+                })),
+            };
+            let record = DdlRecord {
+                ts: first_ts + i,
+                operation: "CreateDatabase".into(),
+                db_name: format!("r{i}"),
+                target: String::new(),
+                mutations: vec![Mutation {
+                    key: change.key(),
+                    old_value: None,
+                    new_value: change.value(),
+                }],
+            };
+            replica.apply_replicated(&record).expect("apply");
+        }
+        let count_at = |ts| replica.read(ts, |t, at| t.counts(at)).0;
+        assert_eq!(
+            count_at(first_ts + 95),
+            base + 96,
+            "inside the bound: exact"
+        );
+        let oldest = count_at(first_ts);
+        assert!(
+            oldest >= base + 100 - 12,
+            "a read older than the kept history answers as of the oldest kept state: {oldest}"
+        );
+        assert_eq!(count_at(1), oldest);
+    }
 }
