@@ -347,7 +347,7 @@ async fn many_ddls(ddls: usize, clients: usize) -> anyhow::Result<String> {
     })
     .await?;
     let fill = started.elapsed();
-    let per_collection = aliases / collections + usize::from(aliases % collections > 0);
+    let per_collection = aliases.div_ceil(collections);
     restart_row(
         &format!("{ddls} DDLs: {collections} collections, {aliases} aliases"),
         &data,
