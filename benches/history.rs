@@ -129,6 +129,14 @@ impl Server {
     }
 }
 
+/// A scenario that fails leaves no process behind.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn create_collection(
     client: &mut Client,
     name: &str,
