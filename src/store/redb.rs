@@ -27,6 +27,9 @@ pub const FILE_NAME: &str = "meta.redb";
 /// The commit log file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "commit.log";
 
+/// redb's page cache.
+const REDB_CACHE_BYTES: usize = 64 << 20;
+
 /// A redb file whose free space exceeds both this and its live data is compacted when
 /// the store opens: history that compaction deleted gives its disk space back.
 const COMPACT_AT_OPEN_FREE_BYTES: u64 = 16 << 20;
@@ -101,7 +104,12 @@ impl RedbStore {
             "creating data directory {}",
             data_dir.display()
         )))?;
-        let db = Database::create(data_dir.join(FILE_NAME)).map_err(redb::Error::from)?;
+        // The meta table serves reads from memory; redb's cache only speeds up the scan at
+        // start, so its default (1 GiB, filled by every page written) is not worth the RSS.
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(data_dir.join(FILE_NAME))
+            .map_err(redb::Error::from)?;
         let applied = {
             let mut txn = db.begin_write().map_err(redb::Error::from)?;
             txn.set_quick_repair(true);
