@@ -59,7 +59,7 @@ const SYNC_WARN_AFTER: Duration = Duration::from_secs(10);
 pub const DEFAULT_HISTORY_MAX_ENTRIES: usize = 10_000;
 
 /// Default of [`EngineConfig::history_max_bytes`].
-pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 256 << 20;
+pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 64 << 20;
 
 /// The first ID handed out on a new store (database `default` is 1).
 pub const FIRST_ID: i64 = 100;
