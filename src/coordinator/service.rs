@@ -398,7 +398,7 @@ impl MilvusService for CoordinatorService {
             created_timestamp: collection.created_ts,
             created_utc_timestamp: physical_ms(collection.created_ts),
             shards_num: collection.shards_num,
-            aliases: aliases.as_ref().clone(),
+            aliases,
             start_positions: Vec::new(),
             consistency_level: collection.consistency_level,
             collection_name: requested_name,
@@ -469,7 +469,7 @@ impl MilvusService for CoordinatorService {
             .read(0, |table, at| resolve_in(table, &db, name, at));
         let status = match found {
             None => MetaError::collection_not_found_in_db(&db, name).to_status(),
-            Some(resolved) if !resolved.collection.loaded => MetaError::new(
+            Some(resolved) if !resolved.loaded => MetaError::new(
                 101,
                 format!(
                     "collection not loaded[collection={}]",
@@ -507,7 +507,7 @@ impl MilvusService for CoordinatorService {
                 state: LoadState::NotExist as i32,
             }),
             Some(resolved) => {
-                let state = if resolved.collection.loaded {
+                let state = if resolved.loaded {
                     LoadState::Loaded
                 } else {
                     LoadState::NotLoad
@@ -768,7 +768,7 @@ impl MilvusService for CoordinatorService {
             let target = table
                 .collection_by_name(db_record.id, collection, at)
                 .ok_or_else(|| MetaError::collection_not_found(collection))?;
-            Ok(table.aliases_of(target.id, at).as_ref().clone())
+            Ok(table.aliases_of(target.id, at))
         });
         match listed {
             Ok(aliases) => reply(ListAliasesResponse {
@@ -885,7 +885,11 @@ fn show_collections_blocking(
     let in_memory = req.r#type == ShowType::InMemory as i32;
     let listed = engine.read(req.time_stamp, |table, at| {
         let db_record = table.database(db, at)?;
-        Some(table.collections_in(db_record.id, at))
+        let mut collections = table.collections_in(db_record.id, at);
+        if in_memory {
+            collections.retain(|c| table.is_loaded(c, at));
+        }
+        Some(collections)
     });
     let Some(mut collections) = listed else {
         return ShowCollectionsResponse {
@@ -893,9 +897,6 @@ fn show_collections_blocking(
             ..Default::default()
         };
     };
-    if in_memory {
-        collections.retain(|c| c.loaded);
-    }
     if !req.collection_names.is_empty() {
         let wanted: std::collections::HashSet<&str> =
             req.collection_names.iter().map(String::as_str).collect();

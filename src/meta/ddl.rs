@@ -13,7 +13,8 @@ use super::table::{LATEST, MetaTable};
 use super::tso::{Timestamp, physical_ms};
 use crate::proto::common::KeyValuePair;
 use crate::proto::records::{
-    AliasRecord, CollectionRecord, DatabaseRecord, IndexRecord, PartitionRecord,
+    AliasRecord, CollectionLoadRecord, CollectionRecord, DatabaseRecord, IndexRecord,
+    PartitionRecord,
 };
 use crate::proto::schema::CollectionSchema;
 
@@ -404,11 +405,20 @@ impl MetaTable {
                 aliases.join(" ")
             )));
         }
-        Ok(vec![Change::Collection {
+        let mut changes = vec![Change::Collection {
             db_id,
             id: collection.id,
             record: None,
-        }])
+        }];
+        if self.has_load_record(collection.id, LATEST) {
+            // Dropping a collection releases it.
+            changes.push(Change::Loaded {
+                db_id,
+                id: collection.id,
+                record: None,
+            });
+        }
+        Ok(changes)
     }
 
     /// The collection a partition or index DDL addresses (aliases resolve, as in Milvus).
@@ -640,12 +650,34 @@ impl MetaTable {
         ctx: &mut PlanContext<'_>,
     ) -> MetaResult<Vec<Change>> {
         let (db_id, record) = self.target_collection(db, collection)?;
-        if record.loaded == loaded {
+        if self.is_loaded(&record, LATEST) == loaded {
             return Ok(Vec::new());
         }
-        Ok(vec![with_collection_change(db_id, &record, ctx.ts, |r| {
-            r.loaded = loaded
-        })])
+        if loaded {
+            return Ok(vec![Change::Loaded {
+                db_id,
+                id: record.id,
+                record: Some(Arc::new(CollectionLoadRecord {
+                    collection_id: record.id,
+                    loaded_ts: ctx.ts,
+                })),
+            }]);
+        }
+        let mut changes = Vec::new();
+        if record.loaded {
+            // Written by a version that kept the flag in the record: clear it there once.
+            changes.push(with_collection_change(db_id, &record, ctx.ts, |r| {
+                r.loaded = false
+            }));
+        }
+        if self.has_load_record(record.id, LATEST) {
+            changes.push(Change::Loaded {
+                db_id,
+                id: record.id,
+                record: None,
+            });
+        }
+        Ok(changes)
     }
 }
 

@@ -59,6 +59,13 @@ pub const RESERVE_BYTES: usize = 8 << 20;
 const REMEDY: &str = "restore the data directory from a backup, or start once with --repair \
                       to drop the damaged part (every dropped record is logged)";
 
+/// redb's page cache.
+const REDB_CACHE_BYTES: usize = 64 << 20;
+
+/// A redb file whose free space exceeds both this and its live data is compacted when
+/// the store opens: history that compaction deleted gives its disk space back.
+const COMPACT_AT_OPEN_FREE_BYTES: u64 = 16 << 20;
+
 /// Sizes and intervals of the store.
 #[derive(Debug, Clone)]
 pub struct RedbOptions {
@@ -189,7 +196,12 @@ fn load(data_dir: &Path, options: &RedbOptions) -> Result<Loaded, StoreError> {
         std::fs::remove_file(&log_path)
             .map_err(io_error(format!("removing {}", log_path.display())))?;
     }
-    let db = Database::create(&db_path).map_err(|error| {
+    // The meta table serves reads from memory; redb's cache only speeds up the scan at
+    // start, so its default (1 GiB, filled by every page written) is not worth the RSS.
+    let db = Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(&db_path)
+        .map_err(|error| {
         StoreError::Corrupt(format!(
             "{}: cannot be opened ({error}); {REMEDY}",
             db_path.display()
@@ -402,16 +414,57 @@ impl RedbStore {
             );
         }
         let mut state = store.state.lock();
-        if let Err(error) = store.checkpoint_locked(&mut state) {
+        let checkpointed = store.checkpoint_locked(&mut state);
+        if let Err(error) = &checkpointed {
             // The log still holds every replayed record: serve, and retry like after any
             // failed write (a full disk must not stop a restart).
             tracing::warn!(%error, "checkpoint after start-up failed; writes wait for it");
             state.failed = Some(format!("checkpoint after start-up failed: {error}"));
-        } else {
-            store.hold_reserve();
         }
         drop(state);
+        if checkpointed.is_ok() {
+            store.compact_if_sparse(&data_dir.join(FILE_NAME))?;
+            store.hold_reserve();
+        }
         Ok(store)
+    }
+
+    /// redb reuses freed pages but never gives them back to the file system while it
+    /// runs; a file mostly made of free space (after large history was compacted) is
+    /// compacted here, before anything else holds a transaction.
+    fn compact_if_sparse(&self, path: &Path) -> Result<(), StoreError> {
+        let file_bytes = std::fs::metadata(path)
+            .map_err(io_error(format!("reading the size of {}", path.display())))?
+            .len();
+        if file_bytes < COMPACT_AT_OPEN_FREE_BYTES {
+            return Ok(());
+        }
+        let mut db = self.db.write();
+        let Some(db) = db.as_mut() else {
+            return Ok(());
+        };
+        let (live, free) = {
+            let txn = db.begin_write().map_err(redb::Error::from)?;
+            let stats = txn.stats().map_err(redb::Error::from)?;
+            txn.abort().map_err(redb::Error::from)?;
+            (
+                stats.stored_bytes() + stats.metadata_bytes(),
+                stats.fragmented_bytes(),
+            )
+        };
+        if free < COMPACT_AT_OPEN_FREE_BYTES || free < live {
+            return Ok(());
+        }
+        let started = Instant::now();
+        db.compact().map_err(redb::Error::from)?;
+        let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        tracing::info!(
+            before_bytes = file_bytes,
+            after_bytes = after,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted the meta store file"
+        );
+        Ok(())
     }
 
     /// Writes [`RESERVE_FILE_NAME`] when it is missing and there is room for it.
@@ -714,5 +767,43 @@ mod tests {
             store.get("huge").expect("get").map(|v| v.len()),
             Some(100_000)
         );
+    }
+
+    #[test]
+    fn a_file_mostly_free_is_compacted_when_the_store_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        let big = vec![7u8; 1 << 20];
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            // Small live records between the large ones: freeing the large ones leaves
+            // holes, not a free tail redb could cut by itself.
+            for i in 0..100 {
+                store
+                    .commit(&batch(&[(&format!("h/{i:03}"), Some(&big))]))
+                    .expect("commit");
+                store.checkpoint().expect("checkpoint");
+                store
+                    .commit(&batch(&[(&format!("k/{i:03}"), Some(b"small"))]))
+                    .expect("commit");
+                store.checkpoint().expect("checkpoint");
+            }
+            store.checkpoint().expect("checkpoint");
+            let mut delete = WriteBatch::default();
+            for i in 0..100 {
+                delete.delete(format!("h/{i:03}"));
+            }
+            store.commit(&delete).expect("delete");
+        }
+        let grown = std::fs::metadata(&path).expect("size").len();
+        assert!(grown > 100 << 20, "100 MiB written: {grown} bytes");
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        let shrunk = std::fs::metadata(&path).expect("size").len();
+        assert!(
+            shrunk < 16 << 20,
+            "the reopened file gave the free space back: {grown} -> {shrunk} bytes"
+        );
+        assert!(store.scan_prefix("h/").expect("scan").is_empty());
+        assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
     }
 }
