@@ -55,6 +55,15 @@ pub struct UpArgs {
     /// client uses the first credential configured.
     #[command(flatten)]
     pub auth: crate::coordinator::AuthArgs,
+    /// Reconcile against this existing engine (e.g. a Milvus at `http://milvus:19530`;
+    /// `http://` is assumed if missing) instead of starting the embedded coordinator:
+    /// then `--listen` and the `--auth-*` flags are unused, and `--data-dir` holds only
+    /// up's state file.
+    #[arg(long, env = "COLLECTION_OPERATOR_ENGINE")]
+    pub engine: Option<String>,
+    /// File holding the token (or `user:password`) for `--engine`, first non-empty line.
+    #[arg(long, requires = "engine")]
+    pub engine_token_file: Option<PathBuf>,
 }
 
 /// Flags of `collection-operator plan`.

@@ -94,6 +94,33 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
+    if let Some(engine) = &args.engine {
+        let endpoint = super::endpoint_of(engine);
+        let credentials = match &args.engine_token_file {
+            Some(path) => Some(Credentials::Token(read_engine_token(path)?)),
+            None => None,
+        };
+        let client = EngineClient::connect(&endpoint, credentials.as_ref())
+            .await
+            .with_context(|| format!("connecting to the engine at {endpoint}"))?;
+        println!(
+            "up: reconciling {} against the engine at {endpoint} (state in {}; resync every \
+             {} s)",
+            args.manifests.display(),
+            args.data_dir.display(),
+            args.resync_secs
+        );
+        let result = Runner::new(client, &args, state, state_path)
+            .run(
+                Duration::from_secs(args.resync_secs),
+                Duration::from_millis(args.debounce_ms),
+                shutdown_rx,
+            )
+            .await;
+        println!("up: stopped");
+        return result;
+    }
+
     // Authentication (optional): the endpoint checks every credential configured; up's
     // own client sends the first one.
     let auth = AuthConfig::from_env(&args.auth)?;
@@ -135,18 +162,7 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.manifests.display(),
             args.resync_secs
         );
-        let mut runner = Runner {
-            client,
-            manifests: args.manifests.clone(),
-            state,
-            state_path,
-            printed: BTreeMap::new(),
-            last_problems: None,
-            last_ignored: Vec::new(),
-            dirty: false,
-            routed_rows: BTreeMap::new(),
-        };
-        runner
+        Runner::new(client, &args, state, state_path)
             .run(
                 Duration::from_secs(args.resync_secs),
                 Duration::from_millis(args.debounce_ms),
@@ -157,6 +173,15 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await;
     stop(engine, stop_server, server, wal).await;
     result
+}
+
+/// The credential of `--engine-token-file`: its first non-empty line (a token, or
+/// `user:password`, sent as pymilvus sends a token).
+fn read_engine_token(path: &Path) -> anyhow::Result<String> {
+    crate::coordinator::auth::read_token_file(path)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("engine token file {} is empty", path.display()))
 }
 
 /// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
@@ -378,6 +403,20 @@ fn clock() -> String {
 }
 
 impl Runner {
+    fn new(client: EngineClient, args: &UpArgs, state: State, state_path: PathBuf) -> Self {
+        Runner {
+            client,
+            manifests: args.manifests.clone(),
+            state,
+            state_path,
+            printed: BTreeMap::new(),
+            last_problems: None,
+            last_ignored: Vec::new(),
+            dirty: false,
+            routed_rows: BTreeMap::new(),
+        }
+    }
+
     async fn run(
         &mut self,
         resync: Duration,
