@@ -8,6 +8,7 @@
 
 pub mod intent;
 pub mod routed;
+pub mod serving;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -283,6 +283,7 @@ mod tests {
                 name: None,
                 collection: target.into(),
                 switch_policy: Default::default(),
+                guards: None,
                 deletion_policy: Default::default(),
             },
         );
