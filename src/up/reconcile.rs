@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::manifest::{Kind, ResourceId};
 use crate::client::{Applied, ClientError, EngineClient};
-use crate::crd::{Collection, CollectionAlias};
+use crate::crd::{Collection, CollectionAlias, SwapGuards};
 use crate::plan::{
     Action, AliasIntent, CollectionIntent, ObjectKey, Observed, Plan, intent::key_of, plan_all,
 };
@@ -30,6 +30,8 @@ pub struct Intents {
     /// One per `CollectionAlias`.
     pub aliases: Vec<AliasIntent>,
     keys: HashMap<ObjectKey, ResourceId>,
+    /// `spec.guards` of the aliases that declare them, by plan key.
+    guards: HashMap<ObjectKey, SwapGuards>,
 }
 
 impl Intents {
@@ -56,6 +58,9 @@ impl Intents {
         };
         let mut intent = AliasIntent::from_resource(alias);
         let key = self.plan_key(id);
+        if let Some(guards) = &alias.spec.guards {
+            self.guards.insert(key.clone(), guards.clone());
+        }
         intent.key = key.clone();
         intent.seniority.key = key;
         self.aliases.push(intent);
@@ -73,6 +78,11 @@ impl Intents {
         }
         self.keys.insert(key.clone(), id);
         key
+    }
+
+    /// The swap guards of an alias, if it declares any.
+    pub fn guards(&self, key: &ObjectKey) -> Option<&SwapGuards> {
+        self.guards.get(key)
     }
 
     /// The resource a planner key stands for.

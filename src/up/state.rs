@@ -58,6 +58,14 @@ pub struct Record {
     /// routed alias decides when it appears and goes, not the manifest folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Collections with `load: WhileAliased`: when the scheduled release is due (RFC
+    /// 3339), as the controller keeps it in `status.load.releaseAt`. Survives a restart,
+    /// so a restart neither releases early nor restarts the delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_at: Option<String>,
+    /// Aliases: the last swap, as the controller keeps it in `status.lastSwap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_swap: Option<crate::crd::LastSwap>,
 }
 
 impl Record {
@@ -219,6 +227,8 @@ mod tests {
                 bound: Some("products_v1".into()),
                 pending: None,
                 owner: None,
+                release_at: None,
+                last_swap: None,
             },
         );
         state.records.insert(
@@ -237,6 +247,8 @@ mod tests {
                 bound: None,
                 pending: Some("create".into()),
                 owner: Some("default/news".into()),
+                release_at: Some("2026-01-01T00:10:00Z".into()),
+                last_swap: None,
             },
         );
         state.save(&path).expect("save");
