@@ -265,13 +265,22 @@ pub async fn apply(client: &EngineClient, actions: &[Action]) -> Vec<Result<Appl
         }
         start = end;
     }
+    unrun_as_errors(results, client, "action was not run")
+}
+
+/// Results in call order, a call that never ran counted as failed with `why`.
+pub fn unrun_as_errors<T>(
+    results: Vec<Option<Result<T, ClientError>>>,
+    client: &EngineClient,
+    why: &str,
+) -> Vec<Result<T, ClientError>> {
     results
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(ClientError::Unreachable {
                     endpoint: client.endpoint().to_string(),
-                    message: "action was not run".to_string(),
+                    message: why.to_string(),
                 })
             })
         })

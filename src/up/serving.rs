@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 
-use super::reconcile::{CONCURRENCY, Intents, Name};
+use super::reconcile::{CONCURRENCY, Intents, Name, unrun_as_errors};
 use crate::client::{ClientError, EngineClient};
 use crate::crd::{LoadPolicy, SwitchPolicy};
 use crate::plan::serving::{
@@ -378,17 +378,11 @@ pub async fn apply(
             results[index] = Some(result);
         }
     }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(ClientError::Unreachable {
-                    endpoint: client.endpoint().to_string(),
-                    message: "not run: an earlier call for the collection failed".to_string(),
-                })
-            })
-        })
-        .collect()
+    unrun_as_errors(
+        results,
+        client,
+        "not run: an earlier call for the collection failed",
+    )
 }
 
 /// The engine call's name, for error lines (`CreateIndex vec: ...`).

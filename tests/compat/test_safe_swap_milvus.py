@@ -40,6 +40,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from servers import ServerStartError, coordinator_binary, stop_process, tail, with_parent_death
+from test_up import alias_target, wait_for
 
 DIM = 8
 V1_ROWS = 2000
@@ -156,30 +157,6 @@ class UpOnEngine:
         return [line for line in self.stdout().splitlines() if line.startswith(prefix)]
 
 
-def wait_for(what: str, predicate, up: UpOnEngine, timeout_s: float = WAIT_S, every=None):
-    """Polls ``predicate`` until truthy; ``every()`` runs at each poll (the invariants)."""
-    deadline = time.monotonic() + timeout_s
-    last_error = None
-    while time.monotonic() < deadline:
-        if every is not None:
-            every()
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the engine answers "not found" until up has run
-            last_error = exc
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what} (last error: {last_error})\n{up.logs()}")
-
-
-def alias_target(client: MilvusClient, alias: str) -> str | None:
-    try:
-        return client.describe_alias(alias)["collection_name"]
-    except Exception:
-        return None
-
-
 def load_state(client: MilvusClient, collection: str) -> str:
     return str(client.get_load_state(collection)["state"]).rsplit(".", 1)[-1].rstrip(">")
 
@@ -250,13 +227,13 @@ def test_alias_moves_only_to_a_serving_full_target_and_the_old_one_is_released_l
     up.start()
 
     # v1 gets its index, is loaded (an alias waits for it) and then gets the alias.
-    wait_for(f"alias {alias} -> {v1}", lambda: alias_target(client, alias) == v1, up)
+    wait_for(f"alias {alias} -> {v1}", lambda: alias_target(client, alias) == v1, up, timeout_s=WAIT_S)
     assert load_state(client, v1) == "Loaded", up.logs()
     assert client.describe_index(v1, "vec")["index_type"] == "HNSW"
     v1_vectors = vectors(V1_ROWS, seed=1)
     client.insert(v1, [{"id": i, "vec": v} for i, v in enumerate(v1_vectors)])
     client.flush(v1)
-    wait_for(f"{v1} counts {V1_ROWS} rows", lambda: row_count(client, v1) == V1_ROWS, up)
+    wait_for(f"{v1} counts {V1_ROWS} rows", lambda: row_count(client, v1) == V1_ROWS, up, timeout_s=WAIT_S)
     assert search_ids(client, alias, v1_vectors[7])[0] == 7
 
     def alias_serves_v1() -> None:
@@ -270,15 +247,14 @@ def test_alias_moves_only_to_a_serving_full_target_and_the_old_one_is_released_l
         "SwapBlocked in up's output",
         lambda: [s for s in up.alias_statuses("products") if "SwapBlocked" in s],
         up,
-        every=alias_serves_v1,
-    )
+        every=alias_serves_v1, timeout_s=WAIT_S)
     line = blocked[-1]
     assert v2 in line and v1 in line, line
     assert re.search(r"\b0 rows\b", line), line
     assert re.search(r"2,?000", line), line
     # WhileAliased loads the collection the alias waits for, before the swap.
     wait_for(f"{v2} loaded while the alias waits for it", lambda: load_state(client, v2) == "Loaded", up,
-             every=alias_serves_v1)
+             every=alias_serves_v1, timeout_s=WAIT_S)
 
     # Fill v2 in batches; below the ratio the alias stays on v1, searches keep working.
     v2_vectors = vectors(V2_BATCH * V2_BATCHES, seed=2)
@@ -294,7 +270,7 @@ def test_alias_moves_only_to_a_serving_full_target_and_the_old_one_is_released_l
         if held >= MIN_ROW_RATIO * V1_ROWS:
             break
         # Still short of the ratio: watch more than one of up's rechecks.
-        wait_for(f"{v2} counts {held} rows", lambda: row_count(client, v2) == held, up, every=alias_serves_v1)
+        wait_for(f"{v2} counts {held} rows", lambda: row_count(client, v2) == held, up, every=alias_serves_v1, timeout_s=WAIT_S)
         watch_until = time.monotonic() + BLOCKED_WATCH_S
         while time.monotonic() < watch_until:
             alias_serves_v1()
@@ -302,7 +278,7 @@ def test_alias_moves_only_to_a_serving_full_target_and_the_old_one_is_released_l
         assert re.search(rf"\b{held:,}\b|\b{held}\b", up.alias_statuses("products")[-1]), up.logs()
 
     # Past the ratio: the alias moves, and only now that v2 is full, indexed and loaded.
-    wait_for(f"alias {alias} -> {v2}", lambda: alias_target(client, alias) == v2, up)
+    wait_for(f"alias {alias} -> {v2}", lambda: alias_target(client, alias) == v2, up, timeout_s=WAIT_S)
     swapped_at = time.monotonic()
     assert row_count(client, v2) >= MIN_ROW_RATIO * V1_ROWS
     index = client.describe_index(v2, "vec")
@@ -311,13 +287,12 @@ def test_alias_moves_only_to_a_serving_full_target_and_the_old_one_is_released_l
     wait_for(
         "up reports the alias Ready on v2",
         lambda: (s := up.alias_statuses("products")) and " READY " in s[-1] and f"-> {v2} verified" in s[-1],
-        up,
-    )
+        up, timeout_s=WAIT_S)
     # Right after Ready, a search through the alias answers from v2.
     assert search_ids(client, alias, v2_vectors[11])[0] == V2_ID_BASE + 11
 
     # v1 stays loaded (a rollback is instant) ...
-    wait_for("a few seconds inside the release delay", lambda: time.monotonic() - swapped_at > 3, up)
+    wait_for("a few seconds inside the release delay", lambda: time.monotonic() - swapped_at > 3, up, timeout_s=WAIT_S)
     assert load_state(client, v1) == "Loaded", up.logs()
 
     # ... and moving back inside the delay needs no reload: v1 is never anything but Loaded.

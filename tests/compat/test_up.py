@@ -150,11 +150,14 @@ class Up:
         return f"--- stdout ---\n{tail(self.out_path, 60)}\n--- stderr ---\n{tail(self.err_path, 30)}"
 
 
-def wait_for(what: str, predicate, up: Up, timeout_s: float = WAIT_S):
-    """Polls ``predicate`` until it returns a truthy value; fails with up's logs."""
+def wait_for(what: str, predicate, up: Up, timeout_s: float = WAIT_S, every=None):
+    """Polls ``predicate`` until it returns a truthy value; fails with up's logs.
+    ``every()``, if given, runs at each poll (an invariant that must hold meanwhile)."""
     deadline = time.monotonic() + timeout_s
     last_error = None
     while time.monotonic() < deadline:
+        if every is not None:
+            every()
         try:
             value = predicate()
             if value:
