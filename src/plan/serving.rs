@@ -559,6 +559,22 @@ pub fn gate(
     Gate::Blocked { message }
 }
 
+/// The shortest wait between two gate checks of one alias: each check is one round of
+/// engine reads (DescribeIndex, GetLoadState, GetCollectionStatistics, ...).
+pub const GATE_MIN_RECHECK: Duration = Duration::from_secs(5);
+
+/// The longest wait between two gate checks: a swap waits at most this long after the
+/// target starts serving.
+pub const GATE_MAX_RECHECK: Duration = Duration::from_secs(60);
+
+/// When to check a closed gate again, given how long the alias has waited: every 5 s for
+/// the first 20 s, then a quarter of the time waited (an index build that took 4 minutes
+/// so far is checked once a minute), at most every 60 s. Never sooner than 5 s, so a
+/// waiting alias costs at most one round of engine reads per 5 s.
+pub fn gate_recheck_after(waited: Duration) -> Duration {
+    (waited / 4).clamp(GATE_MIN_RECHECK, GATE_MAX_RECHECK)
+}
+
 /// Applies a gate to an alias plan: when the gate does not open, the alias's CreateAlias /
 /// AlterAlias is held back and its verdict says why (`WaitingForTarget` for a wait,
 /// `SwapBlocked` for a guard). Other actions (adoption, clean-up) pass unchanged.

@@ -1048,3 +1048,23 @@ fn a_held_swap_in_a_whole_plan_keeps_the_old_target_undropped() {
     );
     assert_eq!(held.verdicts[&key("other")], Verdict::Ready);
 }
+
+#[test]
+fn a_closed_gate_is_checked_at_most_every_five_seconds_backing_off_to_a_minute() {
+    let cases = [
+        (0, 5),
+        (1, 5),
+        (20, 5),
+        (40, 10),
+        (120, 30),
+        (240, 60),
+        (3_600, 60),
+    ];
+    for (waited, expected) in cases {
+        assert_eq!(
+            gate_recheck_after(Duration::from_secs(waited)),
+            Duration::from_secs(expected),
+            "after {waited} s"
+        );
+    }
+}
