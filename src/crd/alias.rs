@@ -166,11 +166,123 @@ pub struct CollectionAliasStatus {
     pub last_handled_reconcile_at: Option<String>,
 }
 
+impl CollectionAliasStatus {
+    /// Records that the spec asks to move from `from` to `to` (the gate may hold it back):
+    /// a new `lastSwap` unless the recorded one is this very swap, still unapplied, so
+    /// `requestedAt` keeps the start of the wait.
+    pub fn swap_requested(&mut self, from: &str, to: &str, at: &str) {
+        let same_pending = self
+            .last_swap
+            .as_ref()
+            .is_some_and(|swap| swap.from == from && swap.to == to && swap.applied_at.is_none());
+        if !same_pending {
+            self.last_swap = Some(LastSwap {
+                from: from.to_string(),
+                to: to.to_string(),
+                requested_at: at.to_string(),
+                applied_at: None,
+                verified_at: None,
+            });
+        }
+    }
+
+    /// Records the AlterAlias of the requested swap to `to` (a swap never requested is
+    /// recorded as requested now).
+    pub fn swap_applied(&mut self, from: &str, to: &str, at: &str) {
+        self.swap_requested(from, to, at);
+        if let Some(swap) = self.last_swap.as_mut() {
+            swap.applied_at = Some(at.to_string());
+            swap.verified_at = None;
+        }
+    }
+
+    /// Records that the engine confirmed the applied swap to `to`; `false` when no applied,
+    /// unverified swap to `to` is recorded.
+    pub fn swap_verified(&mut self, to: &str, at: &str) -> bool {
+        match self.last_swap.as_mut() {
+            Some(swap) if swap.to == to && swap.applied_at.is_some() => {
+                if swap.verified_at.is_none() {
+                    swap.verified_at = Some(at.to_string());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The swap applied to the engine but not yet confirmed through it, if any.
+    pub fn unverified_swap(&self) -> Option<&LastSwap> {
+        self.last_swap
+            .as_ref()
+            .filter(|swap| swap.applied_at.is_some() && swap.verified_at.is_none())
+    }
+}
+
 impl CollectionAlias {
     /// The engine alias: `spec.name`, else the Kubernetes name with `-`/`.` as `_`.
     pub fn engine_name(&self) -> String {
         self.spec.name.clone().unwrap_or_else(|| {
             super::engine_name_from(self.metadata.name.as_deref().unwrap_or_default())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_is_recorded_step_by_step() {
+        let mut status = CollectionAliasStatus::default();
+        status.swap_requested("v1", "v2", "t1");
+        // Later passes of the same wait keep the first request time.
+        status.swap_requested("v1", "v2", "t2");
+        assert_eq!(
+            status.last_swap,
+            Some(LastSwap {
+                from: "v1".into(),
+                to: "v2".into(),
+                requested_at: "t1".into(),
+                applied_at: None,
+                verified_at: None,
+            })
+        );
+        assert_eq!(status.unverified_swap(), None);
+        assert!(!status.swap_verified("v2", "t3"), "not applied yet");
+
+        status.swap_applied("v1", "v2", "t3");
+        assert_eq!(
+            status.unverified_swap().map(|s| s.requested_at.as_str()),
+            Some("t1")
+        );
+        assert!(!status.swap_verified("v3", "t4"), "another target");
+        assert!(status.swap_verified("v2", "t4"));
+        assert!(status.swap_verified("v2", "t5"), "idempotent");
+        assert_eq!(
+            status
+                .last_swap
+                .as_ref()
+                .and_then(|s| s.verified_at.as_deref()),
+            Some("t4")
+        );
+        assert_eq!(status.unverified_swap(), None);
+
+        // The spec changed its mind during a wait: a new request, a new start.
+        status.swap_requested("v2", "v3", "t6");
+        status.swap_requested("v2", "v1", "t7");
+        assert_eq!(
+            status
+                .last_swap
+                .as_ref()
+                .map(|s| (s.to.as_str(), s.requested_at.as_str())),
+            Some(("v1", "t7"))
+        );
+        // Moving back to a target swapped to before is a new swap.
+        status.swap_applied("v2", "v1", "t8");
+        status.swap_requested("v2", "v1", "t9");
+        assert_eq!(
+            status.last_swap.as_ref().map(|s| s.requested_at.as_str()),
+            Some("t9")
+        );
     }
 }

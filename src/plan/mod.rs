@@ -195,6 +195,8 @@ pub enum Reason {
     /// The engine object exists but differs in a way the spec cannot change (e.g. a
     /// collection of the same name with another schema was found after adoption).
     Drifted,
+    /// A swap guard (`minRowCount`, `minRowRatio`) holds the alias on its current target.
+    SwapBlocked,
 }
 
 impl Reason {
@@ -207,6 +209,7 @@ impl Reason {
             Reason::HasAliases => "HasAliases",
             Reason::Paused => "Paused",
             Reason::Drifted => "Drifted",
+            Reason::SwapBlocked => "SwapBlocked",
         }
     }
 }

@@ -5,10 +5,12 @@
 //! Pure like the rest of the planner: the caller passes what the engine reported and the
 //! clock; nothing here reads either.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::{Action, AliasIntent, ObjectKey, Plan, Reason, Verdict};
 use crate::crd::{IndexSpec, LoadPolicy, LoadSpec, SwapGuards, SwitchPolicy};
 
 /// Build state of one index (Milvus `common.IndexState`).
@@ -555,6 +557,142 @@ pub fn gate(
         message.push_str(" (the engine reports 0 rows)");
     }
     Gate::Blocked { message }
+}
+
+/// The shortest wait between two gate checks of one alias: each check is one round of
+/// engine reads (DescribeIndex, GetLoadState, GetCollectionStatistics, ...).
+pub const GATE_MIN_RECHECK: Duration = Duration::from_secs(5);
+
+/// The longest wait between two gate checks: a swap waits at most this long after the
+/// target starts serving.
+pub const GATE_MAX_RECHECK: Duration = Duration::from_secs(60);
+
+/// When to check a closed gate again, given how long the alias has waited: every 5 s for
+/// the first 20 s, then a quarter of the time waited (an index build that took 4 minutes
+/// so far is checked once a minute), at most every 60 s. Never sooner than 5 s, so a
+/// waiting alias costs at most one round of engine reads per 5 s.
+pub fn gate_recheck_after(waited: Duration) -> Duration {
+    (waited / 4).clamp(GATE_MIN_RECHECK, GATE_MAX_RECHECK)
+}
+
+/// Applies a gate to an alias plan: when the gate does not open, the alias's CreateAlias /
+/// AlterAlias is held back and its verdict says why (`WaitingForTarget` for a wait,
+/// `SwapBlocked` for a guard). Other actions (adoption, clean-up) pass unchanged.
+pub fn hold_alias(
+    intent: &AliasIntent,
+    planned: (Vec<Action>, Verdict),
+    gate: &Gate,
+) -> (Vec<Action>, Verdict) {
+    let (actions, verdict) = planned;
+    let Some(hold) = held(intent, gate, &actions) else {
+        return (actions, verdict);
+    };
+    let kept = actions
+        .into_iter()
+        .filter(|action| !is_bind(action))
+        .collect();
+    (kept, hold)
+}
+
+/// [`hold_alias`] over a whole-set plan (what `up` and `plan` decide): `gates` by alias
+/// resource. A held AlterAlias leaves the alias on its old target, so a drop of that
+/// target planned on the assumption that the alias moves away is held back too
+/// (`HasAliases`): the previous target is never dropped by a swap that did not happen.
+pub fn hold_swaps(plan: &mut Plan, aliases: &[AliasIntent], gates: &BTreeMap<ObjectKey, Gate>) {
+    let mut still_aliased: Vec<(String, String, String)> = Vec::new();
+    for intent in aliases {
+        let Some(gate) = gates.get(&intent.key) else {
+            continue;
+        };
+        let mine: Vec<Action> = plan
+            .actions
+            .iter()
+            .filter(|action| action_key(action) == Some(&intent.key) && is_bind(action))
+            .cloned()
+            .collect();
+        let Some(hold) = held(intent, gate, &mine) else {
+            continue;
+        };
+        for action in &mine {
+            if let Action::AlterAlias {
+                database,
+                alias,
+                from,
+                ..
+            } = action
+            {
+                still_aliased.push((database.clone(), from.clone(), alias.clone()));
+            }
+        }
+        plan.actions
+            .retain(|action| !(action_key(action) == Some(&intent.key) && is_bind(action)));
+        plan.verdicts.insert(intent.key.clone(), hold);
+    }
+    for (database, from, alias) in still_aliased {
+        let mut dropped = None;
+        plan.actions.retain(|action| match action {
+            Action::DropCollection {
+                key,
+                database: db,
+                name,
+            } if *db == database && *name == from => {
+                dropped = Some(key.clone());
+                false
+            }
+            _ => true,
+        });
+        if let Some(key) = dropped {
+            plan.verdicts.insert(
+                key,
+                Verdict::NotReady {
+                    reason: Reason::HasAliases,
+                    message: format!(
+                        "collection {from} in database {database} is not dropped: alias \
+                         {alias} still points to it while its swap waits"
+                    ),
+                },
+            );
+        }
+    }
+}
+
+/// The verdict holding `actions` back, or `None` when the gate opens or nothing binds.
+fn held(intent: &AliasIntent, gate: &Gate, actions: &[Action]) -> Option<Verdict> {
+    if *gate == Gate::Swap || !actions.iter().any(is_bind) {
+        return None;
+    }
+    let mut message = gate.message(&intent.target);
+    if let Some(from) = actions.iter().find_map(|action| match action {
+        Action::AlterAlias { from, .. } => Some(from),
+        _ => None,
+    }) {
+        message.push_str(&format!("; alias {} still points to {from}", intent.alias));
+    }
+    let reason = match gate {
+        Gate::Blocked { .. } => Reason::SwapBlocked,
+        _ => Reason::WaitingForTarget,
+    };
+    Some(Verdict::NotReady { reason, message })
+}
+
+fn is_bind(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::CreateAlias { .. } | Action::AlterAlias { .. }
+    )
+}
+
+fn action_key(action: &Action) -> Option<&ObjectKey> {
+    match action {
+        Action::CreateDatabase { .. } => None,
+        Action::CreateCollection { key, .. }
+        | Action::AdoptCollection { key, .. }
+        | Action::CreateAlias { key, .. }
+        | Action::AlterAlias { key, .. }
+        | Action::AdoptAlias { key, .. }
+        | Action::DropAlias { key, .. }
+        | Action::DropCollection { key, .. } => Some(key),
+    }
 }
 
 /// `1002334` → `"1,002,334"`.

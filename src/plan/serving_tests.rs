@@ -895,3 +895,176 @@ fn a_failed_index_is_reported_not_recreated() {
         ))
     );
 }
+
+// ---- holding swaps back in alias plans ----
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey {
+        namespace: "default".to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn alias_intent(target: &str, bound: Option<&str>) -> AliasIntent {
+    AliasIntent {
+        key: key("products"),
+        seniority: crate::plan::Seniority {
+            created: "2026-01-01T00:00:00Z".to_string(),
+            key: key("products"),
+        },
+        database: "default".to_string(),
+        alias: "products".to_string(),
+        target: target.to_string(),
+        switch_policy: SwitchPolicy::WhenTargetServing,
+        deletion_policy: crate::crd::AliasDeletionPolicy::Delete,
+        adopt: false,
+        paused: false,
+        deleting: false,
+        bound: bound.map(str::to_string),
+    }
+}
+
+fn alter(from: &str, to: &str) -> Action {
+    Action::AlterAlias {
+        key: key("products"),
+        database: "default".to_string(),
+        alias: "products".to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
+#[test]
+fn a_closed_gate_holds_the_swap_with_its_reason() {
+    let intent = alias_intent("products_v2", Some("products_v1"));
+    let planned = || (vec![alter("products_v1", "products_v2")], Verdict::Ready);
+    let cases = [
+        (Gate::Swap, planned()),
+        (
+            Gate::Wait {
+                waits: vec!["not loaded".to_string()],
+            },
+            (
+                Vec::new(),
+                Verdict::NotReady {
+                    reason: Reason::WaitingForTarget,
+                    message: "waiting for products_v2: not loaded; alias products still \
+                              points to products_v1"
+                        .to_string(),
+                },
+            ),
+        ),
+        (
+            Gate::Blocked {
+                message: "products_v2 has 480,112 rows, needs >= 95 % of products_v1's \
+                          1,002,334 (952,218)"
+                    .to_string(),
+            },
+            (
+                Vec::new(),
+                Verdict::NotReady {
+                    reason: Reason::SwapBlocked,
+                    message: "products_v2 has 480,112 rows, needs >= 95 % of products_v1's \
+                              1,002,334 (952,218); alias products still points to products_v1"
+                        .to_string(),
+                },
+            ),
+        ),
+    ];
+    for (gate, expected) in cases {
+        assert_eq!(hold_alias(&intent, planned(), &gate), expected, "{gate:?}");
+    }
+
+    // Nothing to bind (already there, or a clean-up): the gate changes nothing.
+    let nothing = (Vec::new(), Verdict::Ready);
+    let blocked = Gate::Blocked {
+        message: "x".to_string(),
+    };
+    assert_eq!(hold_alias(&intent, nothing.clone(), &blocked), nothing);
+}
+
+#[test]
+fn a_held_swap_in_a_whole_plan_keeps_the_old_target_undropped() {
+    let alias = alias_intent("products_v2", Some("products_v1"));
+    let drop_v1 = Action::DropCollection {
+        key: key("products-v1"),
+        database: "default".to_string(),
+        name: "products_v1".to_string(),
+    };
+    let other = Action::CreateAlias {
+        key: key("other"),
+        database: "default".to_string(),
+        alias: "other".to_string(),
+        target: "products_v1".to_string(),
+    };
+    let fresh = || Plan {
+        actions: vec![
+            alter("products_v1", "products_v2"),
+            other.clone(),
+            drop_v1.clone(),
+        ],
+        verdicts: BTreeMap::from([
+            (key("products"), Verdict::Ready),
+            (key("products-v1"), Verdict::Released),
+            (key("other"), Verdict::Ready),
+        ]),
+    };
+
+    let mut open = fresh();
+    hold_swaps(
+        &mut open,
+        std::slice::from_ref(&alias),
+        &BTreeMap::from([(key("products"), Gate::Swap)]),
+    );
+    assert_eq!(open, fresh());
+
+    let mut held = fresh();
+    let waiting = Gate::Wait {
+        waits: vec!["loading (40 %)".to_string()],
+    };
+    hold_swaps(
+        &mut held,
+        std::slice::from_ref(&alias),
+        &BTreeMap::from([(key("products"), waiting)]),
+    );
+    assert_eq!(held.actions, vec![other]);
+    assert_eq!(
+        held.verdicts[&key("products")],
+        Verdict::NotReady {
+            reason: Reason::WaitingForTarget,
+            message: "waiting for products_v2: loading (40 %); alias products still points \
+                      to products_v1"
+                .to_string(),
+        }
+    );
+    assert_eq!(
+        held.verdicts[&key("products-v1")],
+        Verdict::NotReady {
+            reason: Reason::HasAliases,
+            message: "collection products_v1 in database default is not dropped: alias \
+                      products still points to it while its swap waits"
+                .to_string(),
+        }
+    );
+    assert_eq!(held.verdicts[&key("other")], Verdict::Ready);
+}
+
+#[test]
+fn a_closed_gate_is_checked_at_most_every_five_seconds_backing_off_to_a_minute() {
+    let cases = [
+        (0, 5),
+        (1, 5),
+        (20, 5),
+        (40, 10),
+        (120, 30),
+        (240, 60),
+        (3_600, 60),
+    ];
+    for (waited, expected) in cases {
+        assert_eq!(
+            gate_recheck_after(Duration::from_secs(waited)),
+            Duration::from_secs(expected),
+            "after {waited} s"
+        );
+    }
+}
