@@ -152,8 +152,10 @@ async fn plan_reports_changes_then_in_sync_then_the_gated_swap() {
         stdout
             .lines()
             .any(|line| line.starts_with("CollectionAlias default/products ")
-                && line
-                    .ends_with("NotReady WaitingForTarget: waiting for products_v2: not loaded")),
+                && line.ends_with(
+                    "NotReady WaitingForTarget: waiting for products_v2: not loaded; alias \
+                     products still points to products_v1"
+                )),
         "{stdout}"
     );
 

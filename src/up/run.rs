@@ -756,13 +756,11 @@ impl Runner {
                             | Action::AdoptAlias { target, .. } => {
                                 record.bound = Some(target.clone())
                             }
-                            Action::AlterAlias { to, .. } => {
+                            Action::AlterAlias { from, to, .. } => {
                                 record.bound = Some(to.clone());
-                                if let Some(swap) =
-                                    record.last_swap.as_mut().filter(|swap| swap.to == *to)
-                                {
-                                    swap.applied_at = Some(now_rfc3339());
-                                }
+                                record.with_swap(|status| {
+                                    status.swap_applied(from, to, &now_rfc3339())
+                                });
                             }
                             Action::DropAlias { .. } => record.bound = None,
                             Action::DropCollection { .. } => record.collection_id = None,
@@ -837,14 +835,8 @@ impl Runner {
             let expected = target_ids.get(&(database.clone(), to.clone())).copied();
             match verify_swap(&self.client, database, alias, to, expected).await {
                 Ok(()) => {
-                    if let Some(swap) = self
-                        .state
-                        .records
-                        .get_mut(&id)
-                        .and_then(|record| record.last_swap.as_mut())
-                        .filter(|swap| swap.to == *to)
-                    {
-                        swap.verified_at = Some(now_rfc3339());
+                    if let Some(record) = self.state.records.get_mut(&id) {
+                        record.with_swap(|status| status.swap_verified(to, &now_rfc3339()));
                         self.dirty = true;
                     }
                 }
@@ -932,21 +924,9 @@ impl Runner {
                 // A first binding is not a swap.
                 continue;
             };
-            if record
-                .last_swap
-                .as_ref()
-                .is_some_and(|swap| swap.to == intent.target && swap.from == from)
-            {
-                continue;
-            }
-            record.last_swap = Some(crate::crd::LastSwap {
-                from,
-                to: intent.target.clone(),
-                requested_at: now_rfc3339(),
-                applied_at: None,
-                verified_at: None,
-            });
-            self.dirty = true;
+            let before = record.last_swap.clone();
+            record.with_swap(|status| status.swap_requested(&from, &intent.target, &now_rfc3339()));
+            self.dirty |= record.last_swap != before;
         }
     }
 
@@ -998,10 +978,7 @@ impl Runner {
                 Some(bound) => format!("{bound} (wants {})", intent.target),
                 None => format!("- (wants {})", intent.target),
             };
-            let status = match (errors.get(id), serving_plan.gate_text(&intent.key)) {
-                (None, Some(held)) if !record.deleted => held,
-                _ => status_text(verdicts.get(&intent.key), errors.get(id), record.deleted),
-            };
+            let status = status_text(verdicts.get(&intent.key), errors.get(id), record.deleted);
             rows.insert(
                 id.clone(),
                 vec![

@@ -23,7 +23,7 @@ use crate::client::{ClientError, EngineClient};
 use crate::crd::{LoadPolicy, SwitchPolicy};
 use crate::plan::serving::{
     CollectionServing, CollectionServingInput, Gate, GateCurrent, GateTarget, LoadState,
-    ServingAction, ServingObservation, gate, plan_collection_serving,
+    ServingAction, ServingObservation, gate, hold_swaps, plan_collection_serving,
 };
 use crate::plan::{Action, ObjectKey, Observed, Plan, Verdict};
 
@@ -67,17 +67,6 @@ impl ServingPlan {
             .values()
             .filter_map(|c| c.recheck_after)
             .min()
-    }
-
-    /// The status text of a held alias ("WaitingForTarget: waiting for ...",
-    /// "SwapBlocked: ...").
-    pub fn gate_text(&self, key: &ObjectKey) -> Option<String> {
-        let (target, gate) = self.gates.get(key)?;
-        match gate {
-            Gate::Swap => None,
-            Gate::Wait { .. } => Some(format!("WaitingForTarget: {}", gate.message(target))),
-            Gate::Blocked { .. } => Some(format!("SwapBlocked: {}", gate.message(target))),
-        }
     }
 
     /// The SERVING cell of a declared collection: `Serving (2,000 rows)` or the reason
@@ -186,14 +175,10 @@ pub fn decide(
     let empty = ServingObservation::default();
 
     // 2. The gates.
-    let mut held_from = Vec::new();
     for intent in &intents.aliases {
-        if intent.deleting {
+        if intent.deleting || alias_move(plan, &intent.key).is_none() {
             continue;
         }
-        let Some(position) = alias_move(plan, &intent.key) else {
-            continue;
-        };
         let guards = intents.guards(&intent.key);
         let target_name = (intent.database.clone(), intent.target.clone());
         let target_collection = managed.get(&target_name).map(|&i| &intents.collections[i]);
@@ -234,30 +219,18 @@ pub fn decide(
             }
         });
         let decision = gate(intent.switch_policy, &target, current.as_ref(), guards);
-        if decision != Gate::Swap {
-            plan.actions.remove(position);
-            if let Some(from) = current_name {
-                held_from.push((intent.database.clone(), from.clone()));
-            }
-            plan.verdicts.insert(
-                intent.key.clone(),
-                Verdict::NotReady {
-                    reason: crate::plan::Reason::WaitingForTarget,
-                    message: decision.message(&intent.target),
-                },
-            );
-        }
         result
             .gates
             .insert(intent.key.clone(), (intent.target.clone(), decision));
     }
-    // A collection whose alias stays cannot be dropped in this pass.
-    plan.actions.retain(|action| match action {
-        Action::DropCollection { database, name, .. } => {
-            !held_from.contains(&(database.clone(), name.clone()))
-        }
-        _ => true,
-    });
+    // Held moves leave the plan (and so does a drop of the collection a held alias stays
+    // on), with the planner's verdicts.
+    let gates: BTreeMap<ObjectKey, Gate> = result
+        .gates
+        .iter()
+        .map(|(key, (_, decision))| (key.clone(), decision.clone()))
+        .collect();
+    hold_swaps(plan, &intents.aliases, &gates);
 
     // The aliases as they will be once the plan is applied.
     let mut aliases_after: BTreeMap<Name, String> = observed.aliases.clone();

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::manifest::{Kind, ResourceId};
+use crate::crd::CollectionAliasStatus;
 use crate::plan::ObjectKey;
 
 /// File name inside the data directory.
@@ -69,6 +70,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// Runs the alias status's swap bookkeeping (`swap_requested`, `swap_applied`,
+    /// `swap_verified`) on the recorded last swap, so `up` records swaps exactly as the
+    /// controller does.
+    pub fn with_swap<R>(&mut self, step: impl FnOnce(&mut CollectionAliasStatus) -> R) -> R {
+        let mut status = CollectionAliasStatus {
+            last_swap: self.last_swap.take(),
+            ..Default::default()
+        };
+        let result = step(&mut status);
+        self.last_swap = status.last_swap;
+        result
+    }
+
     /// The owned collection ID as a number.
     pub fn owned_id(&self) -> Option<i64> {
         self.collection_id.as_deref().and_then(|id| id.parse().ok())

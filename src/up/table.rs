@@ -292,17 +292,13 @@ pub fn plan_report(plan: &Plan, serving: &ServingPlan, intents: &Intents) -> Str
     }
     for intent in &intents.aliases {
         let verdict = plan.verdicts.get(&intent.key);
-        let mut row = verdict_row(
+        rows.push(verdict_row(
             intents,
             &intent.key,
             &intent.database,
             &intent.alias,
             verdict,
-        );
-        if let Some(held) = serving.gate_text(&intent.key) {
-            row[3] = format!("NotReady {held}");
-        }
-        rows.push(row);
+        ));
     }
     out.push_str(&render(
         &["RESOURCE", "DATABASE", "ENGINE NAME", "VERDICT"],
