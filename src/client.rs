@@ -424,28 +424,9 @@ impl EngineClient {
         database: &str,
         name: &str,
     ) -> Result<Option<ObservedCollection>, ClientError> {
-        let request = self.request(DescribeCollectionRequest {
-            db_name: database.to_string(),
-            collection_name: name.to_string(),
-            ..Default::default()
-        });
-        let response = self
-            .rpc
-            .describe_collection(request)
-            .await
-            .map_err(|s| self.transport(s))?
-            .into_inner();
-        match check("DescribeCollection", response.status) {
-            Ok(()) => {}
-            Err(ClientError::Engine { code, .. })
-                if code == code::COLLECTION_NOT_FOUND
-                    || code == code::DATABASE_NOT_FOUND
-                    || code == 4 =>
-            {
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        }
+        let Some(response) = self.describe_collection(database, name).await? else {
+            return Ok(None);
+        };
         // DescribeCollection resolves aliases; only the real name counts here.
         let real_name = response
             .schema
@@ -459,6 +440,37 @@ impl EngineClient {
             id: response.collection_id,
             aliases: response.aliases.into_iter().collect(),
         }))
+    }
+
+    /// DescribeCollection (which resolves aliases), or `None` for a missing collection
+    /// or database.
+    async fn describe_collection(
+        &mut self,
+        database: &str,
+        name: &str,
+    ) -> Result<Option<DescribeCollectionResponse>, ClientError> {
+        let request = self.request(DescribeCollectionRequest {
+            db_name: database.to_string(),
+            collection_name: name.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .describe_collection(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("DescribeCollection", response.status.clone()) {
+            Ok(()) => Ok(Some(response)),
+            Err(ClientError::Engine { code, .. })
+                if code == code::COLLECTION_NOT_FOUND
+                    || code == code::DATABASE_NOT_FOUND
+                    || code == 4 =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The target of one alias, or `None`.
@@ -873,31 +885,15 @@ impl EngineClient {
         database: &str,
         name_or_alias: &str,
     ) -> Result<Option<(String, i64)>, ClientError> {
-        let request = self.request(DescribeCollectionRequest {
-            db_name: database.to_string(),
-            collection_name: name_or_alias.to_string(),
-            ..Default::default()
-        });
-        let response = self
-            .rpc
-            .describe_collection(request)
-            .await
-            .map_err(|s| self.transport(s))?
-            .into_inner();
-        match check("DescribeCollection", response.status) {
-            Ok(()) => Ok(Some((
-                response.schema.map(|s| s.name).unwrap_or_default(),
-                response.collection_id,
-            ))),
-            Err(ClientError::Engine { code, .. })
-                if code == code::COLLECTION_NOT_FOUND
-                    || code == code::DATABASE_NOT_FOUND
-                    || code == 4 =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        }
+        Ok(self
+            .describe_collection(database, name_or_alias)
+            .await?
+            .map(|response| {
+                (
+                    response.schema.map(|s| s.name).unwrap_or_default(),
+                    response.collection_id,
+                )
+            }))
     }
 
     /// Applies one serving action to a collection.
