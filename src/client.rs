@@ -102,6 +102,29 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A streaming node as the coordinator's placement reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedNode {
+    /// Server ID (never reused: a restarted pod registers anew).
+    pub server_id: i64,
+    /// The address it registered with.
+    pub address: String,
+    /// Pchannels it holds, with their terms.
+    pub pchannels: Vec<(String, i64)>,
+}
+
+/// The coordinator's WAL placement as [`EngineClient::wal_placement`] observes it: which
+/// streaming node holds which pchannels, and which nodes are frozen (being drained).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalPlacement {
+    /// Version of the assignment.
+    pub version: i64,
+    /// Registered nodes.
+    pub nodes: Vec<PlacedNode>,
+    /// Server IDs on the persisted freeze list.
+    pub frozen: BTreeSet<i64>,
+}
+
 /// Outcome of applying one action.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -265,7 +288,7 @@ impl EngineClient {
             endpoint: endpoint.to_string(),
             channel: channel.clone(),
             rpc: MilvusServiceClient::new(channel)
-                .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(crate::serve::MAX_MESSAGE_BYTES),
             authorization,
         };
         let response = client
@@ -303,9 +326,7 @@ impl EngineClient {
     /// first (every node, also those holding nothing), and the persisted freeze list
     /// (`UpdateWALBalancePolicy` without changes answers it). Only our coordinator serves
     /// these (managed Coordinators); a refusal comes back as its gRPC status.
-    pub async fn wal_placement(
-        &mut self,
-    ) -> Result<crate::operator::managed::Placement, ClientError> {
+    pub async fn wal_placement(&mut self) -> Result<WalPlacement, ClientError> {
         use crate::proto::streaming::AssignmentDiscoverRequest;
         use crate::proto::streaming::UpdateWalBalancePolicyRequest;
         use crate::proto::streaming::assignment_discover_response::Response as Discovered;
@@ -343,7 +364,7 @@ impl EngineClient {
             .iter()
             .filter_map(|assignment| {
                 let node = assignment.node.as_ref()?;
-                Some(crate::operator::managed::PlacedNode {
+                Some(PlacedNode {
                     server_id: node.server_id,
                     address: node.address.clone(),
                     pchannels: assignment
@@ -354,7 +375,7 @@ impl EngineClient {
                 })
             })
             .collect();
-        Ok(crate::operator::managed::Placement {
+        Ok(WalPlacement {
             version: full.version.map_or(0, |v| v.local),
             nodes,
             frozen: frozen.into_iter().collect(),
