@@ -102,6 +102,29 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A streaming node as the coordinator's placement reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedNode {
+    /// Server ID (never reused: a restarted pod registers anew).
+    pub server_id: i64,
+    /// The address it registered with.
+    pub address: String,
+    /// Pchannels it holds, with their terms.
+    pub pchannels: Vec<(String, i64)>,
+}
+
+/// The coordinator's WAL placement as [`EngineClient::wal_placement`] observes it: which
+/// streaming node holds which pchannels, and which nodes are frozen (being drained).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalPlacement {
+    /// Version of the assignment.
+    pub version: i64,
+    /// Registered nodes.
+    pub nodes: Vec<PlacedNode>,
+    /// Server IDs on the persisted freeze list.
+    pub frozen: BTreeSet<i64>,
+}
+
 /// Outcome of applying one action.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -265,7 +288,7 @@ impl EngineClient {
             endpoint: endpoint.to_string(),
             channel: channel.clone(),
             rpc: MilvusServiceClient::new(channel)
-                .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(crate::serve::MAX_MESSAGE_BYTES),
             authorization,
         };
         let response = client
@@ -303,9 +326,7 @@ impl EngineClient {
     /// first (every node, also those holding nothing), and the persisted freeze list
     /// (`UpdateWALBalancePolicy` without changes answers it). Only our coordinator serves
     /// these (managed Coordinators); a refusal comes back as its gRPC status.
-    pub async fn wal_placement(
-        &mut self,
-    ) -> Result<crate::operator::managed::Placement, ClientError> {
+    pub async fn wal_placement(&mut self) -> Result<WalPlacement, ClientError> {
         use crate::proto::streaming::AssignmentDiscoverRequest;
         use crate::proto::streaming::UpdateWalBalancePolicyRequest;
         use crate::proto::streaming::assignment_discover_response::Response as Discovered;
@@ -343,7 +364,7 @@ impl EngineClient {
             .iter()
             .filter_map(|assignment| {
                 let node = assignment.node.as_ref()?;
-                Some(crate::operator::managed::PlacedNode {
+                Some(PlacedNode {
                     server_id: node.server_id,
                     address: node.address.clone(),
                     pchannels: assignment
@@ -354,7 +375,7 @@ impl EngineClient {
                 })
             })
             .collect();
-        Ok(crate::operator::managed::Placement {
+        Ok(WalPlacement {
             version: full.version.map_or(0, |v| v.local),
             nodes,
             frozen: frozen.into_iter().collect(),
@@ -424,28 +445,9 @@ impl EngineClient {
         database: &str,
         name: &str,
     ) -> Result<Option<ObservedCollection>, ClientError> {
-        let request = self.request(DescribeCollectionRequest {
-            db_name: database.to_string(),
-            collection_name: name.to_string(),
-            ..Default::default()
-        });
-        let response = self
-            .rpc
-            .describe_collection(request)
-            .await
-            .map_err(|s| self.transport(s))?
-            .into_inner();
-        match check("DescribeCollection", response.status) {
-            Ok(()) => {}
-            Err(ClientError::Engine { code, .. })
-                if code == code::COLLECTION_NOT_FOUND
-                    || code == code::DATABASE_NOT_FOUND
-                    || code == 4 =>
-            {
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        }
+        let Some(response) = self.describe_collection(database, name).await? else {
+            return Ok(None);
+        };
         // DescribeCollection resolves aliases; only the real name counts here.
         let real_name = response
             .schema
@@ -459,6 +461,37 @@ impl EngineClient {
             id: response.collection_id,
             aliases: response.aliases.into_iter().collect(),
         }))
+    }
+
+    /// DescribeCollection (which resolves aliases), or `None` for a missing collection
+    /// or database.
+    async fn describe_collection(
+        &mut self,
+        database: &str,
+        name: &str,
+    ) -> Result<Option<DescribeCollectionResponse>, ClientError> {
+        let request = self.request(DescribeCollectionRequest {
+            db_name: database.to_string(),
+            collection_name: name.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .describe_collection(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("DescribeCollection", response.status.clone()) {
+            Ok(()) => Ok(Some(response)),
+            Err(ClientError::Engine { code, .. })
+                if code == code::COLLECTION_NOT_FOUND
+                    || code == code::DATABASE_NOT_FOUND
+                    || code == 4 =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The target of one alias, or `None`.
@@ -873,31 +906,15 @@ impl EngineClient {
         database: &str,
         name_or_alias: &str,
     ) -> Result<Option<(String, i64)>, ClientError> {
-        let request = self.request(DescribeCollectionRequest {
-            db_name: database.to_string(),
-            collection_name: name_or_alias.to_string(),
-            ..Default::default()
-        });
-        let response = self
-            .rpc
-            .describe_collection(request)
-            .await
-            .map_err(|s| self.transport(s))?
-            .into_inner();
-        match check("DescribeCollection", response.status) {
-            Ok(()) => Ok(Some((
-                response.schema.map(|s| s.name).unwrap_or_default(),
-                response.collection_id,
-            ))),
-            Err(ClientError::Engine { code, .. })
-                if code == code::COLLECTION_NOT_FOUND
-                    || code == code::DATABASE_NOT_FOUND
-                    || code == 4 =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(error),
-        }
+        Ok(self
+            .describe_collection(database, name_or_alias)
+            .await?
+            .map(|response| {
+                (
+                    response.schema.map(|s| s.name).unwrap_or_default(),
+                    response.collection_id,
+                )
+            }))
     }
 
     /// Applies one serving action to a collection.

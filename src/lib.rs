@@ -8,6 +8,7 @@ pub mod meta;
 pub mod operator;
 pub mod plan;
 pub mod proto;
+pub mod serve;
 pub mod store;
 pub mod streaming;
 pub mod up;

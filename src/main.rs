@@ -1,5 +1,6 @@
 //! `collection-operator`: one binary, one subcommand per role.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,7 +88,8 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (the source of `crds/`).
     Crds,
-    /// Run the Kubernetes controllers for Collection, CollectionAlias and Coordinator.
+    /// Run the Kubernetes controllers for Collection, CollectionAlias, RoutedAlias and
+    /// Coordinator (a managed Coordinator is deployed with its streaming nodes).
     Operator(collection_operator::operator::OperatorArgs),
     /// Run everything on one machine: the embedded coordinator, reconciling the manifests
     /// of a folder and re-applying when files change.
@@ -100,8 +102,10 @@ enum Command {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: not in files, pipes or a pod's log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -109,9 +113,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// The command line, or the process exits: 0 after `--help`/`--version`, 1 for a usage
+/// error. clap's own exit code for a usage error is 2, which `plan` reserves for "changes",
+/// so a CI check could not tell a mistyped flag from a pending swap.
+fn parse_arguments() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            std::process::exit(if error.use_stderr() { 1 } else { 0 })
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_arguments();
     init_tracing(cli.log_format);
     match cli.command {
         Command::Coordinator {

@@ -38,3 +38,62 @@ fn every_crd_is_namespaced_v1alpha1_in_the_collections_category() {
         );
     }
 }
+
+/// Every `format` in a schema is one Kubernetes knows; another makes `kubectl apply` warn
+/// `unrecognized format` (the u32 fields of the Coordinator did).
+#[test]
+fn every_schema_format_is_one_kubernetes_recognizes() {
+    fn formats(value: &serde_json::Value, path: &str, found: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(format) = map.get("format").and_then(|f| f.as_str()) {
+                    found.push((path.to_string(), format.to_string()));
+                }
+                for (key, child) in map {
+                    formats(child, &format!("{path}.{key}"), found);
+                }
+            }
+            serde_json::Value::Array(list) => {
+                for (index, child) in list.iter().enumerate() {
+                    formats(child, &format!("{path}[{index}]"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for crd in collection_operator::crd::all() {
+        let value = serde_json::to_value(&crd).expect("CRD serializes");
+        formats(&value, &crd.spec.names.kind, &mut found);
+    }
+    assert!(
+        found.iter().any(|(_, format)| format == "int64"),
+        "the walk sees the integer formats"
+    );
+    let unknown: Vec<_> = found
+        .iter()
+        .filter(|(_, format)| {
+            !collection_operator::crd::KUBERNETES_FORMATS.contains(&format.as_str())
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "formats Kubernetes does not know: {unknown:?}"
+    );
+}
+
+/// An unsigned field keeps a lower bound once its format is a signed one.
+#[test]
+fn unsigned_fields_keep_a_minimum() {
+    let yaml = collection_operator::crd::to_yaml().expect("CRDs serialize");
+    assert!(!yaml.contains("uint"), "no unsigned format is left");
+    let coordinator = collection_operator::crd::all()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == "Coordinator")
+        .expect("Coordinator CRD");
+    let value = serde_json::to_value(&coordinator).expect("serializes");
+    let desired = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["streaming"]["properties"]["desiredReplicas"];
+    assert_eq!(desired["format"], "int64", "{desired}");
+    assert_eq!(desired["minimum"], 0.0, "{desired}");
+}

@@ -320,3 +320,80 @@ async fn plan_expands_a_routed_alias() {
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     server.stop().await;
 }
+
+/// The binary run with `args` and no engine settings from the environment.
+fn run_binary(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(common::binary())
+        .args(args)
+        .env_remove("COLLECTION_OPERATOR_COORDINATOR")
+        .env_remove("MILVUS_TOKEN")
+        .output()
+        .expect("binary runs");
+    text(&output)
+}
+
+/// A usage error is 1, never 2: a CI check must not read a mistyped flag as "changes".
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let examples = examples();
+    let examples = examples.to_str().expect("utf-8 path");
+    let (code, _, stderr) = run_binary(&["plan", "-f", examples]);
+    assert_eq!(code, 1, "missing --coordinator: {stderr}");
+    assert!(stderr.contains("--coordinator"), "{stderr}");
+    let (code, _, stderr) = run_binary(&[
+        "plan",
+        "-f",
+        examples,
+        "--coordinator",
+        "http://127.0.0.1:1",
+        "--no-such-flag",
+    ]);
+    assert_eq!(code, 1, "unknown flag: {stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+    let (code, _, stderr) = run_binary(&["no-such-subcommand"]);
+    assert_eq!(code, 1, "unknown subcommand: {stderr}");
+    let (code, stdout, _) = run_binary(&["plan", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--coordinator"), "{stdout}");
+}
+
+/// `operator --help` names every kind the controllers reconcile.
+#[test]
+fn operator_help_names_every_kind() {
+    let (code, stdout, _) = run_binary(&["--help"]);
+    assert_eq!(code, 0);
+    let line = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("operator"))
+        .expect("an operator line");
+    for kind in [
+        "Collection",
+        "CollectionAlias",
+        "RoutedAlias",
+        "Coordinator",
+    ] {
+        assert!(line.contains(kind), "{kind} missing from: {line}");
+    }
+}
+
+/// Logs written to a pipe (a file, a pod's log) carry no ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let wal = tempfile::tempdir().expect("tmp");
+    let mut child = std::process::Command::new(common::binary())
+        .args(["streaming-node", "--coordinator", "http://127.0.0.1:1"])
+        .arg("--wal-dir")
+        .arg(wal.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("streaming node starts");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("reaped");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("streaming node serving"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in: {stderr}");
+}

@@ -612,3 +612,36 @@ async fn sequence_numbered_traffic_loses_nothing_through_kills_freezes_and_rebal
         );
     }
 }
+
+/// A node stopped with SIGTERM fences its WALs and ends its session: its pchannels move
+/// at once, not after the lease (20 s here) and grace as after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_cleanly_hands_its_pchannels_over_at_once() {
+    let lease_ms = 20_000;
+    let cluster = Cluster::start(2, 2, lease_ms);
+    let mut discovery = Discovery::start(&cluster.coordinator.address)
+        .await
+        .expect("discovery");
+    let before = all_assigned(&mut discovery, 2).await;
+    let victim = before.channels["by-dev-rootcoord-dml_0"].server_id;
+    let victim_address = before.channels["by-dev-rootcoord-dml_0"].address.clone();
+    let index = cluster.node_index(&victim_address);
+    let stopped_at = Instant::now();
+    cluster.nodes[index].signal("TERM");
+    let after = discovery
+        .wait_for(Duration::from_millis(lease_ms / 2), |view| {
+            view.channels.len() == 2 && view.channels.values().all(|p| p.server_id != victim)
+        })
+        .await
+        .expect("the stopped node's pchannels moved before its lease could have lapsed");
+    let handed_over = stopped_at.elapsed();
+    let placement = &after.channels["by-dev-rootcoord-dml_0"];
+    let mut producer = Producer::open(&placement.address, placement.channel.clone())
+        .await
+        .expect("producer on the new holder");
+    producer
+        .produce(seq_message(1))
+        .await
+        .expect("writable on the new holder");
+    println!("clean stop: pchannels handed over after {handed_over:?} (lease {lease_ms} ms)");
+}

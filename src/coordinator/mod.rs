@@ -20,10 +20,8 @@ pub use engine::{Engine, EngineConfig, RecoveryStats};
 pub use service::CoordinatorService;
 
 use crate::proto::api::milvus_service_server::MilvusServiceServer;
+use crate::serve::{MAX_MESSAGE_BYTES, shutdown_signal};
 use crate::store::{MetaStore, RedbStore};
-
-/// Largest request the server decodes (Milvus's proxy allows 64 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Settings of a coordinator process.
 #[derive(Debug, Clone)]
@@ -443,9 +441,7 @@ fn log_recovery(engine: &Engine, stats: &RecoveryStats) {
 }
 
 async fn bind(config: &CoordinatorConfig, security: &Security) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = crate::serve::bind(config.listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
@@ -552,29 +548,4 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
     served?;
     tracing::info!("coordinator stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }

@@ -169,7 +169,8 @@ pub struct CollectionAliasStatus {
 impl CollectionAliasStatus {
     /// Records that the spec asks to move from `from` to `to` (the gate may hold it back):
     /// a new `lastSwap` unless the recorded one is this very swap, still unapplied, so
-    /// `requestedAt` keeps the start of the wait.
+    /// `requestedAt` keeps the start of the wait. Call it only while the engine alias
+    /// points to `from`: once it points to `to`, the swap is applied.
     pub fn swap_requested(&mut self, from: &str, to: &str, at: &str) {
         let same_pending = self
             .last_swap

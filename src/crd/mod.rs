@@ -37,12 +37,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
 
-/// Every CRD of the project, in a stable order.
-///
-/// Schema defaults are removed inside list items: the API server would write them into
-/// every stored element, and GitOps tools that diff lists element by element (Argo CD)
-/// would then show the manifest as out of sync forever. Code reads those fields with the
-/// same defaults, and CEL rules test them with `has()`.
+/// Every CRD of the project, in a stable order, with schemas the API server takes without
+/// warnings (see [`for_kubernetes`]).
 pub fn all() -> Vec<CustomResourceDefinition> {
     [
         Coordinator::crd(),
@@ -51,24 +47,79 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         RoutedAlias::crd(),
     ]
     .into_iter()
-    .map(without_defaults_in_lists)
+    .map(for_kubernetes)
     .collect()
 }
 
-fn without_defaults_in_lists(crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    fn strip(value: &mut serde_json::Value, inside_items: bool) {
+/// The `format` values the Kubernetes API server recognizes in a CRD schema (kube-openapi's
+/// `strfmt` registry plus the numeric formats of OpenAPI); any other one makes
+/// `kubectl apply` print `Warning: unrecognized format`.
+pub const KUBERNETES_FORMATS: &[&str] = &[
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "binary",
+    "password",
+    "date",
+    "date-time",
+    "datetime",
+    "duration",
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+];
+
+/// Rewrites what schemars derives into what the API server expects:
+/// - schema defaults are removed inside list items: the API server would write them into
+///   every stored element, and GitOps tools that diff lists element by element (Argo CD)
+///   would then show the manifest as out of sync forever. Code reads those fields with the
+///   same defaults, and CEL rules test them with `has()`;
+/// - unsigned integer formats (`uint32`…, which Kubernetes does not know) become `int32` or
+///   `int64` with `minimum: 0` (a tighter minimum the type already declares is kept).
+fn for_kubernetes(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn rewrite(value: &mut serde_json::Value, inside_items: bool) {
         match value {
             serde_json::Value::Object(map) => {
                 if inside_items {
                     map.remove("default");
                 }
+                let signed = match map.get("format").and_then(|format| format.as_str()) {
+                    Some("uint8" | "uint16") => Some("int32"),
+                    Some("uint" | "uint32" | "uint64") => Some("int64"),
+                    _ => None,
+                };
+                if let Some(signed) = signed {
+                    map.insert("format".into(), signed.into());
+                    let minimum = map.get("minimum").and_then(|m| m.as_f64());
+                    if minimum.is_none_or(|minimum| minimum < 0.0) {
+                        map.insert("minimum".into(), 0.0.into());
+                    }
+                }
                 for (key, child) in map.iter_mut() {
-                    strip(child, inside_items || key == "items");
+                    rewrite(child, inside_items || key == "items");
                 }
             }
-            serde_json::Value::Array(list) => {
-                list.iter_mut().for_each(|child| strip(child, inside_items))
-            }
+            serde_json::Value::Array(list) => list
+                .iter_mut()
+                .for_each(|child| rewrite(child, inside_items)),
             _ => {}
         }
     }
@@ -76,7 +127,7 @@ fn without_defaults_in_lists(crd: CustomResourceDefinition) -> CustomResourceDef
     let Ok(mut value) = serde_json::to_value(crd) else {
         return original;
     };
-    strip(&mut value, false);
+    rewrite(&mut value, false);
     serde_json::from_value(value).unwrap_or(original)
 }
 

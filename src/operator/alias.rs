@@ -1,62 +1,40 @@
-//! The `CollectionAlias` controller: observe the alias and its target → `plan_alias`
-//! (with rivals and the target `Collection`'s readiness from the caches) → apply →
-//! status (bound target, previous target, history), inside kube's finalizer helper.
+//! The `CollectionAlias` controller, on the shared pass of [`super::pass`]: gather (the
+//! engine's view of the alias and its target, rivals and the target `Collection`'s
+//! readiness from the caches) → [`plan_alias`] → apply → status (bound target, previous
+//! target, history).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use kube::api::Api;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 
-use super::backoff::{next_resync, resync_interval};
-use super::context::{Context, Executed};
+use super::backoff::{Backoff, next_resync, resync_interval};
+use super::context::{Context, Remembered};
+use super::engine::Engine;
 use super::error::Error;
-use super::events::EventSpec;
-use super::status::{Outcome, alias_status, apply_status};
-use crate::crd::{Collection, CollectionAlias, CollectionAliasStatus, Coordinator, FINALIZER};
-use crate::plan::{Action, AliasIntent, Observed, Reason, Verdict, plan_alias};
+use super::lookup;
+use super::pass::{self, EngineResource, Executed};
+use super::status::{Outcome, alias_status};
+use crate::crd::{Collection, CollectionAlias, CollectionAliasStatus, Coordinator, CoordinatorRef};
+use crate::plan::{
+    Action, AliasIntent, Observed, Reason, Seniority, TargetReadiness, Verdict, plan_alias,
+};
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "collectionalias";
 
-/// Reconciles one `CollectionAlias`.
+/// Reconciles one `CollectionAlias` (see [`super::pass`]).
 pub async fn reconcile(alias: Arc<CollectionAlias>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(alias, &ctx).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    result
+    pass::reconcile(alias, ctx).await
 }
 
-async fn reconcile_inner(alias: Arc<CollectionAlias>, ctx: &Context) -> Result<Requeue, Error> {
-    ctx.caches_ready().await?;
-    let namespace = alias
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<CollectionAlias> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, alias, |event| async {
-        match event {
-            FinalizerEvent::Apply(alias) => apply(alias, ctx, &api).await,
-            FinalizerEvent::Cleanup(alias) => cleanup(alias, ctx, &api).await,
-        }
-    })
-    .await
-    .map_err(Error::from_finalizer)
-}
-
-/// Requeue after a failed pass (see [`super::collection::error_policy`]).
+/// Requeue after a failed pass (see [`pass::error_policy`]).
 pub fn error_policy(alias: Arc<CollectionAlias>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    Requeue::requeue(super::backoff::after_error(
-        &*alias,
-        error,
-        &ctx.alias_backoff,
-        ctx.settings.resync_interval,
-        &ctx.metrics,
-        CONTROLLER,
-    ))
+    pass::error_policy(alias, error, ctx)
 }
 
 /// (database, name) pairs to observe.
@@ -129,7 +107,8 @@ pub fn touched_collections(
 fn hint_collections(ctx: &Context, alias: &CollectionAlias, names: &BTreeSet<String>) {
     let namespace = alias.namespace().unwrap_or_default();
     for name in names {
-        for collection in ctx.collections_named(
+        for collection in lookup::collections_named(
+            &ctx.stores,
             &namespace,
             &alias.spec.coordinator_ref,
             &alias.spec.database,
@@ -140,222 +119,147 @@ fn hint_collections(ctx: &Context, alias: &CollectionAlias, names: &BTreeSet<Str
     }
 }
 
-/// The object as cached and as this process knows it (see
-/// [`super::context::Remembered`]).
-struct View {
-    cached: Arc<CollectionAlias>,
-    known: Arc<CollectionAlias>,
+/// Everything an alias pass decides on.
+pub struct Gathered {
+    /// The resource's wish.
+    pub intent: AliasIntent,
+    /// The alias, its desired target and a collection named like the alias, in the engine.
+    pub observed: Observed,
+    /// Seniority of the other resources claiming the same engine alias (none when deleting).
+    pub rivals: Vec<Seniority>,
+    /// Whether the `Collection` managing the target is Ready.
+    pub readiness: TargetReadiness,
+    /// The clean-up pass.
+    pub deleting: bool,
 }
 
-impl View {
-    fn new(cached: Arc<CollectionAlias>, ctx: &Context) -> Self {
-        let known = Arc::new(ctx.remembered.alias(&cached));
-        Self { cached, known }
+impl EngineResource for CollectionAlias {
+    type Status = CollectionAliasStatus;
+    type Gathered = Gathered;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const ENGINE_OBJECT: &'static str = "alias";
+
+    fn coordinator_ref(&self) -> &CoordinatorRef {
+        &self.spec.coordinator_ref
     }
 
-    /// Remembers `status` and writes it unless the API server already has it.
-    async fn write(
+    fn engine_object(&self) -> (String, String) {
+        (self.spec.database.clone(), self.engine_name())
+    }
+
+    fn status_mut(&mut self) -> &mut Option<CollectionAliasStatus> {
+        &mut self.status
+    }
+
+    fn current_status(&self) -> Option<&CollectionAliasStatus> {
+        self.status.as_ref()
+    }
+
+    fn backoff(ctx: &Context) -> &Backoff<Self> {
+        &ctx.alias_backoff
+    }
+
+    fn remembered(ctx: &Context) -> &Remembered<CollectionAliasStatus> {
+        &ctx.remembered_aliases
+    }
+
+    fn wake_claimants(&self, ctx: &Context) {
+        for rival in lookup::alias_claimants(&ctx.stores, self) {
+            ctx.hints.alias(ObjectRef::from_obj(&*rival));
+        }
+    }
+
+    async fn gather(
         &self,
-        api: &Api<CollectionAlias>,
         ctx: &Context,
-        status: CollectionAliasStatus,
-    ) -> Result<(), Error> {
-        if let Some(uid) = self.cached.uid() {
-            ctx.remembered.set_alias(&uid, &status);
-        }
-        if self.cached.status.as_ref() != Some(&status) {
-            apply_status(api, &*self.cached, &status).await?;
-        }
-        Ok(())
+        engine: &mut Engine,
+        deleting: bool,
+    ) -> Result<Gathered, Error> {
+        let (collections, aliases) = observation(self);
+        let observed = engine.observe(&collections, &aliases).await?;
+        Ok(Gathered {
+            intent: AliasIntent::from_resource(self),
+            observed,
+            rivals: if deleting {
+                Vec::new()
+            } else {
+                lookup::alias_rivals(&ctx.stores, self)
+            },
+            readiness: lookup::target_readiness(&ctx.stores, self),
+            deleting,
+        })
     }
 
-    /// Records a failure in the status (best effort) and returns the error.
-    async fn fail(
+    fn plan(gathered: &Gathered) -> (Vec<Action>, Verdict) {
+        plan_alias(
+            &gathered.intent,
+            &gathered.rivals,
+            gathered.readiness,
+            &gathered.observed,
+        )
+    }
+
+    fn recorded(gathered: &Gathered) -> Option<String> {
+        gathered.intent.bound.clone()
+    }
+
+    fn paused(gathered: &Gathered) -> bool {
+        gathered.intent.paused
+    }
+
+    fn applied(&self, ctx: &Context, gathered: &Gathered, executed: &Executed) {
+        let touched = touched_collections(executed, &gathered.observed, &gathered.intent);
+        hint_collections(ctx, self, &touched);
+    }
+
+    fn status(
         &self,
-        api: &Api<CollectionAlias>,
-        ctx: &Context,
-        error: Error,
-    ) -> Result<Requeue, Error> {
-        let status = alias_status(&self.known, &Outcome::from_error(&error), None, ctx.now());
-        if let Err(status_error) = self.write(api, ctx, status).await {
-            tracing::warn!(error = %status_error, "could not record the failure in status");
-        }
-        Err(error)
-    }
-}
-
-async fn apply(
-    cached: Arc<CollectionAlias>,
-    ctx: &Context,
-    api: &Api<CollectionAlias>,
-) -> Result<Requeue, Error> {
-    let view = View::new(cached, ctx);
-    let alias = view.known.clone();
-    let namespace = alias.namespace().unwrap_or_default();
-    let key = ObjectRef::from_obj(&*alias);
-    let coordinator_name = &alias.spec.coordinator_ref.name;
-    let Some(coordinator) = ctx.coordinator(&namespace, coordinator_name).await? else {
-        let error = Error::Coordinator {
-            namespace: namespace.clone(),
-            name: coordinator_name.clone(),
-            message: "not found".to_string(),
+        gathered: &Gathered,
+        verdict: &Verdict,
+        executed: &Executed,
+        now: Timestamp,
+    ) -> CollectionAliasStatus {
+        let intent = &gathered.intent;
+        // A clean-up that is held back binds nothing new.
+        let bound = if gathered.deleting {
+            None
+        } else {
+            bound_after(intent, verdict, executed)
         };
-        let _ = view.fail(api, ctx, error).await;
-        return Ok(Requeue::requeue(next_resync(
-            &*alias,
-            ctx.settings.resync_interval,
-        )));
-    };
-    let mut engine = match ctx.engines.connect(&coordinator).await {
-        Ok(engine) => engine,
-        Err(error) => return view.fail(api, ctx, error).await,
-    };
-    let intent = AliasIntent::from_resource(&alias);
-    let (collections, aliases) = observation(&alias);
-    let observed = match engine.observe(&collections, &aliases).await {
-        Ok(observed) => observed,
-        Err(error) => return view.fail(api, ctx, error.into()).await,
-    };
-    let rivals = ctx.alias_rivals(&alias);
-    let readiness = ctx.target_readiness(&alias);
-    let (actions, verdict) = plan_alias(&intent, &rivals, readiness, &observed);
-    let executed = ctx
-        .execute(
-            &mut engine,
-            &alias.object_ref(&()),
-            actions,
-            intent.bound.as_deref(),
-            intent.paused,
-        )
-        .await;
-    hint_collections(
-        ctx,
-        &alias,
-        &touched_collections(&executed, &observed, &intent),
-    );
-    let bound = bound_after(&intent, &verdict, &executed);
-    let outcome = match &executed.failure {
-        Some((_, error)) => Outcome::engine_failure(error),
-        None => Outcome::Planned {
-            ready_message: format!(
-                "alias {} in database {} points to {}",
-                intent.alias, intent.database, intent.target
-            ),
-            verdict: verdict.clone(),
-        },
-    };
-    let status = alias_status(&alias, &outcome, bound, ctx.now());
-    view.write(api, ctx, status).await?;
-    if let Some((_, error)) = executed.failure {
-        return Err(error.into());
-    }
-    let resync = resync_interval(&*alias, ctx.settings.resync_interval);
-    Ok(Requeue::requeue(match verdict {
-        // A target that only has to appear in the engine is polled, with a growing
-        // delay; a target managed by a Collection also requeues when that one changes.
-        Verdict::NotReady {
-            reason: Reason::WaitingForTarget,
-            ..
-        } => ctx.alias_backoff.next(&key).min(resync),
-        _ => {
-            ctx.alias_backoff.reset(&key);
-            next_resync(&*alias, ctx.settings.resync_interval)
-        }
-    }))
-}
-
-async fn cleanup(
-    cached: Arc<CollectionAlias>,
-    ctx: &Context,
-    api: &Api<CollectionAlias>,
-) -> Result<Requeue, Error> {
-    let view = View::new(cached, ctx);
-    let alias = view.known.clone();
-    let namespace = alias.namespace().unwrap_or_default();
-    let key = ObjectRef::from_obj(&*alias);
-    let coordinator_name = &alias.spec.coordinator_ref.name;
-    let Some(coordinator) = ctx.coordinator(&namespace, coordinator_name).await? else {
-        ctx.publish(
-            &EventSpec::warning(
-                "CoordinatorGone",
-                "ReleaseFinalizer",
-                format!(
-                    "Coordinator {namespace}/{coordinator_name} no longer exists; the \
-                     finalizer is released without touching the engine (alias {} in \
-                     database {} is left as it is)",
-                    alias.engine_name(),
-                    alias.spec.database
+        let outcome = match &executed.failure {
+            Some((_, error)) => Outcome::engine_failure(error),
+            None => Outcome::Planned {
+                ready_message: format!(
+                    "alias {} in database {} points to {}",
+                    intent.alias, intent.database, intent.target
                 ),
-            ),
-            &alias.object_ref(&()),
-        )
-        .await;
-        released(&alias, ctx, &key);
-        return Ok(Requeue::await_change());
-    };
-    let mut engine = match ctx.engines.connect(&coordinator).await {
-        Ok(engine) => engine,
-        Err(error) => return view.fail(api, ctx, error).await,
-    };
-    let intent = AliasIntent::from_resource(&alias);
-    let (collections, aliases) = observation(&alias);
-    let observed = match engine.observe(&collections, &aliases).await {
-        Ok(observed) => observed,
-        Err(error) => return view.fail(api, ctx, error.into()).await,
-    };
-    let readiness = ctx.target_readiness(&alias);
-    let (actions, verdict) = plan_alias(&intent, &[], readiness, &observed);
-    let executed = ctx
-        .execute(
-            &mut engine,
-            &alias.object_ref(&()),
-            actions,
-            intent.bound.as_deref(),
-            false,
-        )
-        .await;
-    hint_collections(
-        ctx,
-        &alias,
-        &touched_collections(&executed, &observed, &intent),
-    );
-    if let Some((_, error)) = executed.failure {
-        return view.fail(api, ctx, error.into()).await;
+                verdict: verdict.clone(),
+            },
+        };
+        alias_status(self, &outcome, bound, now)
     }
-    match verdict {
-        Verdict::Released => {
-            released(&alias, ctx, &key);
-            Ok(Requeue::await_change())
-        }
-        Verdict::NotReady { reason, message } => {
-            let outcome = Outcome::Planned {
-                verdict: Verdict::NotReady {
-                    reason,
-                    message: message.clone(),
-                },
-                ready_message: String::new(),
-            };
-            let status = alias_status(&alias, &outcome, None, ctx.now());
-            view.write(api, ctx, status).await?;
-            Err(Error::Blocked {
-                reason: reason.as_str(),
-                message,
-            })
-        }
-        Verdict::Ready => Err(Error::Blocked {
-            reason: "Deleting",
-            message: "the planner did not release the resource".to_string(),
-        }),
-    }
-}
 
-fn released(alias: &CollectionAlias, ctx: &Context, key: &ObjectRef<CollectionAlias>) {
-    ctx.alias_backoff.reset(key);
-    if let Some(uid) = alias.uid() {
-        ctx.remembered.forget_alias(&uid);
+    fn failed_status(&self, outcome: &Outcome, now: Timestamp) -> CollectionAliasStatus {
+        alias_status(self, outcome, None, now)
     }
-    for rival in ctx.alias_claimants(alias) {
-        ctx.hints.alias(ObjectRef::from_obj(&*rival));
+
+    fn requeue_after(&self, ctx: &Context, verdict: &Verdict) -> Duration {
+        let key = ObjectRef::from_obj(self);
+        match verdict {
+            // A target that only has to appear in the engine is polled, with a growing
+            // delay; a target managed by a Collection also requeues when that one changes.
+            Verdict::NotReady {
+                reason: Reason::WaitingForTarget,
+                ..
+            } => ctx
+                .alias_backoff
+                .next(&key)
+                .min(resync_interval(self, ctx.settings.resync_interval)),
+            _ => {
+                ctx.alias_backoff.reset(&key);
+                next_resync(self, ctx.settings.resync_interval)
+            }
+        }
     }
 }
 
@@ -366,7 +270,7 @@ pub fn aliases_for_collection(
     collection: &Collection,
 ) -> Vec<ObjectRef<CollectionAlias>> {
     let namespace = collection.namespace().unwrap_or_default();
-    let engine = ctx.engine_identity(&namespace, &collection.spec.coordinator_ref);
+    let engine = lookup::engine_identity(&ctx.stores, &namespace, &collection.spec.coordinator_ref);
     let name = collection.engine_name();
     ctx.stores
         .aliases
@@ -377,7 +281,8 @@ pub fn aliases_for_collection(
                 && (alias.spec.collection == name
                     || alias.status.as_ref().and_then(|s| s.collection.as_deref())
                         == Some(name.as_str()))
-                && ctx.engine_identity(
+                && lookup::engine_identity(
+                    &ctx.stores,
                     &alias.namespace().unwrap_or_default(),
                     &alias.spec.coordinator_ref,
                 ) == engine

@@ -1,63 +1,37 @@
-//! The `Collection` controller: observe the engine collection → `plan_collection` →
-//! apply → status, inside kube's finalizer helper so that `deletionPolicy: Delete` runs
-//! before the resource disappears.
+//! The `Collection` controller, on the shared pass of [`super::pass`]: gather (the engine
+//! collection of its name, rivals from the caches) → [`plan_collection`] → apply →
+//! status. The pass runs inside kube's finalizer helper, so that `deletionPolicy: Delete`
+//! runs before the resource disappears.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 
-use kube::api::Api;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 
-use super::backoff::next_resync;
-use super::context::{Context, Executed};
+use super::backoff::Backoff;
+use super::context::{Context, Remembered};
+use super::engine::Engine;
 use super::error::Error;
-use super::events::EventSpec;
-use super::status::{Outcome, apply_status, collection_status};
-use crate::crd::{Collection, FINALIZER};
-use crate::plan::{Action, CollectionIntent, Observed, Verdict, plan_collection};
+use super::lookup;
+use super::pass::{self, EngineResource, Executed};
+use super::status::{Outcome, collection_status};
+use crate::crd::{Collection, CollectionStatus, CoordinatorRef};
+use crate::plan::{Action, CollectionIntent, Observed, Seniority, Verdict, plan_collection};
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "collection";
 
-/// Reconciles one `Collection`.
+/// Reconciles one `Collection` (see [`super::pass`]).
 pub async fn reconcile(collection: Arc<Collection>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(collection, &ctx).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    result
+    pass::reconcile(collection, ctx).await
 }
 
-async fn reconcile_inner(collection: Arc<Collection>, ctx: &Context) -> Result<Requeue, Error> {
-    ctx.caches_ready().await?;
-    let namespace = collection
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<Collection> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, collection, |event| async {
-        match event {
-            FinalizerEvent::Apply(collection) => apply(collection, ctx, &api).await,
-            FinalizerEvent::Cleanup(collection) => cleanup(collection, ctx, &api).await,
-        }
-    })
-    .await
-    .map_err(Error::from_finalizer)
-}
-
-/// Requeue after a failed pass: terminal errors wait for the resync interval (an edit
-/// triggers a pass anyway), others back off exponentially per object.
+/// Requeue after a failed pass (see [`pass::error_policy`]).
 pub fn error_policy(collection: Arc<Collection>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    Requeue::requeue(super::backoff::after_error(
-        &*collection,
-        error,
-        &ctx.collection_backoff,
-        ctx.settings.resync_interval,
-        &ctx.metrics,
-        CONTROLLER,
-    ))
+    pass::error_policy(collection, error, ctx)
 }
 
 /// The engine names a Collection pass observes.
@@ -120,223 +94,117 @@ fn ready_message(intent: &CollectionIntent, owned: Option<i64>) -> String {
     }
 }
 
-/// The object as cached (what the API server has, as far as the watch told) and as this
-/// process knows it (its status replaced by the one last computed, see
-/// [`super::context::Remembered`]).
-struct View {
-    cached: Arc<Collection>,
-    known: Arc<Collection>,
+/// Everything a Collection pass decides on.
+pub struct Gathered {
+    /// The resource's wish.
+    pub intent: CollectionIntent,
+    /// The engine collection of that name.
+    pub observed: Observed,
+    /// Seniority of the other resources claiming the same engine collection (none when
+    /// deleting).
+    pub rivals: Vec<Seniority>,
+    /// The clean-up pass.
+    pub deleting: bool,
 }
 
-impl View {
-    fn new(cached: Arc<Collection>, ctx: &Context) -> Self {
-        let known = Arc::new(ctx.remembered.collection(&cached));
-        Self { cached, known }
+impl EngineResource for Collection {
+    type Status = CollectionStatus;
+    type Gathered = Gathered;
+    const CONTROLLER: &'static str = CONTROLLER;
+    const ENGINE_OBJECT: &'static str = "collection";
+
+    fn coordinator_ref(&self) -> &CoordinatorRef {
+        &self.spec.coordinator_ref
     }
 
-    /// Remembers `status` and writes it unless the API server already has it.
-    async fn write(
+    fn engine_object(&self) -> (String, String) {
+        (self.spec.database.clone(), self.engine_name())
+    }
+
+    fn status_mut(&mut self) -> &mut Option<CollectionStatus> {
+        &mut self.status
+    }
+
+    fn current_status(&self) -> Option<&CollectionStatus> {
+        self.status.as_ref()
+    }
+
+    fn backoff(ctx: &Context) -> &Backoff<Self> {
+        &ctx.collection_backoff
+    }
+
+    fn remembered(ctx: &Context) -> &Remembered<CollectionStatus> {
+        &ctx.remembered_collections
+    }
+
+    fn wake_claimants(&self, ctx: &Context) {
+        for rival in lookup::collection_claimants(&ctx.stores, self) {
+            ctx.hints.collection(ObjectRef::from_obj(&*rival));
+        }
+    }
+
+    async fn gather(
         &self,
-        api: &Api<Collection>,
         ctx: &Context,
-        status: crate::crd::CollectionStatus,
-    ) -> Result<(), Error> {
-        if let Some(uid) = self.cached.uid() {
-            ctx.remembered.set_collection(&uid, &status);
-        }
-        if self.cached.status.as_ref() != Some(&status) {
-            apply_status(api, &*self.cached, &status).await?;
-        }
-        Ok(())
-    }
-
-    /// Records a failure in the status (best effort) and returns the error.
-    async fn fail(
-        &self,
-        api: &Api<Collection>,
-        ctx: &Context,
-        error: Error,
-    ) -> Result<Requeue, Error> {
-        let status = collection_status(
-            &self.known,
-            &Outcome::from_error(&error),
-            None,
-            None,
-            ctx.now(),
-        );
-        if let Err(status_error) = self.write(api, ctx, status).await {
-            tracing::warn!(error = %status_error, "could not record the failure in status");
-        }
-        Err(error)
-    }
-}
-
-async fn apply(
-    cached: Arc<Collection>,
-    ctx: &Context,
-    api: &Api<Collection>,
-) -> Result<Requeue, Error> {
-    let view = View::new(cached, ctx);
-    let collection = view.known.clone();
-    let namespace = collection.namespace().unwrap_or_default();
-    let key = ObjectRef::from_obj(&*collection);
-    let coordinator_name = &collection.spec.coordinator_ref.name;
-    let Some(coordinator) = ctx.coordinator(&namespace, coordinator_name).await? else {
-        let error = Error::Coordinator {
-            namespace: namespace.clone(),
-            name: coordinator_name.clone(),
-            message: "not found".to_string(),
-        };
-        // Waiting for it is not a failure: creating it requeues this object.
-        let _ = view.fail(api, ctx, error).await;
-        return Ok(Requeue::requeue(next_resync(
-            &*collection,
-            ctx.settings.resync_interval,
-        )));
-    };
-    let mut engine = match ctx.engines.connect(&coordinator).await {
-        Ok(engine) => engine,
-        Err(error) => return view.fail(api, ctx, error).await,
-    };
-    let intent = CollectionIntent::from_resource(&collection);
-    let observed = match engine
-        .observe(&observation(&collection), &BTreeSet::new())
-        .await
-    {
-        Ok(observed) => observed,
-        Err(error) => return view.fail(api, ctx, error.into()).await,
-    };
-    let rivals = ctx.collection_rivals(&collection);
-    let (actions, verdict) = plan_collection(&intent, &rivals, &observed);
-    let recorded = intent.owned_id.map(|id| id.to_string());
-    let executed = ctx
-        .execute(
-            &mut engine,
-            &collection.object_ref(&()),
-            actions,
-            recorded.as_deref(),
-            intent.paused,
-        )
-        .await;
-    let owned = owned_after(&intent, &verdict, &observed, &executed);
-    let (outcome, aliases) = match &executed.failure {
-        Some((_, error)) => (Outcome::engine_failure(error), None),
-        None => (
-            Outcome::Planned {
-                ready_message: ready_message(&intent, owned),
-                verdict: verdict.clone(),
+        engine: &mut Engine,
+        deleting: bool,
+    ) -> Result<Gathered, Error> {
+        let observed = engine.observe(&observation(self), &BTreeSet::new()).await?;
+        Ok(Gathered {
+            intent: CollectionIntent::from_resource(self),
+            observed,
+            rivals: if deleting {
+                Vec::new()
+            } else {
+                lookup::collection_rivals(&ctx.stores, self)
             },
-            Some(aliases_after(&intent, &observed, owned)),
-        ),
-    };
-    let status = collection_status(&collection, &outcome, owned, aliases, ctx.now());
-    view.write(api, ctx, status).await?;
-    if let Some((_, error)) = executed.failure {
-        return Err(error.into());
+            deleting,
+        })
     }
-    ctx.collection_backoff.reset(&key);
-    Ok(Requeue::requeue(next_resync(
-        &*collection,
-        ctx.settings.resync_interval,
-    )))
-}
 
-async fn cleanup(
-    cached: Arc<Collection>,
-    ctx: &Context,
-    api: &Api<Collection>,
-) -> Result<Requeue, Error> {
-    let view = View::new(cached, ctx);
-    let collection = view.known.clone();
-    let namespace = collection.namespace().unwrap_or_default();
-    let key = ObjectRef::from_obj(&*collection);
-    let coordinator_name = &collection.spec.coordinator_ref.name;
-    let Some(coordinator) = ctx.coordinator(&namespace, coordinator_name).await? else {
-        // The engine's Coordinator resource is gone (typically the namespace is being
-        // deleted). Waiting for it would keep the finalizer forever; assume its objects
-        // are out of our hands, say so, and let the resource go.
-        ctx.publish(
-            &EventSpec::warning(
-                "CoordinatorGone",
-                "ReleaseFinalizer",
-                format!(
-                    "Coordinator {namespace}/{coordinator_name} no longer exists; the \
-                     finalizer is released without touching the engine (collection {} in \
-                     database {} is left as it is)",
-                    collection.engine_name(),
-                    collection.spec.database
-                ),
-            ),
-            &collection.object_ref(&()),
-        )
-        .await;
-        released(&collection, ctx, &key);
-        return Ok(Requeue::await_change());
-    };
-    let mut engine = match ctx.engines.connect(&coordinator).await {
-        Ok(engine) => engine,
-        Err(error) => return view.fail(api, ctx, error).await,
-    };
-    let intent = CollectionIntent::from_resource(&collection);
-    let observed = match engine
-        .observe(&observation(&collection), &BTreeSet::new())
-        .await
-    {
-        Ok(observed) => observed,
-        Err(error) => return view.fail(api, ctx, error.into()).await,
-    };
-    let (actions, verdict) = plan_collection(&intent, &[], &observed);
-    let recorded = intent.owned_id.map(|id| id.to_string());
-    let executed = ctx
-        .execute(
-            &mut engine,
-            &collection.object_ref(&()),
-            actions,
-            recorded.as_deref(),
-            false,
-        )
-        .await;
-    if let Some((_, error)) = executed.failure {
-        return view.fail(api, ctx, error.into()).await;
+    fn plan(gathered: &Gathered) -> (Vec<Action>, Verdict) {
+        plan_collection(&gathered.intent, &gathered.rivals, &gathered.observed)
     }
-    match verdict {
-        Verdict::Released => {
-            released(&collection, ctx, &key);
-            Ok(Requeue::await_change())
-        }
-        Verdict::NotReady { reason, message } => {
-            let owned = owned_after(&intent, &Verdict::Ready, &observed, &executed);
-            let outcome = Outcome::Planned {
-                verdict: Verdict::NotReady {
-                    reason,
-                    message: message.clone(),
+
+    fn recorded(gathered: &Gathered) -> Option<String> {
+        gathered.intent.owned_id.map(|id| id.to_string())
+    }
+
+    fn paused(gathered: &Gathered) -> bool {
+        gathered.intent.paused
+    }
+
+    fn status(
+        &self,
+        gathered: &Gathered,
+        verdict: &Verdict,
+        executed: &Executed,
+        now: Timestamp,
+    ) -> CollectionStatus {
+        let Gathered {
+            intent, observed, ..
+        } = gathered;
+        // A clean-up that is held back still owns the collection it recorded.
+        let owned = if gathered.deleting {
+            owned_after(intent, &Verdict::Ready, observed, executed)
+        } else {
+            owned_after(intent, verdict, observed, executed)
+        };
+        let (outcome, aliases) = match &executed.failure {
+            Some((_, error)) => (Outcome::engine_failure(error), None),
+            None => (
+                Outcome::Planned {
+                    ready_message: ready_message(intent, owned),
+                    verdict: verdict.clone(),
                 },
-                ready_message: String::new(),
-            };
-            let aliases = Some(aliases_after(&intent, &observed, owned));
-            let status = collection_status(&collection, &outcome, owned, aliases, ctx.now());
-            view.write(api, ctx, status).await?;
-            Err(Error::Blocked {
-                reason: reason.as_str(),
-                message,
-            })
-        }
-        Verdict::Ready => Err(Error::Blocked {
-            reason: "Deleting",
-            message: "the planner did not release the resource".to_string(),
-        }),
+                Some(aliases_after(intent, observed, owned)),
+            ),
+        };
+        collection_status(self, &outcome, owned, aliases, now)
     }
-}
 
-/// Bookkeeping when the finalizer goes: forget backoff and remembered status, and wake
-/// the resources that lost a conflict to this one.
-fn released(collection: &Collection, ctx: &Context, key: &ObjectRef<Collection>) {
-    ctx.collection_backoff.reset(key);
-    if let Some(uid) = collection.uid() {
-        ctx.remembered.forget_collection(&uid);
-    }
-    for rival in ctx.collection_claimants(collection) {
-        ctx.hints.collection(ObjectRef::from_obj(&*rival));
+    fn failed_status(&self, outcome: &Outcome, now: Timestamp) -> CollectionStatus {
+        collection_status(self, outcome, None, None, now)
     }
 }
 

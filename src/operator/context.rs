@@ -1,7 +1,7 @@
-//! What every reconcile shares: the Kubernetes client, the informer caches (to find
-//! rival claimants and target readiness without API calls), engine connections, the
-//! Event recorder, metrics, per-object backoff, requeue hints between controllers, and
-//! a clock (fixed in tests so statuses are comparable byte for byte).
+//! What every reconcile shares: the Kubernetes client, the informer caches (the queries
+//! over them are in [`super::lookup`]), engine connections, the Event recorder, metrics,
+//! per-object backoff, requeue hints between controllers, the statuses last computed,
+//! and a clock (fixed in tests so statuses are comparable byte for byte).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,24 +9,21 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::backoff::{Backoff, BackoffPolicy};
-use super::engine::{Engine, Engines};
+use super::engine::Engines;
 use super::error::Error;
-use super::events::{EventSpec, Recorder, Reporter, action_name, failure_event, mutation_event};
+use super::events::{EventSpec, Recorder, Reporter};
 use super::metrics::Metrics;
 use super::status::READY;
-use crate::client::{Applied, ClientError};
 use crate::crd::{
-    Collection, CollectionAlias, CollectionAliasStatus, CollectionStatus, Coordinator,
-    CoordinatorRef, RoutedAlias,
+    Collection, CollectionAlias, CollectionAliasStatus, CollectionStatus, Coordinator, RoutedAlias,
 };
-use crate::plan::{Action, AliasIntent, CollectionIntent, Seniority, TargetReadiness};
+use crate::plan::TargetReadiness;
 
 /// How long a reconcile waits for the informer caches before failing (and retrying).
 pub const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,7 +176,7 @@ impl Hints {
     }
 }
 
-/// The status this process last computed for each object, by UID.
+/// The status this process last computed for each object of one kind, by UID.
 ///
 /// The operator is the only writer of these statuses, so what it last computed is the
 /// truth, while the informer cache may still hold an older version: a pass that runs
@@ -188,69 +185,37 @@ impl Hints {
 /// `AlreadyExists` and write that, losing the ownership. It also carries ownership when a
 /// status write failed after an engine create. Entries go when the finalizer is released;
 /// a new leader starts empty with freshly listed caches.
-#[derive(Default)]
-pub struct Remembered {
-    collections: Mutex<HashMap<String, CollectionStatus>>,
-    aliases: Mutex<HashMap<String, CollectionAliasStatus>>,
+pub struct Remembered<S> {
+    statuses: Mutex<HashMap<String, S>>,
 }
 
-impl Remembered {
-    /// `collection` with the status last computed for it (if any) instead of the cached one.
-    pub fn collection(&self, collection: &Collection) -> Collection {
-        let mut effective = collection.clone();
-        if let Some(uid) = collection.uid()
-            && let Some(status) = self.collections.lock().get(&uid)
-        {
-            effective.status = Some(status.clone());
+impl<S> Default for Remembered<S> {
+    fn default() -> Self {
+        Self {
+            statuses: Mutex::new(HashMap::new()),
         }
-        effective
+    }
+}
+
+impl<S: Clone> Remembered<S> {
+    /// The status last computed for `uid`.
+    pub fn get(&self, uid: &str) -> Option<S> {
+        self.statuses.lock().get(uid).cloned()
     }
 
-    /// Remembers a computed Collection status.
-    pub fn set_collection(&self, uid: &str, status: &CollectionStatus) {
-        self.collections
-            .lock()
-            .insert(uid.to_string(), status.clone());
+    /// Remembers a computed status.
+    pub fn set(&self, uid: &str, status: &S) {
+        self.statuses.lock().insert(uid.to_string(), status.clone());
     }
 
-    /// Forgets a Collection.
-    pub fn forget_collection(&self, uid: &str) {
-        self.collections.lock().remove(uid);
-    }
-
-    /// `alias` with the status last computed for it (if any).
-    pub fn alias(&self, alias: &CollectionAlias) -> CollectionAlias {
-        let mut effective = alias.clone();
-        if let Some(uid) = alias.uid()
-            && let Some(status) = self.aliases.lock().get(&uid)
-        {
-            effective.status = Some(status.clone());
-        }
-        effective
-    }
-
-    /// Remembers a computed alias status.
-    pub fn set_alias(&self, uid: &str, status: &CollectionAliasStatus) {
-        self.aliases.lock().insert(uid.to_string(), status.clone());
-    }
-
-    /// Forgets an alias.
-    pub fn forget_alias(&self, uid: &str) {
-        self.aliases.lock().remove(uid);
+    /// Forgets an object.
+    pub fn forget(&self, uid: &str) {
+        self.statuses.lock().remove(uid);
     }
 }
 
 /// The time source.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// What an [`Context::execute`] run did.
-#[derive(Debug, Default)]
-pub struct Executed {
-    /// Actions applied, in order, with their results.
-    pub applied: Vec<(Action, Applied)>,
-    /// The action that failed and why; later actions were not attempted.
-    pub failure: Option<(Action, ClientError)>,
-}
 
 /// Shared state of the controllers.
 pub struct Context {
@@ -276,8 +241,10 @@ pub struct Context {
     pub routed_backoff: Backoff<RoutedAlias>,
     /// Requeue hints.
     pub hints: Hints,
-    /// Statuses last computed.
-    pub remembered: Remembered,
+    /// Collection statuses last computed.
+    pub remembered_collections: Remembered<CollectionStatus>,
+    /// CollectionAlias statuses last computed.
+    pub remembered_aliases: Remembered<CollectionAliasStatus>,
     clock: Clock,
 }
 
@@ -302,7 +269,8 @@ impl Context {
             stores,
             metrics,
             hints,
-            remembered: Remembered::default(),
+            remembered_collections: Remembered::default(),
+            remembered_aliases: Remembered::default(),
             clock: Arc::new(Timestamp::now),
         }
     }
@@ -331,214 +299,9 @@ impl Context {
             .map_err(|_| Error::CachesNotSynced(CACHE_SYNC_TIMEOUT))
     }
 
-    /// The Coordinator `name` in `namespace`: from the cache, and when the cache has none,
-    /// from the API server (a cache that lags must not make the operator release
-    /// finalizers because it believes the Coordinator is gone). `None`: it does not exist.
-    pub async fn coordinator(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<Coordinator>>, Error> {
-        let reference = ObjectRef::<Coordinator>::new(name).within(namespace);
-        if let Some(coordinator) = self.stores.coordinators.get(&reference) {
-            return Ok(Some(coordinator));
-        }
-        let api: Api<Coordinator> = Api::namespaced(self.client.clone(), namespace);
-        let found = api.get_opt(name).await.map_err(|source| {
-            Error::kube(format!("reading Coordinator {namespace}/{name}"), source)
-        })?;
-        Ok(found.map(Arc::new))
-    }
-
-    /// Which engine a reference designates: the Coordinator's endpoint when known (two
-    /// Coordinators may point to the same engine), else the reference itself.
-    pub fn engine_identity(&self, namespace: &str, coordinator: &CoordinatorRef) -> String {
-        let reference = ObjectRef::<Coordinator>::new(&coordinator.name).within(namespace);
-        match self
-            .stores
-            .coordinators
-            .get(&reference)
-            .and_then(|c| c.endpoint())
-        {
-            Some(endpoint) => format!("endpoint {}", endpoint.trim_end_matches('/').to_lowercase()),
-            None => format!("coordinator {namespace}/{}", coordinator.name),
-        }
-    }
-
-    /// The other Collections claiming the same engine collection.
-    pub fn collection_rivals(&self, collection: &Collection) -> Vec<Seniority> {
-        let namespace = collection.namespace().unwrap_or_default();
-        let engine = self.engine_identity(&namespace, &collection.spec.coordinator_ref);
-        let name = collection.engine_name();
-        self.stores
-            .collections
-            .state()
-            .iter()
-            .filter(|other| {
-                !(other.namespace() == collection.namespace()
-                    && other.name_any() == collection.name_any())
-                    && other.spec.database == collection.spec.database
-                    && other.engine_name() == name
-                    && self.engine_identity(
-                        &other.namespace().unwrap_or_default(),
-                        &other.spec.coordinator_ref,
-                    ) == engine
-            })
-            .map(|other| CollectionIntent::from_resource(other).seniority)
-            .collect()
-    }
-
-    /// The other CollectionAliases claiming the same engine alias.
-    pub fn alias_rivals(&self, alias: &CollectionAlias) -> Vec<Seniority> {
-        self.alias_claimants(alias)
-            .iter()
-            .map(|other| AliasIntent::from_resource(other).seniority)
-            .collect()
-    }
-
-    /// The other CollectionAliases claiming the same engine alias (for hints too).
-    pub fn alias_claimants(&self, alias: &CollectionAlias) -> Vec<Arc<CollectionAlias>> {
-        let namespace = alias.namespace().unwrap_or_default();
-        let engine = self.engine_identity(&namespace, &alias.spec.coordinator_ref);
-        let name = alias.engine_name();
-        self.stores
-            .aliases
-            .state()
-            .into_iter()
-            .filter(|other| {
-                !(other.namespace() == alias.namespace() && other.name_any() == alias.name_any())
-                    && other.spec.database == alias.spec.database
-                    && other.engine_name() == name
-                    && self.engine_identity(
-                        &other.namespace().unwrap_or_default(),
-                        &other.spec.coordinator_ref,
-                    ) == engine
-            })
-            .collect()
-    }
-
-    /// The other Collections claiming the same engine collection (for hints).
-    pub fn collection_claimants(&self, collection: &Collection) -> Vec<Arc<Collection>> {
-        let namespace = collection.namespace().unwrap_or_default();
-        self.collections_named(
-            &namespace,
-            &collection.spec.coordinator_ref,
-            &collection.spec.database,
-            &collection.engine_name(),
-        )
-        .into_iter()
-        .filter(|other| {
-            !(other.namespace() == collection.namespace()
-                && other.name_any() == collection.name_any())
-        })
-        .collect()
-    }
-
-    /// Collections managing engine collection `name` in `database` of the engine that
-    /// `coordinator` (in `namespace`) designates.
-    pub fn collections_named(
-        &self,
-        namespace: &str,
-        coordinator: &CoordinatorRef,
-        database: &str,
-        name: &str,
-    ) -> Vec<Arc<Collection>> {
-        let engine = self.engine_identity(namespace, coordinator);
-        self.stores
-            .collections
-            .state()
-            .into_iter()
-            .filter(|c| {
-                c.spec.database == database
-                    && c.engine_name() == name
-                    && self.engine_identity(
-                        &c.namespace().unwrap_or_default(),
-                        &c.spec.coordinator_ref,
-                    ) == engine
-            })
-            .collect()
-    }
-
-    /// How ready the alias's desired target is, as far as `Collection` resources tell.
-    pub fn target_readiness(&self, alias: &CollectionAlias) -> TargetReadiness {
-        let managing: Vec<Arc<Collection>> = self
-            .collections_named(
-                &alias.namespace().unwrap_or_default(),
-                &alias.spec.coordinator_ref,
-                &alias.spec.database,
-                &alias.spec.collection,
-            )
-            .into_iter()
-            .filter(|c| c.metadata.deletion_timestamp.is_none())
-            .collect();
-        target_readiness_of(&managing)
-    }
-
-    /// Applies `actions` in order, stopping at the first failure, and publishes an Event
-    /// for every engine mutation and for the failure. `recorded`: what the resource's
-    /// status held (owned collection ID, bound alias target), to tell drift correction
-    /// from ordinary changes. `paused`: apply nothing (the planner already plans nothing
-    /// for a paused resource; this is the guarantee).
-    pub async fn execute(
-        &self,
-        engine: &mut Engine,
-        regarding: &ObjectReference,
-        actions: Vec<Action>,
-        recorded: Option<&str>,
-        paused: bool,
-    ) -> Executed {
-        let mut executed = Executed::default();
-        if paused {
-            if !actions.is_empty() {
-                tracing::warn!(
-                    object = regarding.name.as_deref().unwrap_or_default(),
-                    planned = actions.len(),
-                    "paused: not applying planned engine changes"
-                );
-            }
-            return executed;
-        }
-        for action in actions {
-            match engine.apply(&action).await {
-                Ok(applied) => {
-                    let event = mutation_event(&action, recorded, &applied);
-                    tracing::info!(
-                        object = regarding.name.as_deref().unwrap_or_default(),
-                        reason = %event.reason,
-                        "{}",
-                        event.note
-                    );
-                    self.metrics.mutation(&event_label(&event, &action));
-                    self.recorder.publish(&event, regarding).await;
-                    executed.applied.push((action, applied));
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        object = regarding.name.as_deref().unwrap_or_default(),
-                        %error,
-                        "engine call failed"
-                    );
-                    let event = failure_event(action_name(&action), &error);
-                    self.recorder.publish(&event, regarding).await;
-                    executed.failure = Some((action, error));
-                    break;
-                }
-            }
-        }
-        executed
-    }
-
     /// Publishes an Event that is not about an engine mutation.
     pub async fn publish(&self, event: &EventSpec, regarding: &ObjectReference) {
         self.recorder.publish(event, regarding).await;
-    }
-}
-
-fn event_label(event: &EventSpec, action: &Action) -> String {
-    if event.reason == "DriftCorrected" {
-        "DriftCorrected".to_string()
-    } else {
-        action_name(action).to_string()
     }
 }
 

@@ -23,11 +23,13 @@ use kube::{Resource, ResourceExt};
 
 use super::backoff::{next_resync, resync_interval};
 use super::context::Context;
+use super::engine::Engine;
 use super::error::Error;
 use super::events::EventSpec;
-use super::managed::{self, ManagedNames, Placement, ScaleStep};
+use super::managed::{self, ManagedNames, ScaleStep};
 use super::status::{READY, Truth, Wanted, apply_status, conditions};
-use crate::crd::{Coordinator, CoordinatorStatus, StreamingStatus};
+use crate::client::WalPlacement;
+use crate::crd::{Coordinator, CoordinatorStatus, ManagedCoordinator, StreamingStatus};
 
 /// How soon a pass that waits for a drain looks again.
 const DRAIN_POLL: Duration = Duration::from_secs(2);
@@ -157,17 +159,25 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
     }
 }
 
-/// Deploys a managed coordinator: decides the StreamingNode scale step from the
-/// StatefulSet and the WAL placement, acts on the freeze list, and applies every object.
-/// Returns the placement table with its conditions, and the step taken.
-async fn reconcile_managed(
+/// What a managed pass decides on: the StreamingNode StatefulSet as it stands, the
+/// replicas the pchannels ask for, which pod each node runs in, and the coordinator's WAL
+/// placement (`None` when it cannot be read: then no node is ever removed).
+struct ManagedObserved {
+    current: Option<u32>,
+    desired: u32,
+    pchannels: u32,
+    ordinals: managed::Ordinals,
+    placement: Option<WalPlacement>,
+}
+
+/// Reads everything the scale plan needs; also returns the engine connection (when the
+/// coordinator answers) that the freeze list is changed through.
+async fn gather_managed(
     coordinator: &Coordinator,
+    spec: &ManagedCoordinator,
     namespace: &str,
     ctx: &Context,
-) -> Result<((StreamingStatus, Vec<Wanted>), ScaleStep), Error> {
-    let Some(spec) = coordinator.spec.managed.as_ref() else {
-        return Err(Error::MissingMetadata("spec.managed"));
-    };
+) -> Result<(ManagedObserved, Option<Engine>), Error> {
     let names = ManagedNames::of(&coordinator.name_any());
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
     let current = api
@@ -176,10 +186,9 @@ async fn reconcile_managed(
         .map_err(|source| Error::kube(format!("reading StatefulSet {}", names.streaming), source))?
         .and_then(|sts| sts.spec.and_then(|spec| spec.replicas))
         .map(|replicas| replicas.max(0) as u32);
-    let desired = managed::streaming_replicas(&spec.streaming);
     let ordinals = streaming_ordinals(ctx, namespace, coordinator, &names).await?;
     let mut engine = ctx.engines.connect(coordinator).await.ok();
-    let placement: Option<Placement> = match engine.as_mut() {
+    let placement: Option<WalPlacement> = match engine.as_mut() {
         Some(engine) => match engine.wal_placement().await {
             Ok(placement) => Some(placement),
             Err(error) => {
@@ -189,7 +198,35 @@ async fn reconcile_managed(
         },
         None => None,
     };
-    let pchannels = spec.streaming.pchannels;
+    let observed = ManagedObserved {
+        current,
+        desired: managed::streaming_replicas(&spec.streaming),
+        pchannels: spec.streaming.pchannels,
+        ordinals,
+        placement,
+    };
+    Ok((observed, engine))
+}
+
+/// Deploys a managed coordinator: gathers the StatefulSet and the WAL placement, lets
+/// [`managed::plan_streaming_scale`] decide the scale step, acts on the freeze list, and
+/// applies every object. Returns the placement table with its conditions, and the step.
+async fn reconcile_managed(
+    coordinator: &Coordinator,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<((StreamingStatus, Vec<Wanted>), ScaleStep), Error> {
+    let Some(spec) = coordinator.spec.managed.as_ref() else {
+        return Err(Error::MissingMetadata("spec.managed"));
+    };
+    let (observed, mut engine) = gather_managed(coordinator, spec, namespace, ctx).await?;
+    let ManagedObserved {
+        current,
+        desired,
+        pchannels,
+        ordinals,
+        placement,
+    } = observed;
     let step =
         managed::plan_streaming_scale(desired, current, placement.as_ref(), &ordinals, pchannels);
     let reference = coordinator.object_ref(&());

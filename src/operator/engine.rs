@@ -240,7 +240,7 @@ impl Engine {
     /// [`EngineClient::wal_placement`], timed as `AssignmentDiscover`. A refusal by a
     /// follower replica drops the cached connection, so the next pass reconnects (and,
     /// behind a Service, may reach the leader).
-    pub async fn wal_placement(&mut self) -> Result<super::managed::Placement, ClientError> {
+    pub async fn wal_placement(&mut self) -> Result<crate::client::WalPlacement, ClientError> {
         let started = Instant::now();
         let result = self.client.wal_placement().await;
         self.after("AssignmentDiscover", started, &result);

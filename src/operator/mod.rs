@@ -1,9 +1,10 @@
 //! The Kubernetes controllers (`collection-operator operator`).
 //!
 //! Four controllers share one [`Context`]: `Coordinator` (is the engine reachable),
-//! `Collection` and `CollectionAlias` (thin layers: observe the engine for the object's
-//! names and read rivals and target readiness from the informer caches → plan with the
-//! pure [`crate::plan`] functions → apply through [`crate::client::EngineClient`] → status),
+//! `Collection` and `CollectionAlias` (one shared [`pass`]: gather the engine's view of the
+//! object's names and rivals and target readiness from the informer caches ([`lookup`]) →
+//! plan with the pure [`crate::plan`] functions → apply through
+//! [`crate::client::EngineClient`] → status),
 //! and `RoutedAlias` ([`routed`]: a schedule that generates owned `Collection`s and a
 //! `CollectionAlias`, requeued at its next boundary).
 //!
@@ -33,8 +34,10 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod leader;
+pub mod lookup;
 pub mod managed;
 pub mod metrics;
+pub mod pass;
 pub mod routed;
 pub mod status;
 

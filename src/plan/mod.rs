@@ -178,6 +178,22 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The resource an action is for (`None` for CreateDatabase, which serves several).
+    pub fn key(&self) -> Option<&ObjectKey> {
+        match self {
+            Action::CreateDatabase { .. } => None,
+            Action::CreateCollection { key, .. }
+            | Action::AdoptCollection { key, .. }
+            | Action::CreateAlias { key, .. }
+            | Action::AlterAlias { key, .. }
+            | Action::AdoptAlias { key, .. }
+            | Action::DropAlias { key, .. }
+            | Action::DropCollection { key, .. } => Some(key),
+        }
+    }
+}
+
 /// Why a resource is not Ready (the `reason` of its `Ready=False` condition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reason {

@@ -607,7 +607,7 @@ pub fn hold_swaps(plan: &mut Plan, aliases: &[AliasIntent], gates: &BTreeMap<Obj
         let mine: Vec<Action> = plan
             .actions
             .iter()
-            .filter(|action| action_key(action) == Some(&intent.key) && is_bind(action))
+            .filter(|action| action.key() == Some(&intent.key) && is_bind(action))
             .cloned()
             .collect();
         let Some(hold) = held(intent, gate, &mine) else {
@@ -625,7 +625,7 @@ pub fn hold_swaps(plan: &mut Plan, aliases: &[AliasIntent], gates: &BTreeMap<Obj
             }
         }
         plan.actions
-            .retain(|action| !(action_key(action) == Some(&intent.key) && is_bind(action)));
+            .retain(|action| !(action.key() == Some(&intent.key) && is_bind(action)));
         plan.verdicts.insert(intent.key.clone(), hold);
     }
     for (database, from, alias) in still_aliased {
@@ -680,19 +680,6 @@ fn is_bind(action: &Action) -> bool {
         action,
         Action::CreateAlias { .. } | Action::AlterAlias { .. }
     )
-}
-
-fn action_key(action: &Action) -> Option<&ObjectKey> {
-    match action {
-        Action::CreateDatabase { .. } => None,
-        Action::CreateCollection { key, .. }
-        | Action::AdoptCollection { key, .. }
-        | Action::CreateAlias { key, .. }
-        | Action::AlterAlias { key, .. }
-        | Action::AdoptAlias { key, .. }
-        | Action::DropAlias { key, .. }
-        | Action::DropCollection { key, .. } => Some(key),
-    }
 }
 
 /// `1002334` → `"1,002,334"`.

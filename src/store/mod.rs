@@ -6,6 +6,7 @@
 pub mod commit_log;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod lock;
 pub mod redb;
 
 #[cfg(feature = "etcd")]
@@ -23,6 +24,9 @@ pub enum StoreError {
     /// last commit. Nothing of the batch was written.
     #[error("commit fenced: {0}")]
     Fenced(String),
+    /// Another process holds the data directory.
+    #[error(transparent)]
+    Locked(#[from] lock::DataDirLockError),
     /// The store's files could not be prepared.
     #[error("{context}: {source}")]
     Io {

@@ -15,6 +15,7 @@ use redb::{
 };
 
 use super::commit_log::CommitLog;
+use super::lock::DataDirLock;
 use super::{MetaStore, StoreError, WriteBatch};
 use crate::proto::records::{StoreBatch, StoreOp};
 
@@ -59,6 +60,8 @@ pub struct RedbStore {
     db: Database,
     state: Mutex<LogState>,
     options: RedbOptions,
+    /// Held as long as the store is open (declared last: released after the files close).
+    _lock: DataDirLock,
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -97,6 +100,7 @@ impl RedbStore {
             "creating data directory {}",
             data_dir.display()
         )))?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let db = Database::create(data_dir.join(FILE_NAME)).map_err(redb::Error::from)?;
         let applied = {
             let mut txn = db.begin_write().map_err(redb::Error::from)?;
@@ -141,6 +145,7 @@ impl RedbStore {
                 poisoned: None,
             }),
             options,
+            _lock: lock,
         };
         if replayed > 0 {
             tracing::info!(replayed, "replayed commit log records into redb");

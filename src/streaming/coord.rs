@@ -30,7 +30,8 @@ use super::balancer::{self, ChannelView, NodeState, Policy};
 use super::{SERVER_ID_KEY, StreamingFailure, pchannel_name};
 use crate::proto::session::streaming_node_session_service_server::StreamingNodeSessionService;
 use crate::proto::session::{
-    KeepAliveRequest, KeepAliveResponse, RegisterRequest, RegisterResponse,
+    DeregisterRequest, DeregisterResponse, KeepAliveRequest, KeepAliveResponse, RegisterRequest,
+    RegisterResponse,
 };
 use crate::proto::streaming::streaming_coord_assignment_service_server::StreamingCoordAssignmentService;
 use crate::proto::streaming::streaming_node_manager_service_client::StreamingNodeManagerServiceClient;
@@ -45,6 +46,8 @@ const NEXT_SERVER_ID_KEY: &str = "streamingcoord-meta/next-server-id";
 const POLICY_KEY: &str = "streamingcoord-meta/policy";
 const INCARNATION_KEY: &str = "streamingcoord-meta/incarnation";
 const CCHANNEL_KEY: &str = "streamingcoord-meta/cchannel";
+/// Consecutive failed balance rounds logged at debug before they are warned about.
+const QUIET_FAILED_ROUNDS: u32 = 5;
 
 /// Settings of the streaming coordinator.
 #[derive(Debug, Clone)]
@@ -307,21 +310,50 @@ impl StreamingCoord {
 
     async fn balance_loop(&self) {
         let tick = (self.inner.config.lease_ttl / 4).min(Duration::from_secs(1));
+        let mut failed_rounds = 0u32;
         loop {
             tokio::select! {
                 _ = self.inner.trigger.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
             }
             match self.round().await {
-                Ok(true) => self.inner.trigger.notify_one(),
-                Ok(false) => {}
+                Ok(true) => {
+                    failed_rounds = 0;
+                    self.inner.trigger.notify_one()
+                }
+                Ok(false) => failed_rounds = 0,
                 Err(error) => {
-                    tracing::warn!(%error, "balance round failed; retrying");
+                    failed_rounds += 1;
+                    // A node that has just registered may refuse its first Assign (it has not
+                    // stored its server ID yet): retried rounds are normal at start; a
+                    // placement that keeps failing is not.
+                    if failed_rounds >= QUIET_FAILED_ROUNDS {
+                        tracing::warn!(%error, failed_rounds, "balance round failed; retrying");
+                    } else {
+                        tracing::debug!(%error, failed_rounds, "balance round failed; retrying");
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     self.inner.trigger.notify_one();
                 }
             }
         }
+    }
+
+    /// Removes node sessions durably (with their freeze marks); the next balance round
+    /// moves their pchannels. The caller holds `writes`.
+    async fn forget_nodes(&self, ids: &[i64]) -> Result<(), Status> {
+        let mut batch = WriteBatch::default();
+        let policy = {
+            let mut state = self.inner.state.lock();
+            for id in ids {
+                state.nodes.remove(id);
+                state.frozen.remove(id);
+                batch.delete(node_key(*id));
+            }
+            policy_record(&state)
+        };
+        batch.put(POLICY_KEY, policy.encode_to_vec());
+        self.commit(batch).await
     }
 
     /// One balance round. Ok(true): something changed, run another.
@@ -339,19 +371,9 @@ impl StreamingCoord {
                 .collect()
         };
         if !gone.is_empty() {
-            let mut batch = WriteBatch::default();
-            let policy = {
-                let mut state = self.inner.state.lock();
-                for id in &gone {
-                    state.nodes.remove(id);
-                    state.frozen.remove(id);
-                    batch.delete(node_key(*id));
-                }
-                policy_record(&state)
-            };
-            batch.put(POLICY_KEY, policy.encode_to_vec());
-            self.commit(batch).await?;
-            tracing::warn!(nodes = ?gone, "streaming node sessions expired; their pchannels move");
+            self.forget_nodes(&gone).await?;
+            // Expected after a restart (the previous process's node) and when a node dies.
+            tracing::info!(nodes = ?gone, "streaming node sessions expired; their pchannels move");
             self.publish();
         }
         let decisions = {
@@ -429,7 +451,7 @@ impl StreamingCoord {
         for outcome in outcomes {
             if let Err(error) = outcome {
                 failures += 1;
-                tracing::warn!(%error, "pchannel assignment not completed; the next round retries");
+                tracing::debug!(%error, "pchannel assignment not completed; the next round retries");
             }
         }
         if failures > 0 {
@@ -749,6 +771,26 @@ impl StreamingNodeSessionService for StreamingCoord {
             server_id: id,
             lease_ttl_ms: self.inner.config.lease_ttl.as_millis() as u64,
         }))
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        let id = request.into_inner().server_id;
+        let _writes = self.inner.writes.lock().await;
+        if !self.inner.state.lock().nodes.contains_key(&id) {
+            return Ok(Response::new(DeregisterResponse { removed: false }));
+        }
+        self.forget_nodes(&[id]).await?;
+        drop(_writes);
+        tracing::info!(
+            server_id = id,
+            "streaming node deregistered; its pchannels move"
+        );
+        self.publish();
+        self.inner.trigger.notify_one();
+        Ok(Response::new(DeregisterResponse { removed: true }))
     }
 
     async fn keep_alive(

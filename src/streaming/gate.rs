@@ -15,7 +15,8 @@ use crate::proto::session::streaming_node_session_service_server::{
     StreamingNodeSessionService, StreamingNodeSessionServiceServer,
 };
 use crate::proto::session::{
-    KeepAliveRequest, KeepAliveResponse, RegisterRequest, RegisterResponse,
+    DeregisterRequest, DeregisterResponse, KeepAliveRequest, KeepAliveResponse, RegisterRequest,
+    RegisterResponse,
 };
 use crate::proto::streaming::streaming_coord_assignment_service_server::{
     StreamingCoordAssignmentService, StreamingCoordAssignmentServiceServer,
@@ -101,6 +102,13 @@ impl StreamingNodeSessionService for StreamingGate {
         request: Request<KeepAliveRequest>,
     ) -> Result<Response<KeepAliveResponse>, Status> {
         StreamingNodeSessionService::keep_alive(&self.get()?, request).await
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        StreamingNodeSessionService::deregister(&self.get()?, request).await
     }
 }
 

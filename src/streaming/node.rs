@@ -35,7 +35,7 @@ use super::{
     StreamingResult,
 };
 use crate::proto::session::streaming_node_session_service_client::StreamingNodeSessionServiceClient;
-use crate::proto::session::{KeepAliveRequest, RegisterRequest};
+use crate::proto::session::{DeregisterRequest, KeepAliveRequest, RegisterRequest};
 use crate::proto::streaming::streaming_node_handler_service_server::{
     StreamingNodeHandlerService, StreamingNodeHandlerServiceServer,
 };
@@ -111,17 +111,36 @@ impl StreamingNode {
 
     /// Stops all writing: the lease is gone, so a newer term may be open elsewhere.
     pub async fn lose_lease(&self, why: &str) {
+        self.fence_all(why, false).await
+    }
+
+    /// Stops all writing before the process ends: the same fencing as a lost lease, logged
+    /// as the expected step it is.
+    pub async fn shut_down(&self) {
+        self.fence_all("shutting down", true).await
+    }
+
+    async fn fence_all(&self, why: &str, expected: bool) {
         self.lease_deadline.store(0, Ordering::Release);
         let slots: Vec<_> = self.channels.lock().values().cloned().collect();
         for slot in slots {
             let mut life = slot.lock().await;
             if let Some(wal) = life.wal.take() {
-                tracing::warn!(
-                    pchannel = wal.pchannel(),
-                    term = wal.term(),
-                    why,
-                    "fencing the WAL"
-                );
+                if expected {
+                    tracing::info!(
+                        pchannel = wal.pchannel(),
+                        term = wal.term(),
+                        why,
+                        "fencing the WAL"
+                    );
+                } else {
+                    tracing::warn!(
+                        pchannel = wal.pchannel(),
+                        term = wal.term(),
+                        why,
+                        "fencing the WAL"
+                    );
+                }
                 wal.fence(why);
                 let _ = tokio::task::spawn_blocking(move || wal.close("lease lost")).await;
             }
@@ -651,7 +670,7 @@ pub async fn serve(
         .add_service(StreamingNodeManagerServiceServer::new(service.clone()))
         .add_service(
             StreamingNodeHandlerServiceServer::new(service)
-                .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(crate::serve::MAX_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -660,7 +679,7 @@ pub async fn serve(
 
 /// Runs a streaming node process until SIGINT/SIGTERM.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    run_until(config, crate::coordinator::shutdown_signal()).await
+    run_until(config, crate::serve::shutdown_signal()).await
 }
 
 /// Runs a streaming node until `shutdown` resolves (`up` runs one in-process this way).
@@ -671,9 +690,7 @@ pub async fn run_until(
     let storage = LocalDirStorage::open(&config.wal_dir)
         .with_context(|| format!("opening the WAL directory {}", config.wal_dir.display()))?;
     let node = Arc::new(StreamingNode::new(Arc::new(storage), config.wal.clone()));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = crate::serve::bind(config.listen).await?;
     let bound = listener.local_addr()?;
     let address = config
         .advertise
@@ -687,6 +704,39 @@ pub async fn run_until(
     ));
     let served = serve(node.clone(), listener, shutdown).await;
     session.abort();
-    node.lose_lease("shutting down").await;
+    node.shut_down().await;
+    hand_over(&node, &config.coordinator).await;
     served
+}
+
+/// Ends the node's session at the coordinator after its WALs are fenced, so that its
+/// pchannels move at once instead of after the lease and grace. Best effort: a coordinator
+/// that cannot be reached lets the lease lapse as after a crash.
+async fn hand_over(node: &StreamingNode, coordinator: &str) {
+    let server_id = node.server_id();
+    if server_id == 0 {
+        return;
+    }
+    let deregistered = async {
+        let channel = tonic::transport::Endpoint::from_shared(coordinator.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .connect()
+            .await?;
+        let reply = StreamingNodeSessionServiceClient::new(channel)
+            .deregister(DeregisterRequest { server_id })
+            .await?;
+        anyhow::Ok(reply.into_inner().removed)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), deregistered).await {
+        Ok(Ok(removed)) => {
+            tracing::info!(server_id, removed, "session ended; pchannels handed over")
+        }
+        Ok(Err(error)) => {
+            tracing::info!(server_id, %error, "could not end the session; its lease will lapse")
+        }
+        Err(_) => tracing::info!(
+            server_id,
+            "ending the session timed out; its lease will lapse"
+        ),
+    }
 }

@@ -226,16 +226,7 @@ fn phase(action: &Action) -> u8 {
 
 /// The resource key of an action (`None` for CreateDatabase, which serves several).
 pub fn action_key(action: &Action) -> Option<&ObjectKey> {
-    match action {
-        Action::CreateDatabase { .. } => None,
-        Action::CreateCollection { key, .. }
-        | Action::AdoptCollection { key, .. }
-        | Action::CreateAlias { key, .. }
-        | Action::AlterAlias { key, .. }
-        | Action::AdoptAlias { key, .. }
-        | Action::DropAlias { key, .. }
-        | Action::DropCollection { key, .. } => Some(key),
-    }
+    action.key()
 }
 
 /// Applies the actions: runs of consecutive actions of one phase go concurrently, the

@@ -33,10 +33,10 @@ use crate::coordinator::ddl_wal::ControlChannelLog;
 use crate::coordinator::engine::DdlLogHandle;
 use crate::coordinator::{
     AuthConfig, Authenticator, Engine, EngineConfig, Security, open_engine_async, serve_with,
-    shutdown_signal,
 };
 use crate::crd::{AliasDeletionPolicy, Collection, CollectionAlias, CollectionDeletionPolicy};
 use crate::plan::{Action, Reason, Verdict};
+use crate::serve::shutdown_signal;
 use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
 use crate::streaming::gate::StreamingGate;
 
@@ -79,6 +79,14 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.data_dir.display(),
         args.manifests.display()
     );
+    // The port first: a port in use is reported before anything is opened or created.
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is another up or coordinator running? (pass --listen HOST:PORT)",
+            args.listen
+        )
+    })?;
+    let local = listener.local_addr()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let state_path = state::path_in(&args.data_dir);
@@ -143,10 +151,6 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
 
     let (engine, wal) = start_with_wal(&args.data_dir).await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve_with(engine.clone(), listener, security, async {
         let _ = server_stopped.await;
@@ -186,11 +190,15 @@ fn read_engine_token(path: &Path) -> anyhow::Result<String> {
 }
 
 /// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
-/// in-process streaming node; stopped after the engine.
+/// in-process streaming node; stopped after the engine, the node before the endpoint so
+/// that it can end its session there (the next `up` then takes the control channel
+/// without waiting for this node's lease).
 struct UpWal {
     coord: StreamingCoord,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stop_node: watch::Sender<bool>,
+    node: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop_endpoint: watch::Sender<bool>,
+    endpoint: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// Opens the engine with DDL through the WAL, as `coordinator --ddl-wal` does: a streaming
@@ -221,7 +229,8 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
     .await
     .context("starting the streaming coordinator")?;
     gate.set(Some(coord.clone()));
-    let (stop, stopped) = watch::channel(false);
+    let (stop_endpoint, endpoint_stopped) = watch::channel(false);
+    let (stop_node, node_stopped) = watch::channel(false);
     let until = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
@@ -230,8 +239,8 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
         .context("binding the internal streaming endpoint")?;
     let coordinator = format!("http://{}", internal.local_addr()?);
     let (assignment, session) = gate.services();
-    let serving = until(stopped.clone());
-    let coordinator_task = tokio::spawn(async move {
+    let serving = until(endpoint_stopped);
+    let endpoint = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(assignment)
@@ -250,7 +259,7 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
         advertise: None,
         wal: Default::default(),
     };
-    let node_task = tokio::spawn(crate::streaming::node::run_until(node, until(stopped)));
+    let node = tokio::spawn(crate::streaming::node::run_until(node, until(node_stopped)));
     // The writer syncs with the control channel first (and creates `default` on a new
     // store then); the reconcile passes start once it has.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -271,8 +280,10 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
         engine,
         UpWal {
             coord,
-            stop,
-            tasks: vec![coordinator_task, node_task],
+            stop_node,
+            node,
+            stop_endpoint,
+            endpoint,
         },
     ))
 }
@@ -292,16 +303,20 @@ async fn stop(
     if let Err(error) = tokio::task::spawn_blocking(move || engine.shutdown()).await {
         eprintln!("up: stopping the meta engine: {error}");
     }
-    let _ = wal.stop.send(true);
-    for task in wal.tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("up: WAL: {error:#}"),
-            Err(error) => eprintln!("up: WAL task: {error}"),
-        }
-    }
+    let _ = wal.stop_node.send(true);
+    report_wal_task(wal.node.await);
+    let _ = wal.stop_endpoint.send(true);
+    report_wal_task(wal.endpoint.await);
     wal.coord.stop();
     println!("up: stopped");
+}
+
+fn report_wal_task(outcome: Result<anyhow::Result<()>, tokio::task::JoinError>) {
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("up: WAL: {error:#}"),
+        Err(error) => eprintln!("up: WAL task: {error}"),
+    }
 }
 
 /// Watches the manifest folder; every relevant event sends a unit on `tx`. `None` if the
