@@ -80,13 +80,17 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.manifests.display()
     );
     // The port first: a port in use is reported before anything is opened or created.
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {}: is another up or coordinator running? (pass --listen HOST:PORT)",
-            args.listen
-        )
-    })?;
-    let local = listener.local_addr()?;
+    // With --engine nothing listens (the engine's own port is often 19530 too).
+    let listener = match args.engine {
+        Some(_) => None,
+        None => Some(TcpListener::bind(args.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {}: is another up or coordinator running? (pass --listen \
+                 HOST:PORT)",
+                args.listen
+            )
+        })?),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let state_path = state::path_in(&args.data_dir);
@@ -129,6 +133,9 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         println!("up: stopped");
         return result;
     }
+
+    let listener = listener.context("the embedded coordinator has no listener")?;
+    let local = listener.local_addr()?;
 
     // Authentication (optional): the endpoint checks every credential configured; up's
     // own client sends the first one.
