@@ -412,6 +412,39 @@ impl MilvusService for CoordinatorService {
         })
     }
 
+    /// Metadata only: this server stores no rows, so `row_count` is always `"0"`. A missing
+    /// collection answers like Milvus's proxy (`internal/proxy/task.go`,
+    /// `getCollectionStatisticsTask.Execute` fails in `globalMetaCache.GetCollectionID`).
+    async fn get_collection_statistics(
+        &self,
+        request: Request<GetCollectionStatisticsRequest>,
+    ) -> Result<Response<GetCollectionStatisticsResponse>, Status> {
+        let db = database_of(&request, &request.get_ref().db_name);
+        let name = request.get_ref().collection_name.trim();
+        if let Err(error) = validate_collection_name(name) {
+            return reply(GetCollectionStatisticsResponse {
+                status: Some(error.to_status()),
+                stats: Vec::new(),
+            });
+        }
+        match self
+            .engine
+            .read(0, |table, at| resolve_in(table, &db, name, at))
+        {
+            None => reply(GetCollectionStatisticsResponse {
+                status: Some(MetaError::collection_not_found_in_db(&db, name).to_status()),
+                stats: Vec::new(),
+            }),
+            Some(_) => reply(GetCollectionStatisticsResponse {
+                status: Some(success()),
+                stats: vec![common::KeyValuePair {
+                    key: "row_count".to_string(),
+                    value: "0".to_string(),
+                }],
+            }),
+        }
+    }
+
     async fn show_collections(
         &self,
         request: Request<ShowCollectionsRequest>,
@@ -788,8 +821,6 @@ impl MilvusService for CoordinatorService {
 
     /// Metadata-only stub: records the index parameters so DescribeIndex can answer; no
     /// index is built (this server holds no vectors).
-    /// Metadata-only stub: records the index parameters so DescribeIndex can answer; no
-    /// index is built (this server holds no vectors).
     async fn create_index(
         &self,
         request: Request<CreateIndexRequest>,
@@ -809,7 +840,8 @@ impl MilvusService for CoordinatorService {
         self.run_ddl(ddl).await
     }
 
-    /// Metadata-only stub: every recorded index reports state `Finished` with 0 rows.
+    /// Metadata-only stub: every recorded index reports state `Finished` with 0 indexed,
+    /// 0 total and 0 pending rows (there are no rows), so a serving gate passes at once.
     async fn describe_index(
         &self,
         request: Request<DescribeIndexRequest>,
@@ -857,7 +889,6 @@ impl MilvusService for CoordinatorService {
         })
     }
 
-    /// Metadata-only stub: forgets the recorded index.
     /// Metadata-only stub: forgets the recorded index.
     async fn drop_index(
         &self,
