@@ -60,9 +60,10 @@ pub struct CollectionTemplate {
     /// Allow fields that the schema does not declare.
     #[serde(default)]
     pub enable_dynamic_field: bool,
-    /// Shards (Milvus default 1).
+    /// Shards (Milvus default 1, at most 16: Milvus's `proxy.maxShardNum`, which the
+    /// coordinator enforces too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(range(min = 1, max = 16))]
     pub shards_num: Option<i32>,
     /// Consistency level (Milvus default Bounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
