@@ -796,7 +796,10 @@ mod tests {
             store.commit(&delete).expect("delete");
         }
         let grown = std::fs::metadata(&path).expect("size").len();
-        assert!(grown > 100 << 20, "100 MiB written: {grown} bytes");
+        assert!(
+            grown > 64 << 20,
+            "most of the 100 MiB written is still in the file: {grown} bytes"
+        );
         let store = RedbStore::open(dir.path()).expect("reopen");
         let shrunk = std::fs::metadata(&path).expect("size").len();
         assert!(
