@@ -1,4 +1,4 @@
-//! Coordinator benchmarks: the client loops of shared/reference/milvus-compat.md §4.3, run
+//! Coordinator benchmarks: alias swaps (one client and sixteen) and DescribeAlias reads, run
 //! against our coordinator (the release binary, fsync on every acknowledged write), or —
 //! when `MILVUS_REFERENCE_ADDR` names a running Milvus 2.3.5 — against it with the very
 //! same client code. Prints figures; asserts nothing.

@@ -1,7 +1,7 @@
-//! The alias behaviour matrix of milvus-compat.md §2.2 (rows 1–24, "current source" column:
-//! Milvus 2.5.5+/2.6), DescribeCollection via alias (§2.4) and database scoping (§2.5), over
-//! real gRPC on loopback. Every error asserts `code`, the legacy `error_code`, `reason` and
-//! `detail` (§1.5), and every case checks the state it leaves behind.
+//! The alias behaviour of Milvus 2.5.5+/2.6 (`internal/rootcoord/meta_table.go`: CreateAlias,
+//! AlterAlias, DropAlias; `internal/proxy/task.go`: the alias tasks), DescribeCollection via
+//! alias and database scoping, over real gRPC on loopback. Every error asserts `code`, the
+//! legacy `error_code`, `reason` and `detail`, and every case checks the state it leaves behind.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Every error template the coordinator answers, over real gRPC on loopback, with the exact
-//! `code`, legacy `error_code`, `reason` and `detail` (milvus-compat.md §1.5, §2.1, §2.5,
-//! §2.7), plus the transport-level failures: undecodable requests (non-UTF-8 strings) and
+//! `code`, legacy `error_code`, `reason` and `detail` (Milvus's `pkg/util/merr` templates and
+//! the proxy's name checks), plus the transport-level failures: undecodable requests (non-UTF-8 strings) and
 //! RPCs the server does not declare.
 
 mod common;

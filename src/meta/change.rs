@@ -2,7 +2,8 @@
 //! changes; the store writes them, with the DDL log record, in one transaction, and the
 //! meta table applies them at the DDL's timestamp.
 //!
-//! Keys follow the layout of the Milvus RootCoord meta (shared/seeds), so that the same
+//! Keys follow the layout of the Milvus RootCoord catalog
+//! (`internal/metastore/kv/rootcoord/kv_catalog.go`), so that the same
 //! keys serve the redb file and etcd:
 //!
 //! | key | value |

@@ -1,6 +1,7 @@
 //! DDL planning: given the meta table and a request, decide — without I/O — either the
 //! error Milvus would answer or the changes to persist. Checks run in the order of the
-//! Milvus proxy and RootCoord (milvus-compat.md §2.2), because the first failing check
+//! Milvus proxy (`internal/proxy/task.go`, each task's `PreExecute`) and RootCoord
+//! (`internal/rootcoord/*_task.go`, `meta_table.go`), because the first failing check
 //! decides which code a client sees.
 
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! onto `common.Status`.
 //!
 //! Clients match on the integer `code` and on the message text, so every constructor here
-//! reproduces the exact template observed on Milvus (see shared/reference/milvus-compat.md
-//! §1.5 and §2): `msg` followed by `[key=value]` pairs, or a plain text for errors Milvus
+//! reproduces the exact template of Milvus (`pkg/util/merr/errors.go` and `utils.go`, and
+//! what Milvus 2.3.5 answers on the wire): `msg` followed by `[key=value]` pairs, or a plain text for errors Milvus
 //! raises with `fmt.Errorf` (code 65535).
 
 use crate::proto::common::{ErrorCode, Status};

@@ -1,4 +1,5 @@
-//! Name validation, with the exact messages Milvus returns (milvus-compat.md §2.1).
+//! Name validation, with the exact messages Milvus returns (`internal/proxy/validate_util.go`:
+//! `validateCollectionNameOrAlias`, `validatePartitionTag`, `ValidateDatabaseName`).
 //!
 //! Names are ASCII `^[A-Za-z_][A-Za-z0-9_]*$` of at most [`MAX_NAME_LENGTH`] bytes. Like the
 //! Milvus proxy, collection names and aliases are trimmed of surrounding white space before

@@ -1,5 +1,5 @@
-//! The meta table: per-database name → ID, alias → ID and ID → meta maps (the RootCoord
-//! design in shared/seeds), each versioned by timestamp so that reads can be answered as of
+//! The meta table: per-database name → ID, alias → ID and ID → meta maps (as RootCoord's
+//! `internal/rootcoord/meta_table.go`), each versioned by timestamp so that reads can be answered as of
 //! a timestamp. Name resolution is one hash lookup.
 //!
 //! Only [`MetaTable::apply`] changes it; the derived indexes (names, aliases per

@@ -1,7 +1,7 @@
-//! WAL placement (issue 4): the streaming coordinator that assigns physical WAL channels
+//! WAL placement: the streaming coordinator that assigns physical WAL channels
 //! (pchannels) to streaming nodes, the streaming node that holds them, and the segment log
 //! each pchannel is written to. Follows Milvus 2.6's streaming model
-//! (`shared/reference/streaming.md`): terms grow on every assignment, a new term is
+//! (Milvus's `pkg/proto/streaming.proto` and `internal/streamingcoord`): terms grow on every assignment, a new term is
 //! persisted before the old holder is told to let go, and every record carries its term,
 //! so a stale holder can never extend the log past the new holder's start.
 

@@ -1,6 +1,7 @@
 """Shared helpers: outcomes of calls, exact-error assertions, raw gRPC access,
 schemas, and the Milvus error codes and message templates
-(shared/reference/milvus-compat.md §1.5, §2.1, §2.2, §2.5, §2.7).
+(Milvus's pkg/util/merr templates, internal/proxy/validate_util.go and the RootCoord
+alias and database tasks, as Milvus 2.3.5 answers them on the wire).
 """
 
 from __future__ import annotations

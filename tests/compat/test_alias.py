@@ -1,5 +1,6 @@
 """Alias DDL through pymilvus MilvusClient: the full lifecycle and every row of the
-alias behaviour matrix (milvus-compat.md §2.2, rows 1-24), with exact codes and
+alias behaviour of Milvus 2.5.5+ (internal/rootcoord/meta_table.go CreateAlias,
+AlterAlias, DropAlias), with exact codes and
 messages. Rows that need fields pymilvus hides use the raw gRPC stub.
 """
 

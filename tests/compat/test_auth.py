@@ -1,4 +1,4 @@
-"""Authentication and TLS of the engine endpoint (issue 5).
+"""Authentication and TLS of the engine endpoint.
 
 With authentication on, Milvus refuses every RPC, Connect included, with the gRPC
 status UNAUTHENTICATED and one of four messages (measured on Milvus 2.3.5 with

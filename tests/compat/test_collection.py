@@ -1,4 +1,4 @@
-"""Collection DDL through pymilvus (milvus-compat.md §2.7, §3.2): quick-setup
+"""Collection DDL through pymilvus: quick-setup
 create_collection(name, dimension=8) (needs the CreateIndex / DescribeIndex /
 LoadCollection / GetLoadingProgress stubs), create with a schema, idempotency,
 has/list/describe/drop, and the raw response fields pymilvus does not show.

@@ -1,4 +1,4 @@
-"""Connection-level RPCs (milvus-compat.md §3.1, §5 item 1): pymilvus can connect
+"""Connection-level RPCs: pymilvus can connect
 (Connect with a non-zero identifier), GetVersion, CheckHealth and
 GetComponentStates answer like a healthy Milvus proxy, and the headers pymilvus
 sends after Connect (identifier, dbname) are accepted.

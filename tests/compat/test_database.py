@@ -1,4 +1,4 @@
-"""Databases (milvus-compat.md §2.5, §1.5): database DDL and its errors (800, 802,
+"""Databases: database DDL and its errors (800, 802,
 65535 templates), and per-database scoping of collections and aliases when the
 database is chosen with ``MilvusClient(uri, db_name=...)`` (the ``dbname``
 header) or with the request's ``db_name`` field.

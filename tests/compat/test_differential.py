@@ -502,13 +502,13 @@ SCENARIOS = {
 # --- allowed differences ---------------------------------------------------------
 # (scenario, step label) -> Allowed(reason, what Milvus 2.3.5 answers, what we answer).
 # Each entry is a behaviour that changed in Milvus after 2.3.5 (we follow 2.5.5+, per
-# milvus-compat.md §5 item 4) or a 2.3.5 bug we deliberately do not copy.
+# the README's "Semantics") or a 2.3.5 bug we deliberately do not copy.
 
 DB_HEADER_BUG = (
     "2.3.5's internal/proxy/database_interceptor.go fillDatabase copies the dbname header into "
     "most requests but not DescribeAliasRequest/ListAliasesRequest, so these are served from "
     "'default'; we honour the header for every RPC, a deliberate superset "
-    "(milvus-compat.md §2.5, §5 item 2)"
+    "(README, \"Semantics\")"
 )
 NEWER_DESCRIBE_ALIAS_VALIDATION = (
     "Milvus >= 2.4 internal/proxy/task_alias.go DescribeAliasTask.PreExecute validates the alias "

@@ -1,4 +1,4 @@
-"""Name validation (milvus-compat.md §2.1): collection names and aliases follow
+"""Name validation (Milvus's internal/proxy/validate_util.go): collection names and aliases follow
 ``^[A-Za-z_][A-Za-z0-9_]*$`` with at most 255 bytes and give code 1100 with the
 exact 2.3.5 messages; database names give code 802. Empty names need the raw
 stub because pymilvus rejects them client-side.

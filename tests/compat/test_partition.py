@@ -1,4 +1,4 @@
-"""Partition DDL through pymilvus (milvus-compat.md §2.7): `_default` exists and
+"""Partition DDL through pymilvus: `_default` exists and
 cannot be dropped, create is idempotent, drop/has of a missing partition succeed,
 and partition calls on a missing collection give 100 with the database.
 """

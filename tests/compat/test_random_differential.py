@@ -533,7 +533,7 @@ RULES = [
     Rule("dbname header honoured on alias reads",
          "2.3.5's internal/proxy/database_interceptor.go fillDatabase copies the dbname header into "
          "most requests but not DescribeAliasRequest/ListAliasesRequest (served from default); we "
-         "honour the header for every RPC, a deliberate superset (milvus-compat.md §5 item 2)",
+         "honour the header for every RPC, a deliberate superset (README, \"Semantics\")",
          _r_header_ignored),
     Rule("DescribeAlias validates the alias",
          "Milvus >= 2.4 internal/proxy/task_alias.go DescribeAliasTask.PreExecute calls "

@@ -1,4 +1,4 @@
-"""common.Status encoding (milvus-compat.md §1.5, §5 item 3): for each error class
+"""common.Status encoding (Milvus's pkg/util/merr Status and oldCode): for each error class
 the raw status carries the merr ``code``, the legacy ``error_code`` from Milvus'
 oldCode map (100 -> CollectionNotExists, 1100 -> IllegalArgument, everything else
 here -> UnexpectedError), ``detail == reason``, and ``retriable == false``.
