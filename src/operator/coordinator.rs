@@ -65,6 +65,8 @@ pub fn coordinator_status(
                 }
                 Error::Engine(_) => "EngineError",
                 Error::Credentials { .. } => "CredentialsInvalid",
+                Error::CredentialsRefused { .. } => "CredentialsRefused",
+                Error::EndpointRefused { .. } => "EndpointRefused",
                 Error::Coordinator { .. } => "InvalidSpec",
                 Error::Kube { .. } if coordinator.spec.managed.is_some() => "DeployFailed",
                 _ => "ReconcileError",
@@ -132,6 +134,21 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
         }
         Err(error) => Err(error),
     };
+    if let Err(error @ (Error::CredentialsRefused { .. } | Error::EndpointRefused { .. })) = &health
+    {
+        // A refusal is a policy decision someone has to act on (label the Secret, or
+        // widen the allow-list): said on the resource, not only in the status.
+        let reason = match error {
+            Error::CredentialsRefused { .. } => "CredentialsRefused",
+            _ => "EndpointRefused",
+        };
+        ctx.recorder
+            .publish(
+                &EventSpec::warning(reason, "Connect", error.to_string()),
+                &coordinator.object_ref(&()),
+            )
+            .await;
+    }
     let status = coordinator_status(&coordinator, &health, streaming, ctx.now());
     if coordinator.status.as_ref() != Some(&status) {
         let api: Api<Coordinator> = Api::namespaced(ctx.client.clone(), &namespace);
