@@ -6,6 +6,7 @@ pub mod ddl_wal;
 pub mod engine;
 #[cfg(feature = "etcd")]
 pub mod ha;
+pub mod health;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -343,7 +344,9 @@ pub async fn serve_with_streaming(
         )
     });
     let (assignment, session) = streaming.unzip();
-    let service = MilvusServiceServer::new(CoordinatorService::new(engine))
+    let milvus = Arc::new(CoordinatorService::new(engine));
+    let health = health::CoordinatorHealth::new(milvus.clone());
+    let service = MilvusServiceServer::from_arc(milvus)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Every RPC, Connect included, passes the check first (as in Milvus).
@@ -361,6 +364,8 @@ pub async fn serve_with_streaming(
     builder
         .tcp_nodelay(true)
         .add_service(service)
+        // Outside the auth check: Kubernetes probes carry no credentials.
+        .add_service(health)
         .add_optional_service(assignment)
         .add_optional_service(session)
         .serve_with_incoming_shutdown(incoming, shutdown)

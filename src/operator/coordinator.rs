@@ -302,6 +302,7 @@ async fn reconcile_managed(
                 name: coordinator.name_any(),
                 message: error.to_string(),
             })?;
+    apply_owned(&ctx.client, namespace, &objects.service_account).await?;
     apply_owned(&ctx.client, namespace, &objects.config_map).await?;
     apply_owned(&ctx.client, namespace, &objects.coordinator_headless).await?;
     apply_owned(&ctx.client, namespace, &objects.coordinator_service).await?;
@@ -309,6 +310,7 @@ async fn reconcile_managed(
     if let Some(pdb) = &objects.coordinator_pdb {
         apply_owned(&ctx.client, namespace, pdb).await?;
     }
+    apply_owned(&ctx.client, namespace, &objects.streaming_network_policy).await?;
     apply_owned(&ctx.client, namespace, &objects.streaming_service).await?;
     apply_owned(&ctx.client, namespace, &objects.streaming).await?;
     apply_owned(&ctx.client, namespace, &objects.streaming_pdb).await?;

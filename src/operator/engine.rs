@@ -148,9 +148,13 @@ impl Engines {
 /// Host part of an `http(s)://host[:port][/path]` endpoint, lower-cased (`None` when it
 /// has none).
 pub fn endpoint_host(endpoint: &str) -> Option<String> {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {
@@ -174,8 +178,7 @@ fn glob_match(glob: &str, text: &str) -> bool {
         return glob == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last)
-    {
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
         return false;
     }
     let mut middle = &text[first.len()..text.len() - last.len()];
@@ -405,7 +408,10 @@ mod tests {
             None
         );
         let missing = credentials_refusal(&secret(Some("Opaque"), &[])).expect("refused");
-        assert!(missing.contains("collections.dev/credentials=\"true\""), "{missing}");
+        assert!(
+            missing.contains("collections.dev/credentials=\"true\""),
+            "{missing}"
+        );
         let wrong_value = [(CREDENTIALS_OPT_IN_LABEL, "yes")];
         assert!(credentials_refusal(&secret(None, &wrong_value)).is_some());
         let token = credentials_refusal(&secret(Some(SERVICE_ACCOUNT_TOKEN_TYPE), &opted_in))
@@ -436,7 +442,8 @@ mod tests {
         assert!(check_endpoint("http://127.0.0.1:19530", &[]).is_ok());
         let refused = check_endpoint("http://127.0.0.1:19530", &globs).expect_err("refused");
         assert!(
-            matches!(&refused, Error::EndpointRefused { .. }) && refused.to_string().contains("127.0.0.1"),
+            matches!(&refused, Error::EndpointRefused { .. })
+                && refused.to_string().contains("127.0.0.1"),
             "{refused}"
         );
     }

@@ -63,7 +63,9 @@ OPERATOR_CALLS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
         "get_opt": [("apps", "statefulsets", "get")],
         "list": [("", "pods", "list")],
         "patch": [(g, r, v) for g, r in (("apps", "statefulsets"), ("", "services"),
-                                          ("", "configmaps"), ("policy", "poddisruptionbudgets"))
+                                          ("", "configmaps"), ("policy", "poddisruptionbudgets"),
+                                          ("", "serviceaccounts"),
+                                          ("networking.k8s.io", "networkpolicies"))
                   for v in ("create", "patch")],
     },
     "status.rs": {
