@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A Secret (same namespace) holding the engine credentials: either `token`, or `username`
-/// and `password` — what pymilvus sends as the `authorization` header.
+/// and `password` — what pymilvus sends as the `authorization` header. The operator uses it
+/// only when it carries the label `collections.dev/credentials: "true"`, and never a Secret
+/// of type `kubernetes.io/service-account-token`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
