@@ -36,16 +36,14 @@ OPERATOR_CALLS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
         # check_crds: api.list(limit 1) of each kind at start (fails with a hint if absent).
         "list": [(CR, k, "list") for k in ALL_KINDS],
     },
-    "context.rs": {
-        # Context::coordinator: a Coordinator missing from the cache is read from the API.
+    "lookup.rs": {
+        # coordinator(): a Coordinator missing from the cache is read from the API.
         "get_opt": [(CR, "coordinators", "get")],
     },
-    "collection.rs": {
-        # kube's finalizer helper: JSON patches adding/removing collections.dev/finalizer.
-        "finalizer": [(CR, "collections", "patch")],
-    },
-    "alias.rs": {
-        "finalizer": [(CR, "collectionaliases", "patch")],
+    "pass.rs": {
+        # kube's finalizer helper, for Collections and CollectionAliases: JSON patches
+        # adding/removing collections.dev/finalizer.
+        "finalizer": [(CR, "collections", "patch"), (CR, "collectionaliases", "patch")],
     },
     "routed.rs": {
         # The children of a RoutedAlias: its Collections are created (POST) and retired
