@@ -404,16 +404,28 @@ async fn scale_down_never_removes_a_node_that_holds_a_pchannel() {
             assert_eq!(pod["serviceAccountName"], account_name, "{pod}");
             assert_eq!(pod["automountServiceAccountToken"], false, "{pod}");
             let container = &pod["containers"][0];
-            assert!(container["resources"]["requests"]["memory"].is_string(), "{container}");
-            assert!(container["resources"]["limits"]["memory"].is_string(), "{container}");
+            assert!(
+                container["resources"]["requests"]["memory"].is_string(),
+                "{container}"
+            );
+            assert!(
+                container["resources"]["limits"]["memory"].is_string(),
+                "{container}"
+            );
             let security = &container["securityContext"];
             assert_eq!(security["allowPrivilegeEscalation"], false);
             assert_eq!(security["runAsNonRoot"], true);
             assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
             assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
             if container["name"] == "coordinator" {
-                assert_eq!(container["readinessProbe"]["grpc"]["port"], 19530, "{container}");
-                assert_eq!(container["livenessProbe"]["grpc"]["port"], 19530, "{container}");
+                assert_eq!(
+                    container["readinessProbe"]["grpc"]["port"], 19530,
+                    "{container}"
+                );
+                assert_eq!(
+                    container["livenessProbe"]["grpc"]["port"], 19530,
+                    "{container}"
+                );
             }
         }
         assert!(pods >= 2, "both StatefulSets applied");

@@ -93,7 +93,9 @@ async fn serve_api(
             }
             ("PATCH", p) if p.ends_with("/status") => {
                 state.lock().status = Some(body["status"].clone());
-                reply(responder, 200, &body);
+                let mut stored = serde_json::to_value(external("http://unused")).expect("json");
+                stored["status"] = body["status"].clone();
+                reply(responder, 200, &stored);
             }
             _ => reply(responder, 404, &not_found),
         }
@@ -208,7 +210,10 @@ async fn a_secret_without_the_opt_in_label_never_reaches_the_endpoint() {
     }));
     pass(&object, &state, Settings::default()).await;
     let (status, reason, message) = ready(&state);
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "CredentialsRefused"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CredentialsRefused")
+    );
     assert!(
         message.contains(&format!("{NS}/{SECRET}"))
             && message.contains("collections.dev/credentials=\"true\""),
@@ -257,7 +262,10 @@ async fn a_service_account_token_secret_is_never_used_even_opted_in() {
     }));
     pass(&object, &state, Settings::default()).await;
     let (status, reason, message) = ready(&state);
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "CredentialsRefused"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CredentialsRefused")
+    );
     assert!(
         message.contains(SECRET) && message.contains("kubernetes.io/service-account-token"),
         "{message}"
@@ -289,12 +297,18 @@ async fn an_endpoint_off_the_allow_list_is_never_contacted_nor_its_secret_read()
     };
     pass(&object, &state, settings).await;
     let (status, reason, message) = ready(&state);
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "EndpointRefused"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "EndpointRefused")
+    );
     assert!(
         message.contains("127.0.0.1") && message.contains("*.svc"),
         "names the host and the allow-list: {message}"
     );
-    assert!(state.lock().secret_reads.is_empty(), "the Secret was not read");
+    assert!(
+        state.lock().secret_reads.is_empty(),
+        "the Secret was not read"
+    );
     assert!(
         state
             .lock()
