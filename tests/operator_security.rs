@@ -331,3 +331,41 @@ async fn an_endpoint_off_the_allow_list_is_never_contacted_nor_its_secret_read()
         "{message}"
     );
 }
+
+/// The managed coordinator's probes are `grpc.health.v1` checks on 19530: a kubelet
+/// sends no credential, so the health service answers without one even with auth on,
+/// from the coordinator's `CheckHealth`; the Milvus service stays closed to it.
+#[tokio::test]
+async fn the_grpc_health_probe_needs_no_credential_and_nothing_else_opens() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let engine = protected().await;
+    let endpoint = format!("http://{}", engine.relay);
+    let channel = tonic::transport::Channel::from_shared(endpoint.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    for service in ["", "milvus.proto.milvus.MilvusService"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("answered without a credential")
+            .into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let refused = collection_operator::client::EngineClient::connect(&endpoint, None).await;
+    assert!(refused.is_err(), "the Milvus service still needs the token");
+}
