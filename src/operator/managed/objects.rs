@@ -168,21 +168,32 @@ fn grpc_probe(port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Requests and limits a container gets when its spec names none.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultResources {
+    /// (resource, quantity) reserved.
+    pub requests: &'static [(&'static str, &'static str)],
+    /// (resource, quantity) at most.
+    pub limits: &'static [(&'static str, &'static str)],
+}
+
 /// Default requests and limits of the coordinator container.
-pub const COORDINATOR_RESOURCES: ([(&str, &str); 2], [(&str, &str); 1]) =
-    ([("cpu", "100m"), ("memory", "256Mi")], [("memory", "1Gi")]);
+pub const COORDINATOR_RESOURCES: DefaultResources = DefaultResources {
+    requests: &[("cpu", "100m"), ("memory", "256Mi")],
+    limits: &[("memory", "1Gi")],
+};
 /// Default requests and limits of a streaming node container.
-pub const STREAMING_RESOURCES: ([(&str, &str); 2], [(&str, &str); 1]) = (
-    [("cpu", "100m"), ("memory", "128Mi")],
-    [("memory", "512Mi")],
-);
+pub const STREAMING_RESOURCES: DefaultResources = DefaultResources {
+    requests: &[("cpu", "100m"), ("memory", "128Mi")],
+    limits: &[("memory", "512Mi")],
+};
 
 /// The container resources of `spec`, each of requests and limits falling back to
 /// `defaults` when the spec leaves it unset. No CPU limit by default: throttling a
 /// coordinator stalls every client, while memory must be bounded.
 fn resources(
     spec: Option<&ContainerResources>,
-    defaults: &([(&str, &str); 2], [(&str, &str); 1]),
+    defaults: &DefaultResources,
 ) -> ResourceRequirements {
     let quantities = |given: Option<&BTreeMap<String, String>>, fallback: &[(&str, &str)]| {
         let map: BTreeMap<String, Quantity> = match given {
@@ -198,8 +209,8 @@ fn resources(
         (!map.is_empty()).then_some(map)
     };
     ResourceRequirements {
-        requests: quantities(spec.and_then(|s| s.requests.as_ref()), &defaults.0),
-        limits: quantities(spec.and_then(|s| s.limits.as_ref()), &defaults.1),
+        requests: quantities(spec.and_then(|s| s.requests.as_ref()), defaults.requests),
+        limits: quantities(spec.and_then(|s| s.limits.as_ref()), defaults.limits),
         ..Default::default()
     }
 }
@@ -985,7 +996,7 @@ mod tests {
             quantities(coordinator.limits.as_ref()),
             [(
                 "memory".to_string(),
-                COORDINATOR_RESOURCES.1[0].1.to_string()
+                COORDINATOR_RESOURCES.limits[0].1.to_string()
             )],
             "limits left unset keep the default"
         );
@@ -1003,7 +1014,7 @@ mod tests {
         assert_eq!(
             quantities(streaming.requests.as_ref()),
             STREAMING_RESOURCES
-                .0
+                .requests
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
