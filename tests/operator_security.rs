@@ -46,6 +46,8 @@ struct ApiState {
     events: Vec<(String, String, String)>,
     /// The last status written.
     status: Option<Value>,
+    /// Paths of every other write (server-side applies of managed objects).
+    writes: Vec<String>,
 }
 
 fn reply(responder: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: &Value) {
@@ -97,7 +99,12 @@ async fn serve_api(
                 stored["status"] = body["status"].clone();
                 reply(responder, 200, &stored);
             }
-            _ => reply(responder, 404, &not_found),
+            (method, p) => {
+                if method != "GET" {
+                    state.lock().writes.push(p.to_string());
+                }
+                reply(responder, 404, &not_found)
+            }
         }
     }
 }
@@ -368,4 +375,37 @@ async fn the_grpc_health_probe_needs_no_credential_and_nothing_else_opens() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     let refused = collection_operator::client::EngineClient::connect(&endpoint, None).await;
     assert!(refused.is_err(), "the Milvus service still needs the token");
+}
+
+/// A managed Coordinator's pods would consume its `credentialsSecret`: a Secret without
+/// the opt-in is refused before anything is deployed.
+#[tokio::test]
+async fn a_managed_coordinator_with_a_secret_not_opted_in_is_not_deployed() {
+    let object: Coordinator = serde_json::from_value(json!({
+        "apiVersion": "collections.dev/v1alpha1",
+        "kind": "Coordinator",
+        "metadata": {"name": "engine", "namespace": NS, "uid": "uid-engine", "generation": 1},
+        "spec": {"managed": {"credentialsSecret": {"name": SECRET}}}
+    }))
+    .expect("a managed Coordinator");
+    let state = Arc::new(Mutex::new(ApiState {
+        secret: Some(secret("kubernetes.io/basic-auth", json!({}))),
+        ..Default::default()
+    }));
+    pass(&object, &state, Settings::default()).await;
+    let (status, reason, message) = ready(&state);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CredentialsRefused"),
+        "{message}"
+    );
+    assert!(message.contains(SECRET), "{message}");
+    let state = state.lock();
+    assert!(
+        state.writes.is_empty(),
+        "nothing applied: {:?}",
+        state.writes
+    );
+    let reasons: Vec<&str> = state.events.iter().map(|(_, r, _)| r.as_str()).collect();
+    assert_eq!(reasons, ["CredentialsRefused"], "one Event, saying why");
 }

@@ -23,7 +23,7 @@ use kube::{Resource, ResourceExt};
 
 use super::backoff::{next_resync, resync_interval};
 use super::context::Context;
-use super::engine::Engine;
+use super::engine::{Engine, read_credentials};
 use super::error::Error;
 use super::events::EventSpec;
 use super::managed::{self, ManagedNames, ScaleStep};
@@ -112,13 +112,16 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
             }
             Err(error) => {
                 // A deployment that cannot be applied (RBAC, quota, an admission webhook)
-                // is reported on the resource, not only in the operator's log.
-                ctx.recorder
-                    .publish(
-                        &EventSpec::warning("DeployFailed", "Deploy", error.to_string()),
-                        &coordinator.object_ref(&()),
-                    )
-                    .await;
+                // is reported on the resource, not only in the operator's log (a refused
+                // Secret gets its own Event below).
+                if !matches!(error, Error::CredentialsRefused { .. }) {
+                    ctx.recorder
+                        .publish(
+                            &EventSpec::warning("DeployFailed", "Deploy", error.to_string()),
+                            &coordinator.object_ref(&()),
+                        )
+                        .await;
+                }
                 (None, false, Err(error))
             }
         },
@@ -236,6 +239,12 @@ async fn reconcile_managed(
     let Some(spec) = coordinator.spec.managed.as_ref() else {
         return Err(Error::MissingMetadata("spec.managed"));
     };
+    if let Some(secret) = &spec.credentials_secret {
+        // The coordinator pods would consume the Secret (the kubelet reads it for them):
+        // the same opt-in as for what the operator sends, checked before anything is
+        // deployed.
+        read_credentials(&ctx.client, namespace, &secret.name).await?;
+    }
     let (observed, mut engine) = gather_managed(coordinator, spec, namespace, ctx).await?;
     let ManagedObserved {
         current,
