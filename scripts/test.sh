@@ -27,10 +27,10 @@ step "cargo test (unit, gRPC integration, crash)"
 cargo test --locked
 
 step "etcd meta store (--features etcd) against a real etcd (installs etcd-server, protobuf-compiler if missing)"
-if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null || [ ! -e /usr/include/google/protobuf/descriptor.proto ]; then
   as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server protobuf-compiler </dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server protobuf-compiler libprotobuf-dev </dev/null
 fi
 cargo clippy --locked --features etcd --all-targets -- -D warnings
 cargo test --locked --features etcd --test etcd_store --test etcd_ha -- --nocapture

@@ -9,8 +9,11 @@ use std::time::Duration;
 use prost::Message;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::crd::CollectionSpec;
+use crate::crd::{CollectionSpec, IndexSpec};
 use crate::meta::error::code;
+use crate::plan::serving::{
+    IndexBuild, LoadState, ObservedIndex, ServingAction, ServingObservation,
+};
 use crate::plan::{Action, Observed, ObservedCollection};
 use crate::proto::api::milvus_service_client::MilvusServiceClient;
 use crate::proto::api::*;
@@ -442,28 +445,9 @@ impl EngineClient {
         database: &str,
         name: &str,
     ) -> Result<Option<ObservedCollection>, ClientError> {
-        let request = self.request(DescribeCollectionRequest {
-            db_name: database.to_string(),
-            collection_name: name.to_string(),
-            ..Default::default()
-        });
-        let response = self
-            .rpc
-            .describe_collection(request)
-            .await
-            .map_err(|s| self.transport(s))?
-            .into_inner();
-        match check("DescribeCollection", response.status) {
-            Ok(()) => {}
-            Err(ClientError::Engine { code, .. })
-                if code == code::COLLECTION_NOT_FOUND
-                    || code == code::DATABASE_NOT_FOUND
-                    || code == 4 =>
-            {
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        }
+        let Some(response) = self.describe_collection(database, name).await? else {
+            return Ok(None);
+        };
         // DescribeCollection resolves aliases; only the real name counts here.
         let real_name = response
             .schema
@@ -477,6 +461,37 @@ impl EngineClient {
             id: response.collection_id,
             aliases: response.aliases.into_iter().collect(),
         }))
+    }
+
+    /// DescribeCollection (which resolves aliases), or `None` for a missing collection
+    /// or database.
+    async fn describe_collection(
+        &mut self,
+        database: &str,
+        name: &str,
+    ) -> Result<Option<DescribeCollectionResponse>, ClientError> {
+        let request = self.request(DescribeCollectionRequest {
+            db_name: database.to_string(),
+            collection_name: name.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .describe_collection(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("DescribeCollection", response.status.clone()) {
+            Ok(()) => Ok(Some(response)),
+            Err(ClientError::Engine { code, .. })
+                if code == code::COLLECTION_NOT_FOUND
+                    || code == code::DATABASE_NOT_FOUND
+                    || code == 4 =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The target of one alias, or `None`.
@@ -658,5 +673,281 @@ impl EngineClient {
                 Ok(Applied::default())
             }
         }
+    }
+}
+
+/// Serving: indexes, load state and row counts, for the serving gate and the Collection
+/// controller's `spec.indexes` / `spec.load`.
+impl EngineClient {
+    /// CreateIndex as declared, always with an explicit index name (see
+    /// [`IndexSpec::engine_name`]). `extra_params` carries `index_type`, `metric_type` and
+    /// the build parameters as one JSON object under `params`, as pymilvus sends them.
+    pub async fn create_index(
+        &mut self,
+        database: &str,
+        collection: &str,
+        index: &IndexSpec,
+    ) -> Result<(), ClientError> {
+        let mut extra_params = vec![kv("index_type", &index.index_type)];
+        if let Some(metric) = &index.metric_type {
+            extra_params.push(kv("metric_type", metric));
+        }
+        if !index.params.is_empty() {
+            let params = serde_json::to_string(&index.params).unwrap_or_default();
+            extra_params.push(kv("params", params));
+        }
+        let request = self.request(CreateIndexRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            field_name: index.field_name.clone(),
+            index_name: index.engine_name().to_string(),
+            extra_params,
+            ..Default::default()
+        });
+        let status = self
+            .rpc
+            .create_index(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("CreateIndex", Some(status))
+    }
+
+    /// Every index of a collection (DescribeIndex without a name); none is an empty list.
+    pub async fn indexes(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<Vec<ObservedIndex>, ClientError> {
+        let request = self.request(DescribeIndexRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .describe_index(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("DescribeIndex", response.status) {
+            Ok(()) => {}
+            // 700 (`IndexNotFound`), or the legacy `IndexNotExist` (25) alone.
+            Err(ClientError::Engine { code, .. })
+                if code == code::INDEX_NOT_FOUND || code == 25 =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(response
+            .index_descriptions
+            .into_iter()
+            .map(|index| ObservedIndex {
+                state: index_build(index.state),
+                name: index.index_name,
+                field: index.field_name,
+                indexed_rows: index.indexed_rows,
+                total_rows: index.total_rows,
+                pending_rows: index.pending_index_rows,
+                fail_reason: index.index_state_fail_reason,
+            })
+            .collect())
+    }
+
+    /// LoadCollection; `replicas` `None` leaves the engine's default (1).
+    pub async fn load_collection(
+        &mut self,
+        database: &str,
+        collection: &str,
+        replicas: Option<i32>,
+        resource_groups: &[String],
+    ) -> Result<(), ClientError> {
+        let request = self.request(LoadCollectionRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            replica_number: replicas.unwrap_or(0),
+            resource_groups: resource_groups.to_vec(),
+            ..Default::default()
+        });
+        let status = self
+            .rpc
+            .load_collection(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("LoadCollection", Some(status))
+    }
+
+    /// ReleaseCollection.
+    pub async fn release_collection(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<(), ClientError> {
+        let request = self.request(ReleaseCollectionRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            ..Default::default()
+        });
+        let status = self
+            .rpc
+            .release_collection(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("ReleaseCollection", Some(status))
+    }
+
+    /// GetLoadState.
+    pub async fn load_state(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<LoadState, ClientError> {
+        let request = self.request(GetLoadStateRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .get_load_state(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("GetLoadState", response.status)?;
+        use crate::proto::common::LoadState as Proto;
+        Ok(match Proto::try_from(response.state) {
+            Ok(Proto::Loaded) => LoadState::Loaded,
+            Ok(Proto::Loading) => LoadState::Loading,
+            Ok(Proto::NotExist) => LoadState::NotExist,
+            _ => LoadState::NotLoad,
+        })
+    }
+
+    /// GetLoadingProgress in percent.
+    pub async fn loading_progress(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<i64, ClientError> {
+        let request = self.request(GetLoadingProgressRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .get_loading_progress(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("GetLoadingProgress", response.status)?;
+        Ok(response.progress)
+    }
+
+    /// GetCollectionStatistics `row_count` (0 when the engine leaves it out).
+    pub async fn row_count(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<i64, ClientError> {
+        let request = self.request(GetCollectionStatisticsRequest {
+            db_name: database.to_string(),
+            collection_name: collection.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .get_collection_statistics(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        check("GetCollectionStatistics", response.status)?;
+        let Some(rows) = response.stats.iter().find(|kv| kv.key == "row_count") else {
+            return Ok(0);
+        };
+        rows.value.parse().map_err(|_| ClientError::Engine {
+            rpc: "GetCollectionStatistics",
+            code: code::UNEXPECTED,
+            message: format!("row_count is not an integer: {:?}", rows.value),
+        })
+    }
+
+    /// One round of serving reads for a collection: DescribeIndex, GetLoadState,
+    /// GetLoadingProgress (only while loading) and GetCollectionStatistics.
+    pub async fn serving(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<ServingObservation, ClientError> {
+        let indexes = self.indexes(database, collection).await?;
+        let load = self.load_state(database, collection).await?;
+        let load_progress = match load {
+            LoadState::Loading => self.loading_progress(database, collection).await?,
+            LoadState::Loaded => 100,
+            LoadState::NotLoad | LoadState::NotExist => 0,
+        };
+        let row_count = self.row_count(database, collection).await?;
+        Ok(ServingObservation {
+            indexes,
+            load,
+            load_progress,
+            row_count,
+        })
+    }
+
+    /// The collection a name leads to, resolving aliases: its real name and ID
+    /// (DescribeCollection), or `None`. After AlterAlias this confirms the alias really
+    /// serves the new target.
+    pub async fn resolve(
+        &mut self,
+        database: &str,
+        name_or_alias: &str,
+    ) -> Result<Option<(String, i64)>, ClientError> {
+        Ok(self
+            .describe_collection(database, name_or_alias)
+            .await?
+            .map(|response| {
+                (
+                    response.schema.map(|s| s.name).unwrap_or_default(),
+                    response.collection_id,
+                )
+            }))
+    }
+
+    /// Applies one serving action to a collection.
+    pub async fn apply_serving(
+        &mut self,
+        database: &str,
+        collection: &str,
+        action: &ServingAction,
+    ) -> Result<(), ClientError> {
+        match action {
+            ServingAction::CreateIndex(index) => {
+                self.create_index(database, collection, index).await
+            }
+            ServingAction::LoadCollection {
+                replicas,
+                resource_groups,
+            } => {
+                self.load_collection(database, collection, *replicas, resource_groups)
+                    .await
+            }
+            ServingAction::ReleaseCollection => self.release_collection(database, collection).await,
+        }
+    }
+}
+
+fn index_build(state: i32) -> IndexBuild {
+    use crate::proto::common::IndexState as Proto;
+    match Proto::try_from(state) {
+        Ok(Proto::Unissued) => IndexBuild::Unissued,
+        Ok(Proto::InProgress) => IndexBuild::InProgress,
+        Ok(Proto::Finished) => IndexBuild::Finished,
+        Ok(Proto::Failed) => IndexBuild::Failed,
+        Ok(Proto::Retry) => IndexBuild::Retry,
+        Ok(Proto::None) | Err(_) => IndexBuild::None,
     }
 }

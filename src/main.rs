@@ -53,6 +53,13 @@ enum Command {
         /// How often old history is compacted (seconds).
         #[arg(long, default_value_t = 60)]
         compaction_interval_secs: u64,
+        /// Most DDL log records (and versions of history) kept, however recent: bounds
+        /// memory, the store and restart or takeover time on a busy cluster.
+        #[arg(long, default_value_t = coordinator::engine::DEFAULT_HISTORY_MAX_ENTRIES)]
+        history_max_entries: usize,
+        /// Most MiB of DDL log records kept (large collection records weigh more).
+        #[arg(long, default_value_t = coordinator::engine::DEFAULT_HISTORY_MAX_BYTES >> 20)]
+        history_max_mib: u64,
         #[command(flatten)]
         meta_store: MetaStoreArgs,
         #[command(flatten)]
@@ -61,6 +68,8 @@ enum Command {
         tls: TlsArgs,
         #[command(flatten)]
         streaming: collection_operator::streaming::coord::StreamingArgs,
+        #[command(flatten)]
+        connections: coordinator::ConnectionArgs,
     },
     /// Run a streaming node: holds the WAL pchannels the coordinator assigns to it.
     StreamingNode {
@@ -136,14 +145,19 @@ async fn main() -> anyhow::Result<()> {
             listen,
             history_retention_secs,
             compaction_interval_secs,
+            history_max_entries,
+            history_max_mib,
             meta_store,
             auth,
             tls,
             streaming,
+            connections,
         } => {
             let engine = EngineConfig {
                 history_retention: Duration::from_secs(history_retention_secs),
                 compaction_interval: Duration::from_secs(compaction_interval_secs.max(1)),
+                history_max_entries,
+                history_max_bytes: history_max_mib.saturating_mul(1 << 20),
                 ..EngineConfig::default()
             };
             coordinator::run(CoordinatorConfig {
@@ -155,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
                 tls: tls.files(),
                 ddl_wal: streaming.ddl_wal,
                 streaming: streaming.config(),
+                connections: connections.limits(),
             })
             .await
         }

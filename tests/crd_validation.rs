@@ -246,3 +246,143 @@ fn a_managed_coordinator_is_validated() {
         "cannot switch between external and managed",
     );
 }
+
+fn indexed_collection_spec() -> serde_json::Value {
+    let mut spec = valid_collection_spec();
+    spec["indexes"] = serde_json::json!([
+        {"fieldName": "embedding", "indexType": "HNSW", "metricType": "COSINE",
+         "params": {"M": "16", "efConstruction": "200"}},
+        {"fieldName": "title", "indexName": "title_idx", "indexType": "INVERTED"}
+    ]);
+    spec["load"] = serde_json::json!({"policy": "WhileAliased", "releaseDelay": "30s"});
+    spec
+}
+
+#[test]
+fn indexes_must_name_schema_fields_once_each() {
+    collection(indexed_collection_spec())
+        .validate_cel()
+        .expect("valid indexes");
+
+    let mut spec = indexed_collection_spec();
+    spec["indexes"][1]["fieldName"] = serde_json::json!("vector");
+    refused_with(
+        collection(spec).validate_cel(),
+        "every index must name a field of the schema",
+    );
+
+    let mut spec = indexed_collection_spec();
+    spec["indexes"][1]["fieldName"] = serde_json::json!("embedding");
+    refused_with(
+        collection(spec).validate_cel(),
+        "at most one index per field",
+    );
+
+    let mut spec = indexed_collection_spec();
+    spec["indexes"][0]["indexName"] = serde_json::json!("title_idx");
+    refused_with(
+        collection(spec).validate_cel(),
+        "index names must be unique",
+    );
+}
+
+#[test]
+fn indexes_are_immutable_but_the_load_policy_is_not() {
+    let old = collection(indexed_collection_spec());
+
+    let mut spec = indexed_collection_spec();
+    spec["indexes"][0]["params"]["M"] = serde_json::json!("32");
+    refused_with(
+        collection(spec).validate_cel_update(&old),
+        "indexes are immutable",
+    );
+
+    let mut spec = indexed_collection_spec();
+    spec.as_object_mut().map(|s| s.remove("indexes"));
+    refused_with(
+        collection(spec).validate_cel_update(&old),
+        "indexes are immutable",
+    );
+
+    // Adding indexes to a collection declared without them is a new index, too.
+    refused_with(
+        collection(indexed_collection_spec())
+            .validate_cel_update(&collection(valid_collection_spec())),
+        "indexes are immutable",
+    );
+
+    let mut spec = indexed_collection_spec();
+    spec["load"] = serde_json::json!({"policy": "Always", "replicas": 2});
+    collection(spec)
+        .validate_cel_update(&old)
+        .expect("the load policy may change");
+}
+
+#[test]
+fn load_defaults_to_never_with_a_ten_minute_release_delay() {
+    use collection_operator::crd::LoadPolicy;
+    let plain = collection(valid_collection_spec());
+    assert_eq!(plain.spec.load, None);
+    let mut spec = valid_collection_spec();
+    spec["load"] = serde_json::json!({});
+    let load = collection(spec).spec.load.expect("load given");
+    assert_eq!(load.policy, LoadPolicy::Never);
+    assert_eq!(load.release_delay, "10m");
+}
+
+#[test]
+fn release_delay_and_replicas_are_checked_by_the_schema() {
+    let crd = collection_operator::crd::all()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == "Collection")
+        .expect("the Collection CRD");
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+    let load = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["load"]["properties"];
+    let pattern = load["releaseDelay"]["pattern"].as_str().expect("a pattern");
+    let pattern = regex::Regex::new(pattern).expect("a valid regex");
+    for good in ["10m", "30s", "1h30m", "500ms"] {
+        assert!(pattern.is_match(good), "{good} should be accepted");
+    }
+    for bad in ["10", "ten minutes", "10 m", "-5m", ""] {
+        assert!(!pattern.is_match(bad), "{bad} should be refused");
+    }
+    assert_eq!(load["replicas"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(
+        load["policy"]["enum"],
+        serde_json::json!(["Always", "WhileAliased", "Never"])
+    );
+}
+
+#[test]
+fn a_new_alias_waits_for_a_serving_target_and_may_carry_guards() {
+    use collection_operator::crd::SwitchPolicy;
+    let plain =
+        alias(serde_json::json!({"coordinatorRef": {"name": "main"}, "collection": "products_v1"}));
+    assert_eq!(plain.spec.switch_policy, SwitchPolicy::WhenTargetServing);
+
+    let crd = collection_operator::crd::all()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == "CollectionAlias")
+        .expect("the CollectionAlias CRD");
+    let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+    let policy = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["switchPolicy"];
+    assert_eq!(policy["default"], "WhenTargetServing");
+    assert_eq!(
+        policy["enum"],
+        serde_json::json!(["WhenTargetServing", "WhenTargetReady", "Immediate"])
+    );
+
+    let guarded = alias(serde_json::json!({
+        "coordinatorRef": {"name": "main"},
+        "collection": "products_v2",
+        "switchPolicy": "WhenTargetServing",
+        "guards": {"minRowCount": 1000, "minRowRatio": 0.95}
+    }));
+    guarded.validate_cel().expect("valid");
+    guarded
+        .validate_cel_update(&plain)
+        .expect("guards and the target may change together");
+    let guards = guarded.spec.guards.expect("guards");
+    assert_eq!(guards.min_row_count, Some(1000));
+    assert_eq!(guards.min_row_ratio, Some(0.95));
+}

@@ -1038,7 +1038,7 @@ async fn create_collection_is_idempotent_for_the_same_schema_only() {
     assert_eq!(show_collections(&mut client).await, ["C"]);
 }
 
-// ---- §1.5 / §2.7 DescribeCollection of a missing collection ----
+// ---- §1.5 / §2.7 DescribeCollection of a missing collection (2.4+ reason text) ----
 
 #[tokio::test]
 async fn describe_missing_collection_reason_detail_and_legacy_code() {
@@ -1059,7 +1059,7 @@ async fn describe_missing_collection_reason_detail_and_legacy_code() {
             response.status.as_ref().unwrap(),
             100,
             UnexpectedError,
-            &format!("can't find collection {detail}"),
+            &format!("can't find collection[database={shown_db}][collection=X]"),
             &detail,
             &format!("DescribeCollection {db:?}.X"),
         );
@@ -1080,7 +1080,7 @@ async fn describe_missing_collection_reason_detail_and_legacy_code() {
         response.status.as_ref().unwrap(),
         100,
         UnexpectedError,
-        &format!("can't find collection {detail}"),
+        "can't find collection[database=default][collection=987654]",
         detail,
         "DescribeCollection by missing ID",
     );

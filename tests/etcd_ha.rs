@@ -1,5 +1,6 @@
 //! Coordinator replicas on a real etcd (Debian `etcd-server`, started by each test on
-//! loopback ports), as real processes: leader failover under DDL load (SIGKILL), a paused
+//! loopback ports), as real processes: leader failover under DDL load after a long DDL
+//! history (SIGKILL; `ETCD_HA_DDLS` sets the history's size), a paused
 //! leader fenced off (SIGSTOP past its lease, SIGCONT), follower reads trailing alias swaps,
 //! an etcd restart under load, and the store's write fence refusing a deposed writer.
 //! Figures (failover time, follower lag) are printed; run with `--nocapture` to see them.
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use collection_operator::meta::error::code;
 use collection_operator::proto::api::milvus_service_client::MilvusServiceClient;
 use collection_operator::proto::api::*;
-use collection_operator::store::etcd::LEADER_KEY;
+use collection_operator::store::etcd::{LEADER_KEY, LeaderRecord};
 use collection_operator::store::{MetaStore, StoreError, WriteBatch};
 use common::Client;
 use common::etcd::{Replica, runtime, start_etcd, try_alloc_timestamp, wait_writable};
@@ -202,11 +203,130 @@ async fn setup_base(addr: SocketAddr) {
     common::create_collection_in(&mut client, "", "base").await;
 }
 
-/// SIGKILL the leader while 8 clients run DDL: the follower leads within the bound, the
-/// clients' retries succeed, every acknowledged alias is present (also on the killed
-/// replica once restarted as a follower), and the TSO never goes backwards.
+/// Acknowledged DDLs before the leader is killed in [`leader_sigkill_after_long_history_fails_over`]:
+/// `ETCD_HA_DDLS`, by default [`DEFAULT_HISTORY_DDLS`].
+fn history_ddls() -> usize {
+    std::env::var("ETCD_HA_DDLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_HISTORY_DDLS)
+}
+/// What CI runs (about a minute on a busy 2-core VM); `ETCD_HA_DDLS=100000` by hand.
+const DEFAULT_HISTORY_DDLS: usize = 20_000;
+/// How long acknowledging the history may take.
+const FILL_WITHIN: Duration = Duration::from_secs(3600);
+/// DDL clients of the load, and aliases each one owns.
+const LOAD_CLIENTS: usize = 16;
+const ALIASES_PER_CLIENT: usize = 32;
+
+/// AlterAlias of `alias` to `collection`.
+async fn alter_alias(
+    client: &mut Client,
+    alias: &str,
+    collection: &str,
+) -> Result<(), (i32, String)> {
+    outcome(
+        client
+            .alter_alias(AlterAliasRequest {
+                collection_name: collection.into(),
+                alias: alias.into(),
+                ..Default::default()
+            })
+            .await,
+    )
+}
+
+/// One DDL client of the long-history load: creates its aliases `h<id>_<k>` on `base`,
+/// then swaps them between `other` and `base` in turn until `stop`, retrying each DDL
+/// (on the other replicas too) until it is acknowledged; counts acknowledged DDLs in
+/// `done`. A retried create answered "already exists" counts as acknowledged (its first
+/// attempt was applied, the answer lost); a retried swap simply applies again. Returns
+/// each alias's last acknowledged target.
+async fn swapping_client(
+    addrs: Vec<SocketAddr>,
+    id: usize,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, &'static str)> {
+    let mut clients: Vec<Client> = addrs.iter().map(|a| lazy_client(*a)).collect();
+    let mut current = id % clients.len();
+    let mut targets: Vec<(String, &'static str)> = (0..ALIASES_PER_CLIENT)
+        .map(|k| (format!("h{id}_{k}"), "base"))
+        .collect();
+    let mut created = 0;
+    let mut round = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let k = round % ALIASES_PER_CLIENT;
+        let creating = created < ALIASES_PER_CLIENT;
+        let target = if creating {
+            "base"
+        } else if targets[k].1 == "base" {
+            "other"
+        } else {
+            "base"
+        };
+        let started = Instant::now();
+        loop {
+            let alias = targets[k].0.clone();
+            let result = if creating {
+                create_alias(&mut clients[current], &alias, target).await
+            } else {
+                alter_alias(&mut clients[current], &alias, target).await
+            };
+            match result {
+                Ok(()) => break,
+                Err((code::ALIAS_ALREADY_EXIST, _)) if creating => break,
+                Err((_, why)) => {
+                    assert!(
+                        started.elapsed() < RETRY_FOR,
+                        "{alias} -> {target} not acknowledged within {RETRY_FOR:?}: {why}"
+                    );
+                    current = (current + 1) % clients.len();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        targets[k].1 = target;
+        if creating {
+            created += 1;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+        round += 1;
+    }
+    targets
+}
+
+/// The target of every alias of `collections` as the replica at `addr` reads it.
+async fn alias_targets(
+    addr: SocketAddr,
+    collections: &[&'static str],
+) -> std::collections::BTreeMap<String, &'static str> {
+    let mut targets = std::collections::BTreeMap::new();
+    for collection in collections {
+        let response = lazy_client(addr)
+            .list_aliases(ListAliasesRequest {
+                collection_name: (*collection).into(),
+                ..Default::default()
+            })
+            .await
+            .expect("ListAliases")
+            .into_inner();
+        assert_eq!(response.status.unwrap_or_default().code, 0);
+        for alias in response.aliases {
+            targets.insert(alias, *collection);
+        }
+    }
+    targets
+}
+
+/// A long DDL history (`ETCD_HA_DDLS` acknowledged alias DDLs, 16 clients), then SIGKILL
+/// of the leader under that load: the follower, which kept its copy current, takes over
+/// within 2 × lease + 2 s however long the history is (it catches up from what it had
+/// applied instead of reloading); every alias holds its last acknowledged target on the
+/// survivor and on the killed replica restarted as a follower (which names the leader in
+/// its first refusal); timestamps keep increasing across the failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leader_sigkill_under_ddl_load_fails_over() {
+async fn leader_sigkill_after_long_history_fails_over() {
     let etcd = start_etcd().await;
     let logs = tempfile::tempdir().expect("log dir");
     let mut replicas = [
@@ -216,21 +336,45 @@ async fn leader_sigkill_under_ddl_load_fails_over() {
     let leader = leader_of(&[&replicas[0], &replicas[1]]).await;
     let follower = 1 - leader;
     setup_base(replicas[leader].addr).await;
+    common::create_collection_in(&mut lazy_client(replicas[leader].addr), "", "other").await;
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..8)
-        .map(|id| tokio::spawn(alias_client(addrs.clone(), id, stop.clone())))
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..LOAD_CLIENTS)
+        .map(|id| {
+            tokio::spawn(swapping_client(
+                addrs.clone(),
+                id,
+                done.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     let tso = tokio::spawn(tso_checker(addrs.clone(), stop.clone()));
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let wanted = history_ddls();
+    let loading = Instant::now();
+    while done.load(Ordering::Relaxed) < wanted {
+        // Generous: filling is not what is measured (a busy 2-core VM managed ~150/s).
+        assert!(
+            loading.elapsed() < FILL_WITHIN,
+            "only {} of {wanted} DDLs acknowledged in {FILL_WITHIN:?}",
+            done.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before_kill = done.load(Ordering::Relaxed);
+    println!(
+        "history: {before_kill} DDLs acknowledged in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
     let killed_at = Instant::now();
     replicas[leader].kill9();
     let writable_after = wait_writable(replicas[follower].addr, FAILOVER_BOUND * 3).await;
     let failover = killed_at.elapsed();
     println!(
-        "failover: leader SIGKILLed -> follower accepts writes after {} ms (lease {LEASE_SECS} s, \
-         stated bound {} ms)",
+        "failover after {before_kill} DDLs: leader SIGKILLed -> follower accepts writes after \
+         {} ms (lease {LEASE_SECS} s, stated bound {} ms)",
         failover.as_millis(),
         FAILOVER_BOUND.as_millis()
     );
@@ -239,40 +383,75 @@ async fn leader_sigkill_under_ddl_load_fails_over() {
         failover <= FAILOVER_BOUND,
         "failover took {failover:?}, over the stated {FAILOVER_BOUND:?}"
     );
+    let log = replicas[follower].log();
+    let leading = log
+        .lines()
+        .find(|line| line.contains("leading: writes accepted"))
+        .unwrap_or_default();
+    assert!(
+        leading.contains("caught_up=true"),
+        "the follower caught up instead of reloading: {log}"
+    );
+    println!("the survivor's takeover: {leading}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut acknowledged = BTreeSet::new();
+    let mut expected = std::collections::BTreeMap::new();
     for client in clients {
-        acknowledged.extend(client.await.expect("client task"));
+        expected.extend(client.await.expect("client task"));
     }
     let timestamps = tso.await.expect("TSO checker");
     assert!(
         timestamps > 10,
         "the TSO checker got only {timestamps} timestamps"
     );
+    let after_kill = done.load(Ordering::Relaxed) - before_kill;
+    assert!(after_kill > 0, "no DDL acknowledged after the failover");
 
-    let present = aliases_of_base(replicas[follower].addr).await;
-    let missing: Vec<_> = acknowledged.difference(&present).collect();
-    assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
-    println!(
-        "failover under load: {} aliases acknowledged by 8 clients, all present; {timestamps} \
-         timestamps increasing across the failover",
-        acknowledged.len()
-    );
-
-    // The killed replica comes back as a follower and catches up.
+    // The killed replica comes back as a follower: it names the leader at once.
     replicas[leader] = Replica::start(&etcd, "ha/", LEASE_SECS, logs.path());
-    wait_caught_up(
-        replicas[leader].addr,
-        &acknowledged,
-        Duration::from_secs(10),
-    )
-    .await;
+    let refusal = try_alloc_timestamp(&mut common::connect(replicas[leader].addr).await).await;
+    let Err(refusal) = refusal else {
+        panic!("a restarted replica accepted a write while another leads");
+    };
+    assert!(
+        refusal.contains("code 1") && refusal.contains(&replicas[follower].addr.to_string()),
+        "the restarted follower's first refusal names the leader: {refusal}"
+    );
+    let caught_up_within = Duration::from_secs(60);
+    for replica in [&replicas[follower], &replicas[leader]] {
+        // The restarted replica may still be applying the last swaps: bounded wait.
+        let started = Instant::now();
+        loop {
+            let found = alias_targets(replica.addr, &["base", "other"]).await;
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(alias, target)| found.get(*alias) != Some(*target))
+                .map(|(alias, target)| (alias.clone(), *target, found.get(alias).copied()))
+                .take(10)
+                .collect();
+            if wrong.is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < caught_up_within,
+                "{}: aliases not at their last acknowledged target (alias, expected, found): \
+                 {wrong:?}",
+                replica.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "{} aliases at their last acknowledged target on both replicas; {after_kill} DDLs \
+         acknowledged after the failover; {timestamps} timestamps increasing across it",
+        expected.len()
+    );
 }
 
 /// SIGSTOP the leader past its lease, then SIGCONT it: writes it was sent meanwhile are
-/// refused (by etcd's fence, or by the replica once it knows it stepped down), nothing it
-/// attempted appears anywhere, and its timestamps never run below its successor's.
+/// refused with the retriable code 1 naming the new leader (by etcd's fence, or by the
+/// replica once it knows it stepped down), nothing it attempted appears anywhere, and its
+/// timestamps never run below its successor's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paused_leader_is_fenced_and_its_attempts_vanish() {
     let etcd = start_etcd().await;
@@ -331,6 +510,7 @@ async fn paused_leader_is_fenced_and_its_attempts_vanish() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(paused_at.elapsed() > Duration::from_secs(LEASE_SECS));
     replicas[old].signal("CONT");
+    let new_address = replicas[new].addr.to_string();
 
     let (mut by_fence, mut by_role) = (0, 0);
     for attempt in attempts {
@@ -340,10 +520,16 @@ async fn paused_leader_is_fenced_and_its_attempts_vanish() {
             .expect("task")
         {
             Ok(()) => panic!("a write sent to the deposed leader was acknowledged"),
-            Err((_, why)) if why.contains("fenced") => by_fence += 1,
             Err((code, why)) => {
+                // Retriable, naming where to retry, whether etcd's fence refused the
+                // commit or the replica had stepped down already.
                 assert_eq!(code, code::SERVICE_NOT_READY, "{why}");
-                by_role += 1;
+                assert!(why.contains(&new_address), "names the new leader: {why}");
+                if why.contains("etcd refused the transaction") {
+                    by_fence += 1;
+                } else {
+                    by_role += 1;
+                }
             }
         }
     }
@@ -352,6 +538,7 @@ async fn paused_leader_is_fenced_and_its_attempts_vanish() {
             ts > first_new_ts,
             "the deposed leader handed out {ts}, below its successor's {first_new_ts}"
         ),
+        // Refused before the writer learns who leads (its lease deadline passed): retriable.
         Err(why) => assert!(why.contains("code 1"), "{why}"),
     }
     println!(
@@ -508,8 +695,13 @@ fn fence_refuses_a_deposed_writer() {
     let new = etcd.store("fence/");
     let mut client = old.client();
     let leader_key = old.etcd_key(LEADER_KEY);
-    let elect = |client: &mut etcd_client::Client| {
+    let elect = |client: &mut etcd_client::Client, address: &str| {
         let leader_key = leader_key.clone();
+        let record = LeaderRecord {
+            id: format!("member-{address}"),
+            address: address.into(),
+        };
+        let value = serde_json::to_vec(&record).expect("leader record");
         let mut client = client.clone();
         runtime.block_on(async move {
             let lease = client.lease_grant(60, None).await.expect("lease").id();
@@ -521,7 +713,7 @@ fn fence_refuses_a_deposed_writer() {
                 )])
                 .and_then(vec![TxnOp::put(
                     leader_key,
-                    b"leader".to_vec(),
+                    value,
                     Some(PutOptions::new().with_lease(lease)),
                 )]);
             let response = client.txn(txn).await.expect("campaign");
@@ -535,7 +727,7 @@ fn fence_refuses_a_deposed_writer() {
         store.commit(&batch)
     };
 
-    let (old_lease, old_revision) = elect(&mut client);
+    let (old_lease, old_revision) = elect(&mut client, "10.0.0.1:19530");
     runtime.block_on(old.arm_fence(old_revision)).expect("arm");
     write(&old, "a").expect("the leader writes");
     write(&old, "b").expect("the leader writes again (the fence moved on with it)");
@@ -544,12 +736,17 @@ fn fence_refuses_a_deposed_writer() {
     runtime
         .block_on(client.lease_revoke(old_lease))
         .expect("revoke");
-    let (_, new_revision) = elect(&mut client);
+    let (_, new_revision) = elect(&mut client, "10.0.0.2:19530");
     runtime.block_on(new.arm_fence(new_revision)).expect("arm");
     write(&new, "c").expect("the new leader writes");
 
     let refused = write(&old, "stale").expect_err("the deposed leader is refused");
-    assert!(matches!(refused, StoreError::Fenced(_)), "{refused}");
+    // The refusal names the leader the key holds now (read in the refused transaction).
+    assert!(
+        matches!(&refused, StoreError::Fenced(why)
+            if why.ends_with("the leader is 10.0.0.2:19530 (id member-10.0.0.2:19530)")),
+        "{refused}"
+    );
     assert_eq!(new.get("stale").expect("get"), None);
 
     // Same leader key, stale expected revision: a second writer armed before the new

@@ -58,13 +58,25 @@ fn row<'a>(stdout: &'a str, verb: &str, object: &str) -> Option<&'a str> {
         .find(|line| line.starts_with(verb) && line.split_whitespace().any(|cell| cell == object))
 }
 
+/// The line of `stdout` that starts with `prefix`.
+fn line_of<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stdout}"))
+}
+
+/// The examples declare HNSW indexes, `load: WhileAliased` and an alias with
+/// `switchPolicy: WhenTargetServing`: on the embedded coordinator (indexes `Finished` with
+/// 0 rows, `Loaded` once loaded) the gate holds the alias until its target has its index
+/// and is loaded, and `plan` says so at each step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_reports_changes_then_in_sync_then_the_swap() {
+async fn plan_reports_changes_then_in_sync_then_the_gated_swap() {
     let server = common::InProcess::start().await;
     let url = format!("http://{}", server.addr);
     let manifests = examples_copy();
 
-    // Fresh engine: everything is to be created.
+    // Fresh engine: the collections are to be created; the alias waits for its target.
     let (code, stdout, stderr) = text(&plan(&[manifests.path()], &url).await);
     assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let header = stdout.lines().next().unwrap_or_default();
@@ -73,57 +85,93 @@ async fn plan_reports_changes_then_in_sync_then_the_swap() {
         "{stdout}"
     );
     for name in ["products_v1", "products_v2"] {
-        assert!(
-            row(&stdout, "create collection", name).is_some(),
-            "{stdout}"
-        );
+        let create = row(&stdout, "create collection", name).expect("create collection row");
+        assert!(create.contains("3 field(s), primary key id"), "{create}");
     }
-    let create = row(&stdout, "create alias", "products").expect("create alias row");
-    assert!(create.contains("-> products_v1"), "{create}");
     assert!(
-        create.contains("CollectionAlias default/products"),
-        "{create}"
+        row(&stdout, "create alias", "products").is_none(),
+        "{stdout}"
+    );
+    // The target is created in this plan, empty: it has neither its index nor a load yet.
+    let gate = line_of(&stdout, "CollectionAlias default/products  ");
+    assert!(
+        gate.contains(
+            "waits: products_v1 index embedding on embedding not created yet; not loaded"
+        ),
+        "{gate}"
     );
     assert!(
-        stdout.contains("Plan: 3 to create, 0 to alter, 0 to drop"),
+        stdout.contains(
+            "Plan: 2 to create, 0 to alter, 0 to drop, 0 to adopt; 0 index(es) to create, 0 \
+             collection(s) to load, 0 to release; 1 of 3 resource(s) not ready."
+        ),
         "{stdout}"
     );
     // The Coordinator document is for kubectl users; plan says it skipped it.
     assert!(stderr.contains("Coordinator milvus ignored"), "{stderr}");
 
-    // Apply with the same planner, then the engine is in sync.
+    // Apply with the same planner (collections, then their indexes, then the load of the
+    // collection the alias waits for, then the alias), then the engine is in sync.
     let paths = vec![manifests.path().to_path_buf()];
     let applied = apply_once(&url, &paths).await.expect("apply");
-    assert_eq!(applied.actions.len(), 3);
+    assert_eq!(applied.actions.len(), 3, "{:?}", applied.actions);
     let (code, stdout, stderr) = text(&plan(&[manifests.path()], &url).await);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.starts_with("No engine changes."), "{stdout}");
+    let alias = line_of(&stdout, "CollectionAlias default/products  ");
+    assert!(alias.ends_with("Ready"), "{stdout}");
+    let v1 = line_of(&stdout, "Collection default/products-v1  ");
+    assert!(
+        v1.contains("Ready; Serving: indexed and loaded, 0 rows"),
+        "{v1}"
+    );
+    // products_v2 has its index but nothing waits for it: WhileAliased leaves it alone.
+    let v2 = line_of(&stdout, "Collection default/products-v2  ");
+    assert!(v2.contains("Ready; NotLoaded: not loaded"), "{v2}");
+    assert!(stdout.contains("0 of 3 resource(s) not ready"), "{stdout}");
+
+    // The one-line swap: the alias now waits for products_v2, which is loaded first.
+    let alias_file = manifests.path().join("products.yaml");
+    let original = std::fs::read_to_string(&alias_file).expect("read");
+    std::fs::write(
+        &alias_file,
+        original.replace("collection: products_v1", "collection: products_v2"),
+    )
+    .expect("write");
+    let (code, stdout, _) = text(&plan(&[manifests.path()], &url).await);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        row(&stdout, "alter alias", "products").is_none(),
+        "{stdout}"
+    );
+    let load = row(&stdout, "load collection", "products_v2").expect("load row");
+    assert!(load.contains("Collection default/products-v2"), "{load}");
+    let gate = line_of(&stdout, "CollectionAlias default/products  ");
+    assert!(gate.contains("waits: products_v2 not loaded"), "{gate}");
     assert!(
         stdout
             .lines()
-            .any(|l| l.starts_with("CollectionAlias default/products") && l.ends_with("Ready")),
+            .any(|line| line.starts_with("CollectionAlias default/products ")
+                && line.ends_with(
+                    "NotReady WaitingForTarget: waiting for products_v2: not loaded; alias \
+                     products still points to products_v1"
+                )),
         "{stdout}"
     );
-    assert!(stdout.contains("0 of 3 resource(s) not ready"), "{stdout}");
 
-    // The one-line swap is an AlterAlias.
-    let alias = manifests.path().join("products.yaml");
-    let edited = std::fs::read_to_string(&alias)
-        .expect("read")
-        .replace("collection: products_v1", "collection: products_v2");
-    std::fs::write(&alias, edited).expect("write");
+    let applied = apply_once(&url, &paths).await.expect("apply the swap");
+    assert_eq!(applied.actions.len(), 1, "{:?}", applied.actions);
+    let alter = table_row_of(&applied.actions[0]);
+    assert_eq!(alter, "products_v1 -> products_v2");
     let (code, stdout, _) = text(&plan(&[manifests.path()], &url).await);
-    assert_eq!(code, 2, "{stdout}");
-    let alter = row(&stdout, "alter alias", "products").expect("alter alias row");
-    assert!(alter.contains("products_v1 -> products_v2"), "{alter}");
-    assert!(
-        stdout.contains("Plan: 0 to create, 1 to alter, 0 to drop"),
-        "{stdout}"
-    );
+    assert_eq!(code, 0, "{stdout}");
+    // products_v1 stays loaded for its releaseDelay: a rollback needs no reload.
+    let v1 = line_of(&stdout, "Collection default/products-v1  ");
+    assert!(v1.contains("release due at"), "{v1}");
 
-    // Files can be named one by one as well as by folder. plan infers ownership from the
-    // manifests it is given: the alias counts as managed because it points at a
-    // collection that one of these manifests manages.
+    // Rolling back inside the delay is one AlterAlias at once. Files can be named one by
+    // one as well as by folder; plan infers ownership from the manifests it is given.
+    std::fs::write(&alias_file, &original).expect("write");
     let files: Vec<PathBuf> = ["products-v1.yaml", "products-v2.yaml", "products.yaml"]
         .iter()
         .map(|name| manifests.path().join(name))
@@ -131,12 +179,24 @@ async fn plan_reports_changes_then_in_sync_then_the_swap() {
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let (code, stdout, _) = text(&plan(&refs, &url).await);
     assert_eq!(code, 2, "{stdout}");
+    let alter = row(&stdout, "alter alias", "products").expect("alter alias row");
+    assert!(alter.contains("products_v2 -> products_v1"), "{alter}");
     assert!(
-        row(&stdout, "alter alias", "products").is_some(),
+        row(&stdout, "load collection", "products_v1").is_none(),
         "{stdout}"
     );
+    let gate = line_of(&stdout, "CollectionAlias default/products  ");
+    assert!(gate.contains("opens: products_v1 serves"), "{gate}");
 
     server.stop().await;
+}
+
+/// `from -> to` of an AlterAlias.
+fn table_row_of(action: &collection_operator::plan::Action) -> String {
+    match action {
+        collection_operator::plan::Action::AlterAlias { from, to, .. } => format!("{from} -> {to}"),
+        other => panic!("expected an AlterAlias, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,7 +183,7 @@ async fn described(
     (schema.name, aliases, dim, response.collection_id)
 }
 
-/// DescribeCollection as of `ts` answers "not found" (§1.5 template).
+/// DescribeCollection as of `ts` answers "not found" (the 2.4+ proxy reason, §1.5 codes).
 async fn assert_not_described(client: &mut Client, db: &str, name: &str, ts: u64) {
     let response = describe(client, db, name, ts).await;
     let shown_db = if db.is_empty() { "default" } else { db };
@@ -192,7 +192,7 @@ async fn assert_not_described(client: &mut Client, db: &str, name: &str, ts: u64
         response.status.as_ref().unwrap(),
         100,
         ErrorCode::UnexpectedError,
-        &format!("can't find collection {detail}"),
+        &format!("can't find collection[database={shown_db}][collection={name}]"),
         &detail,
         &format!("DescribeCollection {db}.{name} @ {ts}"),
     );

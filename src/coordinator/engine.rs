@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 
 use crate::meta::change::{
     ALIAS_PREFIX, COLLECTION_PREFIX, Change, DATABASE_PREFIX, DDL_LOG_PREFIX, DDL_WAL_APPLIED_KEY,
-    DDL_WAL_APPLIED_TS_KEY, ID_ALLOCATOR_KEY, TSO_KEY, ddl_log_key,
+    DDL_WAL_APPLIED_TS_KEY, ID_ALLOCATOR_KEY, LOAD_PREFIX, TSO_KEY, ddl_log_key,
 };
 use crate::meta::names::DEFAULT_DATABASE;
 use crate::meta::table::Touched;
@@ -54,6 +54,12 @@ const SYNC_RETRY: Duration = Duration::from_millis(500);
 
 /// An idle writer that cannot sync says so this often.
 const SYNC_WARN_AFTER: Duration = Duration::from_secs(10);
+
+/// Default of [`EngineConfig::history_max_entries`].
+pub const DEFAULT_HISTORY_MAX_ENTRIES: usize = 10_000;
+
+/// Default of [`EngineConfig::history_max_bytes`].
+pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 64 << 20;
 
 /// The first ID handed out on a new store (database `default` is 1).
 pub const FIRST_ID: i64 = 100;
@@ -96,6 +102,13 @@ pub struct EngineConfig {
     pub history_retention: Duration,
     /// How often compaction runs.
     pub compaction_interval: Duration,
+    /// Most DDL log records kept, however recent; older history is compacted as soon as
+    /// there are more. Bounds memory, the store's log and what a restart or takeover
+    /// replays on a busy cluster.
+    pub history_max_entries: usize,
+    /// Most bytes of DDL log records kept (they carry old and new values, so large
+    /// collection records weigh more); compacted like `history_max_entries`.
+    pub history_max_bytes: u64,
     /// Most requests one store commit carries.
     pub max_batch: usize,
     /// DDL through the WAL: where batches are appended before the store commit; `None`:
@@ -111,6 +124,8 @@ impl Default for EngineConfig {
         Self {
             history_retention: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
+            history_max_entries: DEFAULT_HISTORY_MAX_ENTRIES,
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             max_batch: 1024,
             ddl_log: None,
             ddl_log_wait: Duration::from_secs(10),
@@ -173,6 +188,74 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Why writes are refused while no writer runs.
     refusal: Mutex<String>,
+    /// While a replica: the DDL log records in the store as far as this replica has seen
+    /// them (loaded, then followed, less those the leader deleted), oldest first with their
+    /// sizes. It bounds the replica's history like the writer's, and a writer started by
+    /// [`Engine::take_over`] compacts the store's log from it without reading it again.
+    replica_log: Mutex<RetainedLog>,
+}
+
+/// The DDL log records whose history is kept, oldest first, with their encoded sizes:
+/// what compaction trims by age, count and bytes.
+#[derive(Debug, Default)]
+struct RetainedLog {
+    records: VecDeque<(Timestamp, u64)>,
+    bytes: u64,
+}
+
+impl RetainedLog {
+    fn push(&mut self, ts: Timestamp, bytes: usize) {
+        self.records.push_back((ts, bytes as u64));
+        self.bytes += bytes as u64;
+    }
+
+    fn newest(&self) -> Option<Timestamp> {
+        self.records.back().map(|(ts, _)| *ts)
+    }
+
+    /// Whether the log is over its bounds by more than a slack (an eighth of the bound):
+    /// compaction then runs without waiting for its interval, and removes enough at once
+    /// that it does not run for every DDL.
+    fn over(&self, config: &EngineConfig) -> bool {
+        let entries = config.history_max_entries;
+        let bytes = config.history_max_bytes;
+        self.records.len() > entries.saturating_add((entries / 8).max(1))
+            || self.bytes > bytes.saturating_add((bytes / 8).max(1))
+    }
+
+    /// The horizon compaction moves to: at least `by_time`, and high enough that the
+    /// records after it fit the count and byte bounds.
+    fn horizon(&self, by_time: Timestamp, config: &EngineConfig) -> Timestamp {
+        let mut horizon = by_time;
+        let mut entries = self.records.len();
+        let mut bytes = self.bytes;
+        for (ts, size) in &self.records {
+            if entries <= config.history_max_entries && bytes <= config.history_max_bytes {
+                break;
+            }
+            horizon = horizon.max(*ts);
+            entries -= 1;
+            bytes -= size;
+        }
+        horizon
+    }
+
+    /// Forgets the `count` oldest records.
+    fn drop_oldest(&mut self, count: usize) {
+        for (_, size) in self.records.drain(..count.min(self.records.len())) {
+            self.bytes -= size;
+        }
+    }
+
+    /// Forgets the records at or before `horizon`.
+    fn drop_through(&mut self, horizon: Timestamp) {
+        let count = self
+            .records
+            .iter()
+            .take_while(|(ts, _)| *ts <= horizon)
+            .count();
+        self.drop_oldest(count);
+    }
 }
 
 /// What a restart found; logged and reported by benchmarks.
@@ -194,8 +277,8 @@ struct Writer {
     shared: Arc<Shared>,
     tso: Tso,
     next_id: i64,
-    /// Timestamps of the DDL log records in the store, oldest first.
-    log: VecDeque<Timestamp>,
+    /// The DDL log records in the store.
+    log: RetainedLog,
     config: EngineConfig,
     last_compaction: Instant,
     /// The control channel, when DDL goes through the WAL.
@@ -240,7 +323,9 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(Self, RecoveryStats), EngineError> {
         let engine = Self::idle(store, config);
-        let (_, stats) = engine.load()?;
+        let (log, stats) = engine.load()?;
+        *engine.replica_log.lock() = log;
+        engine.compact_replica();
         Ok((engine, stats))
     }
 
@@ -258,15 +343,16 @@ impl Engine {
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
             refusal: Mutex::new("this coordinator replica is not the leader".into()),
+            replica_log: Mutex::new(RetainedLog::default()),
         }
     }
 
     /// Reads the meta table (one consistent snapshot) from the store and serves it from
     /// now on, replacing what was served before.
-    fn load(&self) -> Result<(VecDeque<Timestamp>, RecoveryStats), EngineError> {
+    fn load(&self) -> Result<(RetainedLog, RecoveryStats), EngineError> {
         let started = Instant::now();
         let (table, log, stats) = recover_table(self.store.as_ref())?;
-        let committed = log.back().copied().unwrap_or(0);
+        let committed = log.newest().unwrap_or(0);
         *self.shared.table.write() = table;
         self.shared.committed.store(committed, Ordering::Release);
         self.shared.horizon.store(0, Ordering::Release);
@@ -284,6 +370,19 @@ impl Engine {
     /// allocator, starts the writer thread, and creates `default` on a new store. Does
     /// nothing but report when the writer already runs.
     pub fn start_writer(&self) -> Result<RecoveryStats, EngineError> {
+        self.start(true)
+    }
+
+    /// Makes a replica the writer on the table it already serves: for an elected leader
+    /// whose copy has applied the DDL log up to its election (nothing can be written after
+    /// it but by this replica), so that taking over costs what the replica had not yet
+    /// seen, not a reload of the whole table and its history. Otherwise as
+    /// [`Engine::start_writer`].
+    pub fn take_over(&self) -> Result<RecoveryStats, EngineError> {
+        self.start(false)
+    }
+
+    fn start(&self, reload: bool) -> Result<RecoveryStats, EngineError> {
         if self.is_writer() {
             return Ok(RecoveryStats {
                 records: 0,
@@ -304,7 +403,20 @@ impl Engine {
             .as_deref()
             .and_then(decode_u64)
             .map_or(FIRST_ID, |id| id as i64);
-        let (log, stats) = self.load()?;
+        let (log, stats) = if reload {
+            *self.replica_log.lock() = RetainedLog::default();
+            self.load()?
+        } else {
+            let started = Instant::now();
+            let log = std::mem::take(&mut *self.replica_log.lock());
+            let stats = RecoveryStats {
+                records: 0,
+                log_records: log.records.len(),
+                elapsed: started.elapsed(),
+                revision: 0,
+            };
+            (log, stats)
+        };
         let (sender, receiver) = mpsc::channel();
         let ddl_log = self.config.ddl_log.as_ref().map(|handle| handle.0.clone());
         let mut writer = Writer {
@@ -397,7 +509,10 @@ impl Engine {
     /// Reloads a replica's table from the store (after it lost track of the leader's log,
     /// e.g. a compacted watch). Returns the revision to follow from.
     pub fn reload_replica(&self) -> Result<RecoveryStats, EngineError> {
-        Ok(self.load()?.1)
+        let (log, stats) = self.load()?;
+        *self.replica_log.lock() = log;
+        self.compact_replica();
+        Ok(stats)
     }
 
     /// Applies a DDL log record the leader committed (a replica follows the leader's log
@@ -413,19 +528,35 @@ impl Engine {
                     .map_err(|e| EngineError::Corrupt(e.to_string()))?,
             );
         }
-        let mut table = self.shared.table.write();
-        let mut touched = Vec::new();
-        for change in &changes {
-            table.apply(change, record.ts, &mut touched);
+        {
+            let mut table = self.shared.table.write();
+            let mut touched = Vec::new();
+            for change in &changes {
+                table.apply(change, record.ts, &mut touched);
+            }
+            self.shared.committed.store(record.ts, Ordering::Release);
         }
-        self.shared.committed.store(record.ts, Ordering::Release);
+        let mut log = self.replica_log.lock();
+        log.push(record.ts, record.encoded_len());
+        if log.over(&self.config) {
+            drop(log);
+            self.compact_replica();
+        }
         Ok(())
     }
 
-    /// Drops a replica's history older than the retention window (the leader compacts
-    /// the store; a replica only its memory).
+    /// Notes that the leader deleted the DDL log records up to `ts` from the store (it
+    /// deletes the oldest first): a replica that takes over does not delete them again.
+    pub fn forget_replicated(&self, ts: Timestamp) {
+        self.replica_log.lock().drop_through(ts);
+    }
+
+    /// Drops a replica's history older than the retention window or beyond the size
+    /// bounds (the leader compacts the store; a replica only its memory: its log keeps
+    /// every record still in the store until the leader deletes it).
     pub fn compact_replica(&self) {
-        let horizon = history_horizon(self.config.history_retention, self.committed_ts());
+        let by_time = history_horizon(self.config.history_retention, self.committed_ts());
+        let horizon = self.replica_log.lock().horizon(by_time, &self.config);
         self.shared.table.write().compact(horizon);
         self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
     }
@@ -518,26 +649,31 @@ impl Drop for Engine {
 /// log holds for the retention window, so that reads as of a timestamp survive restarts.
 fn recover_table(
     store: &dyn MetaStore,
-) -> Result<(MetaTable, VecDeque<Timestamp>, RecoveryStats), EngineError> {
+) -> Result<(MetaTable, RetainedLog, RecoveryStats), EngineError> {
     let corrupt = |e: crate::meta::change::DecodeError| EngineError::Corrupt(e.to_string());
-    let snapshot = store.snapshot(&[
+    let record_prefixes = [
         DATABASE_PREFIX,
         COLLECTION_PREFIX,
         ALIAS_PREFIX,
-        DDL_LOG_PREFIX,
-    ])?;
+        LOAD_PREFIX,
+    ];
+    let mut prefixes = record_prefixes.to_vec();
+    prefixes.push(DDL_LOG_PREFIX);
+    let snapshot = store.snapshot(&prefixes)?;
     let revision = snapshot.revision;
     let mut entries = snapshot.entries.into_iter();
     let mut current: Vec<(String, Vec<u8>)> = Vec::new();
-    for _ in 0..3 {
+    for _ in record_prefixes {
         current.extend(entries.next().unwrap_or_default());
     }
     let logged = entries.next().unwrap_or_default();
     let mut records = Vec::new();
+    let mut sizes = Vec::with_capacity(logged.len());
     for (key, value) in logged {
         let record = DdlRecord::decode(value.as_slice())
             .map_err(|e| EngineError::Corrupt(format!("DDL log record {key}: {e}")))?;
         records.push(record);
+        sizes.push(value.len());
     }
     // The value each logged key had before the first logged change to it.
     let mut before_log: HashMap<&str, Option<&[u8]>> = HashMap::new();
@@ -570,15 +706,15 @@ fn recover_table(
             scratch.clear();
         }
     }
-    let mut log = VecDeque::with_capacity(records.len());
-    for record in &records {
+    let mut log = RetainedLog::default();
+    for (record, size) in records.iter().zip(sizes) {
         for mutation in &record.mutations {
             let change =
                 Change::decode(&mutation.key, mutation.new_value.as_deref()).map_err(corrupt)?;
             table.apply(&change, record.ts, &mut scratch);
             scratch.clear();
         }
-        log.push_back(record.ts);
+        log.push(record.ts, size);
     }
     let stats = RecoveryStats {
         records: current.len(),
@@ -791,8 +927,9 @@ impl Writer {
                     }
                     table.apply(change, record.ts, &mut touched);
                 }
-                batch.put(ddl_log_key(record.ts), record.encode_to_vec());
-                applied.push(record.ts);
+                let encoded = record.encode_to_vec();
+                applied.push((record.ts, encoded.len()));
+                batch.put(ddl_log_key(record.ts), encoded);
                 newest = record.ts;
                 tracing::info!(
                     position,
@@ -830,7 +967,9 @@ impl Writer {
         self.next_id = next_id;
         let count = applied.len();
         if count > 0 {
-            self.log.extend(applied);
+            for (ts, size) in applied {
+                self.log.push(ts, size);
+            }
             self.shared.committed.store(newest, Ordering::Release);
         }
         Ok(count)
@@ -902,8 +1041,9 @@ impl Writer {
                                     });
                                     table.apply(change, ts, &mut touched);
                                 }
-                                batch.put(ddl_log_key(ts), record.encode_to_vec());
-                                logged.push(ts);
+                                let encoded = record.encode_to_vec();
+                                logged.push((ts, encoded.len()));
+                                batch.put(ddl_log_key(ts), encoded);
                                 if self.ddl_log.is_some() {
                                     records.push(record);
                                 }
@@ -969,13 +1109,21 @@ impl Writer {
             self.shared.table.write().rollback(&touched, committed);
             self.tso.persist_failed(previous_bound);
             self.next_id = first_id;
-            let failure = MetaError::store_failure(&error);
+            let failure = match &error {
+                // Nothing was applied, and another replica leads: retriable, naming it.
+                StoreError::Fenced(why) => MetaError::not_ready(&format!(
+                    "this coordinator replica is not the leader: {why}"
+                )),
+                _ => MetaError::store_failure(&error),
+            };
             for (reply, outcome) in outcomes {
                 let _ = reply.send(outcome.and(Err(failure.clone())));
             }
             return;
         }
-        self.log.extend(logged);
+        for (ts, size) in logged {
+            self.log.push(ts, size);
+        }
         self.shared
             .committed
             .store(allocation.last, Ordering::Release);
@@ -984,13 +1132,19 @@ impl Writer {
         }
     }
 
+    /// Compacts history every compaction interval, and as soon as the DDL log is over its
+    /// count or byte bound (so that what a restart replays stays bounded however fast
+    /// DDL arrives).
     fn maybe_compact(&mut self) {
-        if self.last_compaction.elapsed() < self.config.compaction_interval {
+        if self.last_compaction.elapsed() < self.config.compaction_interval
+            && !self.log.over(&self.config)
+        {
             return;
         }
         self.last_compaction = Instant::now();
         let committed = self.shared.committed.load(Ordering::Acquire);
-        let horizon = history_horizon(self.config.history_retention, committed);
+        let by_time = history_horizon(self.config.history_retention, committed);
+        let horizon = self.log.horizon(by_time, &self.config);
         self.shared.table.write().compact(horizon);
         self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
         // Old history need not go atomically: delete it in commits the store accepts
@@ -1001,10 +1155,11 @@ impl Writer {
         loop {
             let expired: Vec<Timestamp> = self
                 .log
+                .records
                 .iter()
-                .take_while(|ts| **ts <= horizon)
+                .map(|(ts, _)| *ts)
+                .take_while(|ts| *ts <= horizon)
                 .take(chunk)
-                .copied()
                 .collect();
             if expired.is_empty() {
                 break;
@@ -1017,7 +1172,7 @@ impl Writer {
                 tracing::warn!(%error, "compacting the DDL log failed; will retry");
                 break;
             }
-            self.log.drain(..expired.len());
+            self.log.drop_oldest(expired.len());
             removed += expired.len();
         }
         if removed > 0 {
@@ -1082,6 +1237,8 @@ mod tests {
     struct FlakyStore {
         inner: RedbStore,
         fail_next_commit: AtomicBool,
+        /// Refuses the next commit as a fenced etcd transaction would.
+        fence_next_commit: AtomicBool,
     }
 
     impl MetaStore for FlakyStore {
@@ -1092,6 +1249,11 @@ mod tests {
             self.inner.get(key)
         }
         fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+            if self.fence_next_commit.swap(false, Ordering::AcqRel) {
+                return Err(StoreError::Fenced(
+                    "nothing applied; the leader is 10.0.0.7:19530 (id b)".into(),
+                ));
+            }
             if self.fail_next_commit.swap(false, Ordering::AcqRel) {
                 return Err(StoreError::Io {
                     context: "test".into(),
@@ -1133,6 +1295,7 @@ mod tests {
         let store = Arc::new(FlakyStore {
             inner: RedbStore::open(dir.path()).expect("redb"),
             fail_next_commit: AtomicBool::new(false),
+            fence_next_commit: AtomicBool::new(false),
         });
         (dir, store, Arc::new(MemLog::default()))
     }
@@ -1247,5 +1410,146 @@ mod tests {
         log.unavailable.store(false, Ordering::Release);
         create(&engine, "later").expect("works again");
         assert!(has(&engine, "later"));
+    }
+
+    /// The DDL log records in the store newer than `after`, oldest first.
+    fn records_after(store: &FlakyStore, after: Timestamp) -> Vec<DdlRecord> {
+        store
+            .scan_prefix(DDL_LOG_PREFIX)
+            .expect("scan")
+            .into_iter()
+            .map(|(_, value)| DdlRecord::decode(value.as_slice()).expect("record"))
+            .filter(|record| record.ts > after)
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_takes_over_on_the_copy_it_followed_without_reloading() {
+        let (_dir, store, _) = setup();
+        let (leader, _) = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        create(&leader, "d1").expect("d1");
+        let (replica, _) =
+            Engine::open_replica(store.clone(), EngineConfig::default()).expect("replica");
+        assert_eq!(
+            replica.replica_log.lock().records.len(),
+            2,
+            "default and d1 loaded"
+        );
+        create(&leader, "d2").expect("d2");
+        let last = create(&leader, "d3").expect("d3");
+        for record in records_after(&store, replica.committed_ts()) {
+            replica.apply_replicated(&record).expect("apply");
+        }
+        assert_eq!(replica.committed_ts(), last);
+        // The leader compacted the oldest record away.
+        let oldest = replica.replica_log.lock().records.front().expect("logged").0;
+        replica.forget_replicated(oldest);
+        leader.shutdown();
+        drop(leader);
+
+        // A marker in the store that a reload would bring back, and the copy does not
+        // have: taking over must not read the table again.
+        let mut batch = WriteBatch::default();
+        batch.put(ddl_log_key(last + 1), b"not a record".to_vec());
+        store.commit(&batch).expect("commit");
+        let stats = replica.take_over().expect("take over");
+        assert_eq!(stats.log_records, 3, "d1, d2, d3 remain to compact later");
+        assert!(has(&replica, "d3"));
+        let next = create(&replica, "d4").expect("the new leader writes");
+        assert!(
+            next > last,
+            "timestamps go on increasing: {next} after {last}"
+        );
+        // A full reload would have failed on the marker.
+        replica.shutdown();
+        assert!(matches!(
+            replica.start_writer(),
+            Err(EngineError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_fenced_commit_is_refused_as_retriable_naming_the_leader() {
+        let (_dir, store, _) = setup();
+        let (engine, _) = Engine::open(store.clone(), EngineConfig::default()).expect("open");
+        store.fence_next_commit.store(true, Ordering::Release);
+        let refused = create(&engine, "d1").expect_err("fenced");
+        assert_eq!(refused.code, crate::meta::error::code::SERVICE_NOT_READY);
+        assert_eq!(
+            refused.message,
+            "service not ready[this coordinator replica is not the leader: nothing applied; \
+             the leader is 10.0.0.7:19530 (id b)]"
+        );
+        assert!(
+            !has(&engine, "d1"),
+            "nothing of the refused batch is served"
+        );
+        create(&engine, "d1").expect("the next commit goes through");
+    }
+
+    #[test]
+    fn history_is_bounded_by_count_on_the_writer_and_on_a_replica() {
+        use crate::proto::records::DatabaseRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetaStore> = Arc::new(RedbStore::open(dir.path()).expect("redb"));
+        let config = EngineConfig {
+            history_max_entries: 10,
+            ..EngineConfig::default()
+        };
+        let (writer, _) = Engine::open(store.clone(), config.clone()).expect("open");
+        for _ in 0..50 {
+            create(&writer, "w").expect("create");
+            writer
+                .execute_blocking(Ddl::DropDatabase { name: "w".into() })
+                .expect("drop");
+        }
+        let logged = store.scan_prefix(DDL_LOG_PREFIX).expect("scan").len();
+        assert!(
+            (10..=11).contains(&logged),
+            "{logged} DDL log records kept with a bound of 10"
+        );
+        writer.shutdown();
+        drop(writer);
+
+        let (replica, stats) = Engine::open_replica(store.clone(), config).expect("replica");
+        assert_eq!(stats.log_records, logged);
+        let base = replica.read(0, |t, at| t.counts(at)).0;
+        let first_ts = replica.committed_ts() + 1;
+        for i in 0..100u64 {
+            let id = 10_000 + i as i64;
+            let change = Change::Database {
+                id,
+                record: Some(Arc::new(DatabaseRecord {
+                    id,
+                    name: format!("r{i}"),
+                    created_ts: first_ts + i,
+                    properties: Vec::new(),
+                })),
+            };
+            let record = DdlRecord {
+                ts: first_ts + i,
+                operation: "CreateDatabase".into(),
+                db_name: format!("r{i}"),
+                target: String::new(),
+                mutations: vec![Mutation {
+                    key: change.key(),
+                    old_value: None,
+                    new_value: change.value(),
+                }],
+            };
+            replica.apply_replicated(&record).expect("apply");
+        }
+        let count_at = |ts| replica.read(ts, |t, at| t.counts(at)).0;
+        assert_eq!(
+            count_at(first_ts + 95),
+            base + 96,
+            "inside the bound: exact"
+        );
+        let oldest = count_at(first_ts);
+        assert!(
+            oldest >= base + 100 - 12,
+            "a read older than the kept history answers as of the oldest kept state: {oldest}"
+        );
+        assert_eq!(count_at(1), oldest);
     }
 }

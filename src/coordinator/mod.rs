@@ -2,6 +2,7 @@
 //! engine (redb by default; etcd with cargo feature `etcd` and `--meta-store etcd`).
 
 pub mod auth;
+pub mod connections;
 pub mod ddl_wal;
 pub mod engine;
 #[cfg(feature = "etcd")]
@@ -17,12 +18,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 pub use auth::{AuthArgs, AuthConfig, Authenticator};
+pub use connections::{ConnectionArgs, ConnectionLimits};
 pub use engine::{Engine, EngineConfig, RecoveryStats};
 pub use service::CoordinatorService;
 
 use crate::proto::api::milvus_service_server::MilvusServiceServer;
 use crate::serve::{MAX_MESSAGE_BYTES, shutdown_signal};
-use crate::store::{MetaStore, RedbStore};
+use crate::store::{MetaStore, RedbOptions, RedbStore};
 
 /// Settings of a coordinator process.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct CoordinatorConfig {
     /// DDL through the WAL (`--ddl-wal`): every DDL is appended to the control channel
     /// before the meta store (see [`ddl_wal`]); needs `streaming`.
     pub ddl_wal: bool,
+    /// Connection cap and idle timeout (the cap is lowered to fit the open-file limit).
+    pub connections: ConnectionLimits,
 }
 
 /// Where the metadata is kept.
@@ -96,6 +100,12 @@ pub struct MetaStoreArgs {
     /// long.
     #[arg(long, default_value_t = 5, env = "COORDINATOR_LEADER_LEASE_SECS")]
     pub leader_lease_secs: u64,
+    /// Start on a damaged redb store anyway, dropping what is damaged (values failing their
+    /// checksum, commit log records after a damaged one, a commit log whose meta.redb is
+    /// gone); every drop is logged at WARN. Without it the coordinator refuses to start on
+    /// damage and names the file and offset.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 impl Default for MetaStoreArgs {
@@ -107,6 +117,7 @@ impl Default for MetaStoreArgs {
             etcd_max_txn_ops: 128,
             advertise_address: None,
             leader_lease_secs: 5,
+            repair: false,
         }
     }
 }
@@ -225,7 +236,16 @@ pub fn open_engine(
     data_dir: &std::path::Path,
     config: EngineConfig,
 ) -> anyhow::Result<(Arc<Engine>, RecoveryStats)> {
-    let store = RedbStore::open(data_dir)
+    open_engine_redb(data_dir, RedbOptions::default(), config)
+}
+
+/// [`open_engine`] with store options (`--repair`).
+pub fn open_engine_redb(
+    data_dir: &std::path::Path,
+    options: RedbOptions,
+    config: EngineConfig,
+) -> anyhow::Result<(Arc<Engine>, RecoveryStats)> {
+    let store = RedbStore::open_with(data_dir, options)
         .with_context(|| format!("opening meta store in {}", data_dir.display()))?;
     let (engine, stats) =
         Engine::open(Arc::new(store), config).context("recovering the meta table")?;
@@ -287,7 +307,15 @@ pub async fn open_engine_with(
     config: EngineConfig,
 ) -> anyhow::Result<(Arc<Engine>, RecoveryStats)> {
     match args.meta_store {
-        MetaStoreKind::Redb => open_engine_async(data_dir, config).await,
+        MetaStoreKind::Redb => {
+            let options = RedbOptions {
+                repair: args.repair,
+                ..RedbOptions::default()
+            };
+            tokio::task::spawn_blocking(move || open_engine_redb(&data_dir, options, config))
+                .await
+                .context("meta engine start-up task failed")?
+        }
         #[cfg(feature = "etcd")]
         MetaStoreKind::Etcd => {
             if args.etcd_endpoints.is_empty() {
@@ -335,6 +363,19 @@ pub async fn serve_with_streaming(
     streaming: Option<crate::streaming::gate::StreamingGate>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let limits = ConnectionLimits::default();
+    serve_limited(engine, listener, security, streaming, limits, shutdown).await
+}
+
+/// [`serve_with_streaming`] with a connection cap and idle timeout.
+pub async fn serve_limited(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    security: Security,
+    streaming: Option<crate::streaming::gate::StreamingGate>,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let interceptor = auth::AuthInterceptor::new(security.authenticator.clone());
     let streaming = streaming.map(|gate| {
         let (assignment, session) = gate.services();
@@ -354,7 +395,12 @@ pub async fn serve_with_streaming(
         service,
         auth::AuthInterceptor::new(security.authenticator),
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        "connection limits"
+    );
+    let incoming = connections::incoming(listener, limits);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = security.tls {
         builder = builder
@@ -362,7 +408,6 @@ pub async fn serve_with_streaming(
             .context("TLS certificate or key not usable")?;
     }
     builder
-        .tcp_nodelay(true)
         .add_service(service)
         // Outside the auth check: Kubernetes probes carry no credentials.
         .add_service(health)
@@ -375,7 +420,11 @@ pub async fn serve_with_streaming(
 
 /// Runs a coordinator process: opens the store, binds, serves until SIGINT/SIGTERM. On
 /// etcd the process is one replica of a set that elects a leader (see [`ha`]).
-pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: CoordinatorConfig) -> anyhow::Result<()> {
+    // Before any file is opened: the store and the connections count against it.
+    config.connections = config
+        .connections
+        .within_nofile(connections::raise_nofile_limit());
     // Bad credentials or TLS files stop the start before the store is opened.
     let security = Security::load(config.auth.as_ref(), config.tls.as_ref())?;
     #[cfg(feature = "etcd")]
@@ -403,7 +452,15 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     if let (Some(gate), Some(coord)) = (&gate, &streaming) {
         gate.set(Some(coord.clone()));
     }
-    serve_with_streaming(engine.clone(), listener, security, gate, shutdown_signal()).await?;
+    serve_limited(
+        engine.clone(),
+        listener,
+        security,
+        gate,
+        config.connections,
+        shutdown_signal(),
+    )
+    .await?;
     if let Some(streaming) = streaming {
         streaming.stop();
     }
@@ -503,6 +560,7 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
     .context("meta engine start-up task failed")??;
     let engine = Arc::new(engine);
     log_recovery(&engine, &stats);
+    ha::name_leader(&engine, &store, leader_gate.as_ref()).await;
     let listener = bind(&config, &security).await?;
     let replica = ha::ReplicaConfig {
         member_id: ha::new_member_id(),
@@ -539,8 +597,15 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
         role,
         stopped,
     ));
-    let served =
-        serve_with_streaming(engine.clone(), listener, security, gate, shutdown_signal()).await;
+    let served = serve_limited(
+        engine.clone(),
+        listener,
+        security,
+        gate,
+        config.connections,
+        shutdown_signal(),
+    )
+    .await;
     let _ = stop.send(true);
     match replica_task.await {
         Ok(Ok(())) => {}

@@ -17,7 +17,9 @@ use crate::meta::names::{
     resolve_database, validate_alias, validate_collection_name, validate_database_name,
     validate_partition_name,
 };
-use crate::meta::schema::prepare_schema;
+use crate::meta::schema::{
+    check_request_name, prepare_create_collection, validate_consistency_level, validate_properties,
+};
 use crate::meta::table::Resolved;
 use crate::meta::tso::physical_ms;
 use crate::meta::{Ddl, MetaTable, Timestamp};
@@ -73,21 +75,27 @@ fn resolve_in(table: &MetaTable, db: &str, name: &str, at: Timestamp) -> Option<
     table.resolve(db.id, name, at)
 }
 
+/// Looks a name up as [`resolve_in`] does, answering Milvus's error when it is missing:
+/// 800 for the database, else 100 for the collection.
+fn resolve_or_not_found(
+    table: &MetaTable,
+    db: &str,
+    name: &str,
+    at: Timestamp,
+) -> MetaResult<Resolved> {
+    let db_record = table
+        .database(db, at)
+        .ok_or_else(|| MetaError::database_not_found(db))?;
+    table
+        .resolve(db_record.id, name, at)
+        .ok_or_else(|| MetaError::collection_not_found_in_db(db, name))
+}
+
 /// Validates an alias and its target, in Milvus's order (the alias first).
 fn validate_alias_and_target(alias: &str, collection: &str) -> MetaResult<(String, String)> {
     let alias = validate_alias(alias)?;
     let collection = validate_collection_name(collection)?;
     Ok((alias.into(), collection.into()))
-}
-
-/// Validates a collection name and a partition name, in Milvus's order.
-fn validate_collection_and_partition(
-    collection: &str,
-    partition: &str,
-) -> MetaResult<(String, String)> {
-    let collection = validate_collection_name(collection)?;
-    let partition = validate_partition_name(partition)?;
-    Ok((collection.into(), partition.into()))
 }
 
 impl CoordinatorService {
@@ -148,10 +156,18 @@ impl MilvusService for CoordinatorService {
         &self,
         _: Request<CheckHealthRequest>,
     ) -> Result<Response<CheckHealthResponse>, Status> {
+        // Unhealthy while the store refuses writes (a full disk, say); the check may reopen
+        // the store, so it runs off the async workers. As Milvus's coordinators answer
+        // (internal/querycoordv2/services.go, Server.CheckHealth): IsHealthy false with the
+        // reasons, and no error status.
+        let store = self.engine.store();
+        let health = tokio::task::spawn_blocking(move || store.health())
+            .await
+            .unwrap_or_else(|error| Err(format!("meta store health check failed: {error}")));
         reply(CheckHealthResponse {
             status: Some(success()),
-            is_healthy: true,
-            reasons: Vec::new(),
+            is_healthy: health.is_ok(),
+            reasons: health.err().into_iter().collect(),
             quota_states: Vec::new(),
         })
     }
@@ -196,9 +212,12 @@ impl MilvusService for CoordinatorService {
         request: Request<CreateDatabaseRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let req = request.into_inner();
-        let ddl = validate_database_name(&req.db_name).map(|name| Ddl::CreateDatabase {
-            name: name.into(),
-            properties: req.properties.clone(),
+        let ddl = validate_database_name(&req.db_name).and_then(|name| {
+            validate_properties("database properties", &req.properties)?;
+            Ok(Ddl::CreateDatabase {
+                name: name.into(),
+                properties: req.properties.clone(),
+            })
         });
         self.run_ddl(ddl).await
     }
@@ -256,14 +275,28 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let ddl =
-            prepare_schema(&req.collection_name, &req.schema).map(|schema| Ddl::CreateCollection {
+        let ddl = prepare_create_collection(&req.schema, req.shards_num).and_then(|schema| {
+            validate_consistency_level(req.consistency_level)?;
+            validate_properties("collection properties", &req.properties)?;
+            if let Err(mismatch) = check_request_name(&req.collection_name, &schema) {
+                // Rootcoord looks the database up before it compares the names.
+                let missing = self
+                    .engine
+                    .read(0, |table, at| table.database(&db, at).is_none());
+                return Err(if missing {
+                    MetaError::database_not_found(&db)
+                } else {
+                    mismatch
+                });
+            }
+            Ok(Ddl::CreateCollection {
                 db,
                 schema,
                 shards_num: req.shards_num,
                 consistency_level: req.consistency_level,
                 properties: req.properties,
-            });
+            })
+        });
         self.run_ddl(ddl).await
     }
 
@@ -320,29 +353,39 @@ impl MilvusService for CoordinatorService {
                 ..Default::default()
             });
         }
-        let found = self.engine.read(req.time_stamp, |table, at| {
-            let db_record = table.database(&db, at)?.clone();
+        let shown = if requested_name.is_empty() {
+            req.collection_id.to_string()
+        } else {
+            requested_name.clone()
+        };
+        // A missing database is 800 (rootcoord's meta table looks the database up first).
+        let found: MetaResult<_> = self.engine.read(req.time_stamp, |table, at| {
+            let db_record = table
+                .database(&db, at)
+                .ok_or_else(|| MetaError::database_not_found(&db))?
+                .clone();
             let collection = if requested_name.is_empty() && req.collection_id != 0 {
                 table
                     .collection_by_id(req.collection_id, at)
-                    .filter(|c| c.db_id == db_record.id)?
-                    .clone()
+                    .filter(|c| c.db_id == db_record.id)
+                    .cloned()
             } else {
-                table.resolve(db_record.id, &requested_name, at)?.collection
-            };
+                table
+                    .resolve(db_record.id, &requested_name, at)
+                    .map(|r| r.collection)
+            }
+            .ok_or_else(|| MetaError::describe_collection_not_found(&db, &shown))?;
             let aliases = table.aliases_of(collection.id, at);
-            Some((db_record, collection, aliases))
+            Ok((db_record, collection, aliases))
         });
-        let Some((db_record, collection, aliases)) = found else {
-            let shown = if requested_name.is_empty() {
-                req.collection_id.to_string()
-            } else {
-                requested_name
-            };
-            return reply(DescribeCollectionResponse {
-                status: Some(MetaError::describe_collection_not_found(&db, &shown).to_status()),
-                ..Default::default()
-            });
+        let (db_record, collection, aliases) = match found {
+            Ok(found) => found,
+            Err(error) => {
+                return reply(DescribeCollectionResponse {
+                    status: Some(error.to_status()),
+                    ..Default::default()
+                });
+            }
         };
         let mut schema = collection.schema.clone().unwrap_or_default();
         schema.name = collection.name.clone();
@@ -355,7 +398,7 @@ impl MilvusService for CoordinatorService {
             created_timestamp: collection.created_ts,
             created_utc_timestamp: physical_ms(collection.created_ts),
             shards_num: collection.shards_num,
-            aliases: aliases.as_ref().clone(),
+            aliases,
             start_positions: Vec::new(),
             consistency_level: collection.consistency_level,
             collection_name: requested_name,
@@ -369,51 +412,53 @@ impl MilvusService for CoordinatorService {
         })
     }
 
+    /// Metadata only: this server stores no rows, so `row_count` is always `"0"`. A missing
+    /// collection answers like Milvus's proxy (`internal/proxy/task.go`,
+    /// `getCollectionStatisticsTask.Execute` fails in `globalMetaCache.GetCollectionID`).
+    async fn get_collection_statistics(
+        &self,
+        request: Request<GetCollectionStatisticsRequest>,
+    ) -> Result<Response<GetCollectionStatisticsResponse>, Status> {
+        let db = database_of(&request, &request.get_ref().db_name);
+        let name = request.get_ref().collection_name.trim();
+        if let Err(error) = validate_collection_name(name) {
+            return reply(GetCollectionStatisticsResponse {
+                status: Some(error.to_status()),
+                stats: Vec::new(),
+            });
+        }
+        match self
+            .engine
+            .read(0, |table, at| resolve_in(table, &db, name, at))
+        {
+            None => reply(GetCollectionStatisticsResponse {
+                status: Some(MetaError::collection_not_found_in_db(&db, name).to_status()),
+                stats: Vec::new(),
+            }),
+            Some(_) => reply(GetCollectionStatisticsResponse {
+                status: Some(success()),
+                stats: vec![common::KeyValuePair {
+                    key: "row_count".to_string(),
+                    value: "0".to_string(),
+                }],
+            }),
+        }
+    }
+
     async fn show_collections(
         &self,
         request: Request<ShowCollectionsRequest>,
     ) -> Result<Response<ShowCollectionsResponse>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
-        let req = request.get_ref();
-        let in_memory = req.r#type == ShowType::InMemory as i32;
-        let listed = self.engine.read(req.time_stamp, |table, at| {
-            let db_record = table.database(&db, at)?;
-            Some(table.collections_in(db_record.id, at))
-        });
-        let Some(mut collections) = listed else {
-            return reply(ShowCollectionsResponse {
-                status: Some(MetaError::database_not_found(&db).to_status()),
-                ..Default::default()
-            });
-        };
-        if in_memory {
-            collections.retain(|c| c.loaded);
-        }
-        let deprecated_names = &req.collection_names;
-        if !deprecated_names.is_empty() {
-            collections.retain(|c| deprecated_names.contains(&c.name));
-        }
-        reply(ShowCollectionsResponse {
-            status: Some(success()),
-            collection_names: collections.iter().map(|c| c.name.clone()).collect(),
-            collection_ids: collections.iter().map(|c| c.id).collect(),
-            created_timestamps: collections.iter().map(|c| c.created_ts).collect(),
-            created_utc_timestamps: collections
-                .iter()
-                .map(|c| physical_ms(c.created_ts))
-                .collect(),
-            in_memory_percentages: if in_memory {
-                vec![100; collections.len()]
-            } else {
-                Vec::new()
-            },
-            query_service_available: if in_memory {
-                vec![true; collections.len()]
-            } else {
-                Vec::new()
-            },
-            shards_num: Vec::new(),
-        })
+        let req = request.into_inner();
+        let engine = self.engine.clone();
+        // Listing and filtering are linear in the collections and the names asked for, but
+        // both can be large: they run on the blocking pool, not on the workers that serve
+        // every other client.
+        tokio::task::spawn_blocking(move || show_collections_blocking(&engine, &db, req))
+            .await
+            .map_err(|error| Status::internal(format!("ShowCollections task failed: {error}")))
+            .and_then(reply)
     }
 
     async fn load_collection(
@@ -457,7 +502,7 @@ impl MilvusService for CoordinatorService {
             .read(0, |table, at| resolve_in(table, &db, name, at));
         let status = match found {
             None => MetaError::collection_not_found_in_db(&db, name).to_status(),
-            Some(resolved) if !resolved.collection.loaded => MetaError::new(
+            Some(resolved) if !resolved.loaded => MetaError::new(
                 101,
                 format!(
                     "collection not loaded[collection={}]",
@@ -495,7 +540,7 @@ impl MilvusService for CoordinatorService {
                 state: LoadState::NotExist as i32,
             }),
             Some(resolved) => {
-                let state = if resolved.collection.loaded {
+                let state = if resolved.loaded {
                     LoadState::Loaded
                 } else {
                     LoadState::NotLoad
@@ -516,13 +561,13 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let ddl = validate_collection_and_partition(&req.collection_name, &req.partition_name).map(
-            |(collection, partition)| Ddl::CreatePartition {
+        // The partition name is checked in planning, after the collection is found.
+        let ddl =
+            validate_collection_name(&req.collection_name).map(|collection| Ddl::CreatePartition {
                 db,
-                collection,
-                partition,
-            },
-        );
+                collection: collection.into(),
+                partition: req.partition_name.clone(),
+            });
         self.run_ddl(ddl).await
     }
 
@@ -532,13 +577,13 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let ddl = validate_collection_and_partition(&req.collection_name, &req.partition_name).map(
-            |(collection, partition)| Ddl::DropPartition {
+        // The partition name is checked in planning, after the collection is found.
+        let ddl =
+            validate_collection_name(&req.collection_name).map(|collection| Ddl::DropPartition {
                 db,
-                collection,
-                partition,
-            },
-        );
+                collection: collection.into(),
+                partition: req.partition_name.clone(),
+            });
         self.run_ddl(ddl).await
     }
 
@@ -562,13 +607,13 @@ impl MilvusService for CoordinatorService {
         };
         match self
             .engine
-            .read(0, |table, at| resolve_in(table, &db, name, at))
+            .read(0, |table, at| resolve_or_not_found(table, &db, name, at))
         {
-            None => reply(BoolResponse {
-                status: Some(MetaError::collection_not_found_in_db(&db, name).to_status()),
+            Err(error) => reply(BoolResponse {
+                status: Some(error.to_status()),
                 value: false,
             }),
-            Some(resolved) => {
+            Ok(resolved) => {
                 let value = resolved
                     .collection
                     .partitions
@@ -588,19 +633,20 @@ impl MilvusService for CoordinatorService {
     ) -> Result<Response<ShowPartitionsResponse>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.get_ref();
-        let name = req.collection_name.trim();
-        let found = self.engine.read(0, |table, at| {
-            if name.is_empty() && req.collection_id != 0 {
-                table.collection_by_id(req.collection_id, at).cloned()
-            } else {
-                resolve_in(table, &db, name, at).map(|r| r.collection)
-            }
+        // The name is validated first (proxy `showPartitionsTask.PreExecute`), then the
+        // database and the collection are looked up.
+        let found = validate_collection_name(&req.collection_name).and_then(|name| {
+            self.engine
+                .read(0, |table, at| resolve_or_not_found(table, &db, name, at))
         });
-        let Some(collection) = found else {
-            return reply(ShowPartitionsResponse {
-                status: Some(MetaError::collection_not_found_in_db(&db, name).to_status()),
-                ..Default::default()
-            });
+        let collection = match found {
+            Ok(resolved) => resolved.collection,
+            Err(error) => {
+                return reply(ShowPartitionsResponse {
+                    status: Some(error.to_status()),
+                    ..Default::default()
+                });
+            }
         };
         let mut partitions: Vec<_> = collection.partitions.iter().collect();
         if !req.partition_names.is_empty() {
@@ -755,7 +801,7 @@ impl MilvusService for CoordinatorService {
             let target = table
                 .collection_by_name(db_record.id, collection, at)
                 .ok_or_else(|| MetaError::collection_not_found(collection))?;
-            Ok(table.aliases_of(target.id, at).as_ref().clone())
+            Ok(table.aliases_of(target.id, at))
         });
         match listed {
             Ok(aliases) => reply(ListAliasesResponse {
@@ -775,26 +821,27 @@ impl MilvusService for CoordinatorService {
 
     /// Metadata-only stub: records the index parameters so DescribeIndex can answer; no
     /// index is built (this server holds no vectors).
-    /// Metadata-only stub: records the index parameters so DescribeIndex can answer; no
-    /// index is built (this server holds no vectors).
     async fn create_index(
         &self,
         request: Request<CreateIndexRequest>,
     ) -> Result<Response<common::Status>, Status> {
         let db = database_of(&request, &request.get_ref().db_name);
         let req = request.into_inner();
-        let ddl =
-            validate_collection_name(&req.collection_name).map(|collection| Ddl::CreateIndex {
+        let ddl = validate_collection_name(&req.collection_name).and_then(|collection| {
+            validate_properties("index params", &req.extra_params)?;
+            Ok(Ddl::CreateIndex {
                 db,
                 collection: collection.into(),
                 field: req.field_name.trim().into(),
                 index_name: req.index_name.trim().into(),
                 params: req.extra_params.clone(),
-            });
+            })
+        });
         self.run_ddl(ddl).await
     }
 
-    /// Metadata-only stub: every recorded index reports state `Finished` with 0 rows.
+    /// Metadata-only stub: every recorded index reports state `Finished` with 0 indexed,
+    /// 0 total and 0 pending rows (there are no rows), so a serving gate passes at once.
     async fn describe_index(
         &self,
         request: Request<DescribeIndexRequest>,
@@ -843,7 +890,6 @@ impl MilvusService for CoordinatorService {
     }
 
     /// Metadata-only stub: forgets the recorded index.
-    /// Metadata-only stub: forgets the recorded index.
     async fn drop_index(
         &self,
         request: Request<DropIndexRequest>,
@@ -857,5 +903,55 @@ impl MilvusService for CoordinatorService {
             index_name: req.index_name.trim().into(),
         });
         self.run_ddl(ddl).await
+    }
+}
+
+/// ShowCollections on the meta table: the collections of `db` at the request's timestamp,
+/// loaded ones only for `InMemory`, narrowed to `collection_names` (looked up in a set).
+fn show_collections_blocking(
+    engine: &Engine,
+    db: &str,
+    req: ShowCollectionsRequest,
+) -> ShowCollectionsResponse {
+    let in_memory = req.r#type == ShowType::InMemory as i32;
+    let listed = engine.read(req.time_stamp, |table, at| {
+        let db_record = table.database(db, at)?;
+        let mut collections = table.collections_in(db_record.id, at);
+        if in_memory {
+            collections.retain(|c| table.is_loaded(c, at));
+        }
+        Some(collections)
+    });
+    let Some(mut collections) = listed else {
+        return ShowCollectionsResponse {
+            status: Some(MetaError::database_not_found(db).to_status()),
+            ..Default::default()
+        };
+    };
+    if !req.collection_names.is_empty() {
+        let wanted: std::collections::HashSet<&str> =
+            req.collection_names.iter().map(String::as_str).collect();
+        collections.retain(|c| wanted.contains(c.name.as_str()));
+    }
+    ShowCollectionsResponse {
+        status: Some(success()),
+        collection_names: collections.iter().map(|c| c.name.clone()).collect(),
+        collection_ids: collections.iter().map(|c| c.id).collect(),
+        created_timestamps: collections.iter().map(|c| c.created_ts).collect(),
+        created_utc_timestamps: collections
+            .iter()
+            .map(|c| physical_ms(c.created_ts))
+            .collect(),
+        in_memory_percentages: if in_memory {
+            vec![100; collections.len()]
+        } else {
+            Vec::new()
+        },
+        query_service_available: if in_memory {
+            vec![true; collections.len()]
+        } else {
+            Vec::new()
+        },
+        shards_num: Vec::new(),
     }
 }

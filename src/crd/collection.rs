@@ -160,8 +160,15 @@ pub struct FieldSpec {
     pub description: Option<String>,
 }
 
-/// Desired state of an engine collection. Everything but `deletionPolicy` is immutable:
-/// Milvus cannot change a schema in place; build a new collection and move the alias.
+/// Desired state of an engine collection. Everything but `deletionPolicy` and `load` is
+/// immutable: Milvus cannot change a schema or an index in place; build a new collection
+/// and move the alias.
+///
+/// Conditions: `Ready` means the engine object matches this spec (it exists with this
+/// schema); it says nothing about data. `Indexed` (when `indexes` are declared) and `Loaded`
+/// (when `load.policy` is not `Never`) report the engine's progress, and `Serving` is True
+/// only when the collection exists, matches, every declared index is built for all rows and
+/// the engine reports it loaded: what a search through an alias needs.
 // Several printer columns share `type_`; clippy reads them as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -196,6 +203,8 @@ pub struct FieldSpec {
 #[x_kube(validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)").message("name is immutable"))]
 #[x_kube(validation = Rule::new("self.fields == oldSelf.fields && self.enableDynamicField == oldSelf.enableDynamicField").message("the schema is immutable: create a new Collection and move the alias"))]
 #[x_kube(validation = Rule::new("has(self.shardsNum) == has(oldSelf.shardsNum) && (!has(self.shardsNum) || self.shardsNum == oldSelf.shardsNum) && has(self.consistencyLevel) == has(oldSelf.consistencyLevel) && (!has(self.consistencyLevel) || self.consistencyLevel == oldSelf.consistencyLevel)").message("shardsNum and consistencyLevel are immutable"))]
+#[x_kube(validation = Rule::new("has(self.indexes) == has(oldSelf.indexes) && (!has(self.indexes) || self.indexes == oldSelf.indexes)").message("indexes are immutable: create a new Collection and move the alias"))]
+#[x_kube(validation = Rule::new("!has(self.indexes) || self.indexes.all(i, self.fields.exists(f, f.name == i.fieldName))").message("every index must name a field of the schema"))]
 #[x_kube(validation = Rule::new("has(self.description) == has(oldSelf.description) && (!has(self.description) || self.description == oldSelf.description) && has(self.properties) == has(oldSelf.properties) && (!has(self.properties) || self.properties == oldSelf.properties)").message("description and properties are immutable"))]
 pub struct CollectionSpec {
     /// The Coordinator serving the engine.
@@ -232,6 +241,92 @@ pub struct CollectionSpec {
     /// `Retain` (default) keeps the engine collection when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: CollectionDeletionPolicy,
+    /// Indexes the operator creates (CreateIndex) once the collection exists; at most one
+    /// per field, as Milvus allows. Immutable, like the schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(i, self.exists_one(j, j.fieldName == i.fieldName))").message("at most one index per field"))]
+    #[x_kube(validation = Rule::new("self.all(i, !has(i.indexName) || self.exists_one(j, has(j.indexName) && j.indexName == i.indexName))").message("index names must be unique"))]
+    #[schemars(length(max = 64))]
+    pub indexes: Vec<IndexSpec>,
+    /// When the engine keeps the collection loaded (searchable). Mutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSpec>,
+}
+
+/// One index of a `Collection` (Milvus CreateIndex: `index_type`, `metric_type` and the
+/// build parameters travel as `extra_params`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    /// The indexed field.
+    #[schemars(length(min = 1, max = 255), pattern(ENGINE_NAME_PATTERN))]
+    pub field_name: String,
+    /// Index name; the field name when absent (the operator always sends one: Milvus
+    /// would otherwise name it `_default_idx_<fieldID>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), pattern(ENGINE_NAME_PATTERN))]
+    pub index_name: Option<String>,
+    /// Index type as the engine names it: `HNSW`, `IVF_FLAT`, `AUTOINDEX`, `INVERTED`, ...
+    #[schemars(length(min = 1, max = 64))]
+    pub index_type: String,
+    /// Metric of a vector index: `L2`, `IP`, `COSINE`, `HAMMING`, `JACCARD`, `BM25`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub metric_type: Option<String>,
+    /// Build parameters (`M`, `efConstruction`, `nlist`, ...), passed as strings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+}
+
+impl IndexSpec {
+    /// The index name sent to CreateIndex: `indexName`, else the field name. Never empty,
+    /// because Milvus names an unnamed index `_default_idx_<fieldID>`
+    /// (`internal/proxy/task_index.go`, `createIndexTask.Execute`), which the spec cannot
+    /// predict.
+    pub fn engine_name(&self) -> &str {
+        self.index_name.as_deref().unwrap_or(&self.field_name)
+    }
+}
+
+/// When the operator loads the collection into the engine's query nodes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LoadPolicy {
+    /// Load, and load again whenever the engine reports it released.
+    Always,
+    /// Load while an alias points to it or waits to point to it; release `releaseDelay`
+    /// after the last alias left, so a rollback inside that window is instant.
+    WhileAliased,
+    /// The operator neither loads nor releases it.
+    #[default]
+    Never,
+}
+
+/// `spec.load`: the load policy and what LoadCollection is called with.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSpec {
+    /// When to load.
+    #[serde(default)]
+    pub policy: LoadPolicy,
+    /// With `WhileAliased`: how long after the last alias left the collection is released
+    /// (`30s`, `10m`, `1h30m`; default `10m`).
+    #[serde(default = "default_release_delay")]
+    #[schemars(pattern(RELEASE_DELAY_PATTERN))]
+    pub release_delay: String,
+    /// In-memory replicas (LoadCollection `replica_number`; engine default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub replicas: Option<i32>,
+    /// Resource groups for the replicas (LoadCollection `resource_groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_groups: Vec<String>,
+}
+
+/// Durations in `ms`, `s`, `m` and `h` units, as Go's `time.ParseDuration` writes them.
+pub const RELEASE_DELAY_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
+
+fn default_release_delay() -> String {
+    "10m".to_string()
 }
 
 /// Observed state of a `Collection`.
@@ -241,7 +336,8 @@ pub struct CollectionStatus {
     /// The generation the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` and `Synced`.
+    /// `Ready` (the engine object matches the spec), `Synced`, `Indexed` and `Loaded` (each
+    /// only when declared) and `Serving` (exists, matches, indexed for all rows, loaded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The engine database.
@@ -264,6 +360,66 @@ pub struct CollectionStatus {
     /// Last `collections.dev/reconcile-requested-at` value handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// The declared indexes as the engine describes them (DescribeIndex).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexStatus>,
+    /// The engine's load state (GetLoadState, GetLoadingProgress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadStatus>,
+    /// Rows the engine counts (GetCollectionStatistics `row_count`), refreshed each pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<i64>,
+}
+
+/// One index as the engine describes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexStatus {
+    /// Index name.
+    pub name: String,
+    /// Indexed field.
+    pub field: String,
+    /// Engine state: `Missing` (not created yet), `Unissued`, `InProgress`, `Finished`,
+    /// `Failed`, `Retry`.
+    pub state: String,
+    /// Rows covered by the index.
+    #[serde(default)]
+    pub indexed_rows: i64,
+    /// Rows in the collection's sealed segments.
+    #[serde(default)]
+    pub total_rows: i64,
+    /// Rows still waiting for the index.
+    #[serde(default)]
+    pub pending_rows: i64,
+    /// Why the build failed (engine text), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<String>,
+}
+
+/// Engine load states (Milvus `common.LoadState` without `NotExist`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LoadStateName {
+    /// Not loaded.
+    #[default]
+    NotLoad,
+    /// Loading.
+    Loading,
+    /// Loaded: searchable.
+    Loaded,
+}
+
+/// `status.load`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadStatus {
+    /// The engine's load state.
+    pub state: LoadStateName,
+    /// Loading progress in percent (GetLoadingProgress).
+    #[serde(default)]
+    pub progress: i64,
+    /// With `WhileAliased`: when the release is due (RFC 3339), while one is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_at: Option<String>,
 }
 
 impl Collection {

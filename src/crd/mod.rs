@@ -14,10 +14,12 @@ pub mod coordinator;
 pub mod routed;
 
 pub use alias::{
-    AliasHistoryEntry, CollectionAlias, CollectionAliasSpec, CollectionAliasStatus, SwitchPolicy,
+    AliasHistoryEntry, CollectionAlias, CollectionAliasSpec, CollectionAliasStatus, LastSwap,
+    SwapGuards, SwitchPolicy,
 };
 pub use collection::{
-    Collection, CollectionSpec, CollectionStatus, ConsistencyLevel, DataType, FieldSpec,
+    Collection, CollectionSpec, CollectionStatus, ConsistencyLevel, DataType, FieldSpec, IndexSpec,
+    IndexStatus, LoadPolicy, LoadSpec, LoadStateName, LoadStatus,
 };
 pub use common::{
     ADOPT_ANNOTATION, AliasDeletionPolicy, CollectionDeletionPolicy, CoordinatorRef,

@@ -300,6 +300,8 @@ impl RoutedAlias {
                 consistency_level: template.consistency_level,
                 properties: template.properties.clone(),
                 deletion_policy: self.spec.deletion_policy,
+                indexes: Vec::new(),
+                load: None,
             },
             status: None,
         }
@@ -320,6 +322,7 @@ impl RoutedAlias {
                 name: Some(self.engine_name()),
                 collection: target.to_string(),
                 switch_policy: SwitchPolicy::WhenTargetReady,
+                guards: None,
                 deletion_policy: super::AliasDeletionPolicy::Delete,
             },
             status: None,

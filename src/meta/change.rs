@@ -10,6 +10,7 @@
 //! | `root-coord/database/db-info/<dbID>` | [`DatabaseRecord`] |
 //! | `root-coord/database/collection-info/<dbID>/<collectionID>` | [`CollectionRecord`] |
 //! | `root-coord/collection-alias/<dbID>/<alias>` | [`AliasRecord`] (the collection ID) |
+//! | `querycoord-collection-loadinfo/<dbID>/<collectionID>` | [`CollectionLoadRecord`], while loaded |
 //! | `root-coord/ddl-log/<ts, 20 digits>` | [`crate::proto::records::DdlRecord`] |
 //! | `root-coord/timestamp` | TSO save point, Unix ms, 8 bytes big endian |
 //! | `root-coord/id-allocator` | next free ID, 8 bytes big endian |
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use crate::proto::records::{AliasRecord, CollectionRecord, DatabaseRecord};
+use crate::proto::records::{AliasRecord, CollectionLoadRecord, CollectionRecord, DatabaseRecord};
 
 /// A database ID.
 pub type DatabaseId = i64;
@@ -31,6 +32,8 @@ pub const DATABASE_PREFIX: &str = "root-coord/database/db-info/";
 pub const COLLECTION_PREFIX: &str = "root-coord/database/collection-info/";
 /// Prefix of alias records.
 pub const ALIAS_PREFIX: &str = "root-coord/collection-alias/";
+/// Prefix of load state records.
+pub const LOAD_PREFIX: &str = "querycoord-collection-loadinfo/";
 /// Prefix of the DDL log.
 pub const DDL_LOG_PREFIX: &str = "root-coord/ddl-log/";
 /// The persisted TSO save point.
@@ -70,6 +73,12 @@ pub enum Change {
         name: String,
         record: Option<Arc<AliasRecord>>,
     },
+    /// Whether a collection is loaded (present) or released (`None`).
+    Loaded {
+        db_id: DatabaseId,
+        id: CollectionId,
+        record: Option<Arc<CollectionLoadRecord>>,
+    },
 }
 
 /// A store key or value that cannot be read back.
@@ -95,6 +104,7 @@ impl Change {
             Change::Database { id, .. } => format!("{DATABASE_PREFIX}{id}"),
             Change::Collection { db_id, id, .. } => format!("{COLLECTION_PREFIX}{db_id}/{id}"),
             Change::Alias { db_id, name, .. } => format!("{ALIAS_PREFIX}{db_id}/{name}"),
+            Change::Loaded { db_id, id, .. } => format!("{LOAD_PREFIX}{db_id}/{id}"),
         }
     }
 
@@ -104,6 +114,7 @@ impl Change {
             Change::Database { record, .. } => record.as_ref().map(|r| r.encode_to_vec()),
             Change::Collection { record, .. } => record.as_ref().map(|r| r.encode_to_vec()),
             Change::Alias { record, .. } => record.as_ref().map(|r| r.encode_to_vec()),
+            Change::Loaded { record, .. } => record.as_ref().map(|r| r.encode_to_vec()),
         }
     }
 
@@ -152,6 +163,20 @@ impl Change {
                 record: record.map(Arc::new),
             });
         }
+        if let Some(rest) = key.strip_prefix(LOAD_PREFIX) {
+            let (db, id) = rest.split_once('/').ok_or_else(bad_key)?;
+            let db_id = db.parse().map_err(|_| bad_key())?;
+            let id = id.parse().map_err(|_| bad_key())?;
+            let record = value
+                .map(CollectionLoadRecord::decode)
+                .transpose()
+                .map_err(corrupt)?;
+            return Ok(Change::Loaded {
+                db_id,
+                id,
+                record: record.map(Arc::new),
+            });
+        }
         Err(bad_key())
     }
 }
@@ -185,6 +210,14 @@ mod tests {
                 db_id: 1,
                 name: "z".into(),
                 record: None,
+            },
+            Change::Loaded {
+                db_id: 1,
+                id: 7,
+                record: Some(Arc::new(CollectionLoadRecord {
+                    collection_id: 7,
+                    loaded_ts: 9,
+                })),
             },
         ];
         for change in changes {

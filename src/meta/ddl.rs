@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use super::change::{Change, DatabaseId};
 use super::error::{MetaError, MetaResult};
-use super::names::{DEFAULT_DATABASE, DEFAULT_PARTITION};
-use super::schema::same_schema;
+use super::names::{DEFAULT_DATABASE, DEFAULT_PARTITION, validate_partition_name};
+use super::schema::{pairs_as_map, same_schema};
 use super::table::{LATEST, MetaTable};
 use super::tso::{Timestamp, physical_ms};
 use crate::proto::common::KeyValuePair;
 use crate::proto::records::{
-    AliasRecord, CollectionRecord, DatabaseRecord, IndexRecord, PartitionRecord,
+    AliasRecord, CollectionLoadRecord, CollectionRecord, DatabaseRecord, IndexRecord,
+    PartitionRecord,
 };
 use crate::proto::schema::CollectionSchema;
 
@@ -29,7 +30,8 @@ pub const MAX_PARTITIONS: usize = 1024;
 pub const MAX_DATABASES: usize = 64;
 
 /// A metadata change a client asked for. Names are already validated and trimmed, the
-/// database already resolved by name (it may not exist).
+/// database already resolved by name (it may not exist) — except partition names, which
+/// planning validates after it has found the collection, as Milvus does.
 #[derive(Debug, Clone)]
 pub enum Ddl {
     /// CreateDatabase.
@@ -316,11 +318,19 @@ impl MetaTable {
             shards_num
         };
         if let Some(existing) = self.collection_by_name(db_id, name, LATEST) {
+            // Milvus compares with `model.Collection.Equal` (rootcoord
+            // `createCollectionTask.Execute`): the schema, shards, consistency level,
+            // properties as a map, and the partitions by name — a new collection has only
+            // `_default`, so one that gained partitions is no longer "the same".
             let same = existing
                 .schema
                 .as_ref()
                 .is_some_and(|s| same_schema(s, schema))
-                && existing.shards_num == shards_num;
+                && existing.shards_num == shards_num
+                && existing.consistency_level == consistency_level
+                && pairs_as_map(&existing.properties) == pairs_as_map(properties)
+                && existing.partitions.len() == 1
+                && existing.partitions[0].name == DEFAULT_PARTITION;
             return if same {
                 Ok(Vec::new())
             } else {
@@ -375,7 +385,11 @@ impl MetaTable {
     }
 
     fn plan_drop_collection(&self, db: &str, name: &str) -> MetaResult<Vec<Change>> {
-        let db_id = database_id(self, db)?;
+        // A missing database is success, like a missing collection (rootcoord
+        // `dropCollectionTask.Execute`, Milvus >= 2.4.18 / 2.5).
+        let Some(db_id) = self.database(db, LATEST).map(|d| d.id) else {
+            return Ok(Vec::new());
+        };
         if self.alias(db_id, name, LATEST).is_some() {
             return Err(MetaError::unexpected(format!(
                 "cannot drop the collection via alias = {name}"
@@ -391,11 +405,20 @@ impl MetaTable {
                 aliases.join(" ")
             )));
         }
-        Ok(vec![Change::Collection {
+        let mut changes = vec![Change::Collection {
             db_id,
             id: collection.id,
             record: None,
-        }])
+        }];
+        if self.has_load_record(collection.id, LATEST) {
+            // Dropping a collection releases it.
+            changes.push(Change::Loaded {
+                db_id,
+                id: collection.id,
+                record: None,
+            });
+        }
+        Ok(changes)
     }
 
     /// The collection a partition or index DDL addresses (aliases resolve, as in Milvus).
@@ -418,7 +441,10 @@ impl MetaTable {
         partition: &str,
         ctx: &mut PlanContext<'_>,
     ) -> MetaResult<Vec<Change>> {
+        // The proxy resolves the collection (and database) before it checks the partition
+        // name (`createPartitionTask.PreExecute`).
         let (db_id, record) = self.target_collection(db, collection)?;
+        let partition = validate_partition_name(partition)?;
         if record.partitions.iter().any(|p| p.name == partition) {
             return Ok(Vec::new());
         }
@@ -448,10 +474,13 @@ impl MetaTable {
         partition: &str,
         ctx: &mut PlanContext<'_>,
     ) -> MetaResult<Vec<Change>> {
+        // Collection (and database) first, then the partition name, then `_default`:
+        // proxy `dropPartitionTask.PreExecute`, then rootcoord `dropPartitionTask.Prepare`.
+        let (db_id, record) = self.target_collection(db, collection)?;
+        let partition = validate_partition_name(partition)?;
         if partition == DEFAULT_PARTITION {
             return Err(MetaError::unexpected("default partition cannot be deleted"));
         }
-        let (db_id, record) = self.target_collection(db, collection)?;
         if !record.partitions.iter().any(|p| p.name == partition) {
             return Ok(Vec::new());
         }
@@ -621,12 +650,34 @@ impl MetaTable {
         ctx: &mut PlanContext<'_>,
     ) -> MetaResult<Vec<Change>> {
         let (db_id, record) = self.target_collection(db, collection)?;
-        if record.loaded == loaded {
+        if self.is_loaded(&record, LATEST) == loaded {
             return Ok(Vec::new());
         }
-        Ok(vec![with_collection_change(db_id, &record, ctx.ts, |r| {
-            r.loaded = loaded
-        })])
+        if loaded {
+            return Ok(vec![Change::Loaded {
+                db_id,
+                id: record.id,
+                record: Some(Arc::new(CollectionLoadRecord {
+                    collection_id: record.id,
+                    loaded_ts: ctx.ts,
+                })),
+            }]);
+        }
+        let mut changes = Vec::new();
+        if record.loaded {
+            // Written by a version that kept the flag in the record: clear it there once.
+            changes.push(with_collection_change(db_id, &record, ctx.ts, |r| {
+                r.loaded = false
+            }));
+        }
+        if self.has_load_record(record.id, LATEST) {
+            changes.push(Change::Loaded {
+                db_id,
+                id: record.id,
+                record: None,
+            });
+        }
+        Ok(changes)
     }
 }
 

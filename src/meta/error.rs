@@ -96,15 +96,18 @@ impl MetaError {
         )
     }
 
-    /// DescribeCollection of a missing collection: code 100, but the reason carries the
-    /// `can't find collection ` prefix, the detail does not, and the legacy code is
-    /// UnexpectedError (observed on Milvus 2.3.5; pymilvus' `has_collection` relies on it).
+    /// DescribeCollection of a missing collection: code 100, with the reason the Milvus
+    /// proxy writes over rootcoord's (`describeCollectionTask.Execute` in
+    /// `internal/proxy/task.go`, 2.4+): `can't find collection[database=D][collection=N]`;
+    /// the detail keeps rootcoord's text and the legacy code is UnexpectedError (pymilvus'
+    /// `has_collection` relies on both).
     pub fn describe_collection_not_found(db: &str, name: &str) -> Self {
-        let detail = format!("collection not found[database={db}][collection={name}]");
         Self {
             code: code::COLLECTION_NOT_FOUND,
-            message: format!("can't find collection {detail}"),
-            detail: Some(detail),
+            message: format!("can't find collection[database={db}][collection={name}]"),
+            detail: Some(format!(
+                "collection not found[database={db}][collection={name}]"
+            )),
             legacy: Some(ErrorCode::UnexpectedError),
         }
     }
@@ -172,17 +175,40 @@ impl MetaError {
         self.legacy.unwrap_or_else(|| legacy_error_code(self.code))
     }
 
-    /// The `common.Status` Milvus sends for this error.
+    /// The `common.Status` Milvus sends for this error; reason and detail are cut to
+    /// [`MAX_REASON_BYTES`] (they echo names a client sent, which may be of any size).
     pub fn to_status(&self) -> Status {
+        let reason = bounded_text(&self.message);
+        let detail = match &self.detail {
+            Some(detail) => bounded_text(detail),
+            None => reason.clone(),
+        };
         Status {
             error_code: self.legacy_code() as i32,
-            reason: self.message.clone(),
+            reason,
             code: self.code,
             retriable: false,
-            detail: self.detail.clone().unwrap_or_else(|| self.message.clone()),
+            detail,
             extra_info: Default::default(),
         }
     }
+}
+
+/// Longest error text sent back. Milvus echoes invalid names whole; a name of many
+/// megabytes would come back in every reason, so longer texts keep their first
+/// [`MAX_REASON_BYTES`] bytes (at a character boundary) and say how long they were.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `text`, or its first [`MAX_REASON_BYTES`] bytes and a note of the full length.
+pub fn bounded_text(text: &str) -> String {
+    if text.len() <= MAX_REASON_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes, truncated)", &text[..end], text.len())
 }
 
 /// `merr.oldCode`: the legacy enum for an integer code.
@@ -253,12 +279,28 @@ mod tests {
     }
 
     #[test]
+    fn long_reasons_are_cut_at_a_char_boundary() {
+        let name = "é".repeat(10_000);
+        let status =
+            MetaError::invalid_parameter(format!("Invalid collection name: {name}.")).to_status();
+        assert!(
+            status.reason.len() < MAX_REASON_BYTES + 64,
+            "{}",
+            status.reason.len()
+        );
+        assert!(status.reason.ends_with("bytes, truncated)"));
+        assert_eq!(status.reason, status.detail);
+        let short = MetaError::invalid_parameter("x").to_status();
+        assert_eq!(short.reason, "x: invalid parameter");
+    }
+
+    #[test]
     fn status_carries_reason_and_detail() {
         let status = MetaError::describe_collection_not_found("default", "X").to_status();
         assert_eq!(status.code, 100);
         assert_eq!(
             status.reason,
-            "can't find collection collection not found[database=default][collection=X]"
+            "can't find collection[database=default][collection=X]"
         );
         assert_eq!(
             status.detail,

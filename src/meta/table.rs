@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use super::change::{Change, CollectionId, DatabaseId};
-use super::mvcc::MvccMap;
+use super::mvcc::{MvccMap, MvccSet};
 use super::tso::Timestamp;
-use crate::proto::records::{AliasRecord, CollectionRecord, DatabaseRecord};
+use crate::proto::records::{AliasRecord, CollectionLoadRecord, CollectionRecord, DatabaseRecord};
 
 /// Read the newest state, including versions not yet committed (the writer's view).
 pub const LATEST: Timestamp = Timestamp::MAX;
@@ -28,8 +28,10 @@ pub enum Touched {
     CollectionName(DatabaseId, String),
     /// `aliases`
     Alias(DatabaseId, String),
-    /// `aliases_by_collection`
-    AliasesOf(CollectionId),
+    /// `aliases_by_collection`: one alias of one collection
+    AliasOf(CollectionId, String),
+    /// `loaded`
+    Loaded(CollectionId),
 }
 
 /// How a name given by a client resolved.
@@ -39,6 +41,8 @@ pub struct Resolved {
     pub collection: Arc<CollectionRecord>,
     /// The name was an alias of it.
     pub via_alias: bool,
+    /// A client asked to load it.
+    pub loaded: bool,
 }
 
 /// The in-memory meta table.
@@ -49,7 +53,12 @@ pub struct MetaTable {
     collections: MvccMap<CollectionId, Arc<CollectionRecord>>,
     collection_names: MvccMap<(DatabaseId, String), CollectionId>,
     aliases: MvccMap<(DatabaseId, String), Arc<AliasRecord>>,
-    aliases_by_collection: MvccMap<CollectionId, Arc<Vec<String>>>,
+    /// Versioned per alias, so that history grows by one entry per alias change however
+    /// many aliases a collection has.
+    aliases_by_collection: MvccSet<CollectionId, String>,
+    /// Load state apart from the collection record: a load or release versions a few
+    /// bytes, not the whole (possibly large) record.
+    loaded: MvccMap<CollectionId, Arc<CollectionLoadRecord>>,
 }
 
 impl MetaTable {
@@ -102,6 +111,7 @@ impl MetaTable {
             return Some(Resolved {
                 collection: collection.clone(),
                 via_alias: false,
+                loaded: self.is_loaded(collection, at),
             });
         }
         let alias = self.alias(db, name, at)?;
@@ -109,15 +119,28 @@ impl MetaTable {
         Some(Resolved {
             collection: collection.clone(),
             via_alias: true,
+            loaded: self.is_loaded(collection, at),
         })
     }
 
+    /// Whether a client asked to load the collection, as of `at` (the flag in the record
+    /// is what earlier versions wrote).
+    pub fn is_loaded(&self, collection: &CollectionRecord, at: Timestamp) -> bool {
+        collection.loaded || self.loaded.get(&collection.id, at).is_some()
+    }
+
+    /// Whether the collection has a load record as of `at`.
+    pub fn has_load_record(&self, collection: CollectionId, at: Timestamp) -> bool {
+        self.loaded.get(&collection, at).is_some()
+    }
+
     /// The aliases of a collection, sorted.
-    pub fn aliases_of(&self, collection: CollectionId, at: Timestamp) -> Arc<Vec<String>> {
+    pub fn aliases_of(&self, collection: CollectionId, at: Timestamp) -> Vec<String> {
         self.aliases_by_collection
-            .get(&collection, at)
+            .members(&collection, at)
+            .into_iter()
             .cloned()
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Every collection of a database as of `at`, in ID (creation) order.
@@ -166,6 +189,7 @@ impl MetaTable {
             Change::Alias { db_id, name, .. } => {
                 self.alias(*db_id, name, LATEST).map(|r| r.encode_to_vec())
             }
+            Change::Loaded { id, .. } => self.loaded.get(id, LATEST).map(|r| r.encode_to_vec()),
         }
     }
 
@@ -216,34 +240,22 @@ impl MetaTable {
                 let new_target = record.as_ref().map(|r| r.collection_id);
                 if old_target != new_target {
                     if let Some(old) = old_target {
-                        self.edit_aliases_of(old, ts, touched, |names| names.retain(|n| n != name));
+                        self.aliases_by_collection.put(old, name.clone(), ts, false);
+                        touched.push(Touched::AliasOf(old, name.clone()));
                     }
                     if let Some(new) = new_target {
-                        self.edit_aliases_of(new, ts, touched, |names| {
-                            if let Err(at) = names.binary_search(name) {
-                                names.insert(at, name.clone());
-                            }
-                        });
+                        self.aliases_by_collection.put(new, name.clone(), ts, true);
+                        touched.push(Touched::AliasOf(new, name.clone()));
                     }
                 }
                 self.aliases.put(key, ts, record.clone());
                 touched.push(Touched::Alias(*db_id, name.clone()));
             }
+            Change::Loaded { id, record, .. } => {
+                self.loaded.put(*id, ts, record.clone());
+                touched.push(Touched::Loaded(*id));
+            }
         }
-    }
-
-    fn edit_aliases_of(
-        &mut self,
-        collection: CollectionId,
-        ts: Timestamp,
-        touched: &mut Vec<Touched>,
-        edit: impl FnOnce(&mut Vec<String>),
-    ) {
-        let mut names = self.aliases_of(collection, LATEST).as_ref().clone();
-        edit(&mut names);
-        let value = (!names.is_empty()).then(|| Arc::new(names));
-        self.aliases_by_collection.put(collection, ts, value);
-        touched.push(Touched::AliasesOf(collection));
     }
 
     /// Removes every version newer than `committed` of the touched keys.
@@ -259,7 +271,10 @@ impl MetaTable {
                 Touched::Alias(db, name) => {
                     self.aliases.rollback_after(&(*db, name.clone()), committed)
                 }
-                Touched::AliasesOf(id) => self.aliases_by_collection.rollback_after(id, committed),
+                Touched::AliasOf(id, name) => self
+                    .aliases_by_collection
+                    .rollback_after(id, name, committed),
+                Touched::Loaded(id) => self.loaded.rollback_after(id, committed),
             }
         }
     }
@@ -272,5 +287,11 @@ impl MetaTable {
         self.collection_names.compact(horizon);
         self.aliases.compact(horizon);
         self.aliases_by_collection.compact(horizon);
+        self.loaded.compact(horizon);
+    }
+
+    /// Versions kept of alias memberships; for memory checks in tests.
+    pub fn alias_membership_versions(&self) -> usize {
+        self.aliases_by_collection.version_count()
     }
 }

@@ -279,6 +279,9 @@ pub fn collection_status(
         aliases: aliases.unwrap_or(previous.aliases),
         last_handled_reconcile_at: reconcile_requested(collection)
             .or(previous.last_handled_reconcile_at),
+        indexes: previous.indexes,
+        load: previous.load,
+        row_count: previous.row_count,
     }
 }
 
@@ -306,6 +309,7 @@ pub fn alias_status(
         history: previous.history.clone(),
         last_handled_reconcile_at: reconcile_requested(alias)
             .or(previous.last_handled_reconcile_at.clone()),
+        last_swap: previous.last_swap.clone(),
     };
     if let Some(target) = bound
         && previous.collection.as_deref() != Some(target.as_str())

@@ -8,6 +8,7 @@
 
 pub mod intent;
 pub mod routed;
+pub mod serving;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -177,6 +178,22 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The resource an action is for (`None` for CreateDatabase, which serves several).
+    pub fn key(&self) -> Option<&ObjectKey> {
+        match self {
+            Action::CreateDatabase { .. } => None,
+            Action::CreateCollection { key, .. }
+            | Action::AdoptCollection { key, .. }
+            | Action::CreateAlias { key, .. }
+            | Action::AlterAlias { key, .. }
+            | Action::AdoptAlias { key, .. }
+            | Action::DropAlias { key, .. }
+            | Action::DropCollection { key, .. } => Some(key),
+        }
+    }
+}
+
 /// Why a resource is not Ready (the `reason` of its `Ready=False` condition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reason {
@@ -194,6 +211,8 @@ pub enum Reason {
     /// The engine object exists but differs in a way the spec cannot change (e.g. a
     /// collection of the same name with another schema was found after adoption).
     Drifted,
+    /// A swap guard (`minRowCount`, `minRowRatio`) holds the alias on its current target.
+    SwapBlocked,
 }
 
 impl Reason {
@@ -206,6 +225,7 @@ impl Reason {
             Reason::HasAliases => "HasAliases",
             Reason::Paused => "Paused",
             Reason::Drifted => "Drifted",
+            Reason::SwapBlocked => "SwapBlocked",
         }
     }
 }

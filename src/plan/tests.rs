@@ -54,6 +54,8 @@ fn spec() -> CollectionSpec {
         consistency_level: None,
         properties: None,
         deletion_policy: DeletionPolicy::Retain,
+        indexes: Vec::new(),
+        load: None,
     }
 }
 

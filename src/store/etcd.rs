@@ -31,8 +31,9 @@
 //!   through unseen).
 //!
 //! Each guarded commit also rewrites the fence key, so it moves on with every batch. A
-//! refused transaction writes nothing and is reported as [`StoreError::Fenced`]; the HA
-//! loop is woken through [`EtcdStore::fence_broken`] to find out whether it is still the
+//! refused transaction writes nothing and is reported as [`StoreError::Fenced`], naming the
+//! leader the key holds at that moment (read in the same transaction), so that the refusal
+//! tells a client where to retry; the HA loop is woken through [`EtcdStore::fence_broken`] to find out whether it is still the
 //! leader (then it reloads what etcd holds, which also settles an ambiguous earlier
 //! commit — a timeout after etcd applied it) or must step down.
 
@@ -41,8 +42,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
+};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{MetaStore, Snapshot, StoreError, WriteBatch};
@@ -65,6 +69,30 @@ const FIXED_OPS_PER_BATCH: usize = 2;
 const OPS_PER_DDL: usize = 2;
 /// Largest response the client decodes (a scan page of big collection records).
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
+
+/// The value of the leader key: who leads, and where clients reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaderRecord {
+    /// The leader's member id.
+    pub id: String,
+    /// The leader's advertised gRPC address.
+    pub address: String,
+}
+
+impl LeaderRecord {
+    /// Decodes the leader key's value; `None` if it is not a leader record.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        serde_json::from_slice(value).ok()
+    }
+
+    /// How a refusal names the leader, or says that none is elected.
+    pub fn describe(leader: Option<&Self>) -> String {
+        match leader {
+            Some(leader) => format!("the leader is {} (id {})", leader.address, leader.id),
+            None => "no leader is elected yet".to_string(),
+        }
+    }
+}
 
 /// The most DDLs one engine batch may carry so that its commit, with the fence key, fits
 /// in one etcd transaction of at most `max_txn_ops` operations (62 for etcd's default of
@@ -463,6 +491,7 @@ impl MetaStore for EtcdStore {
             Some(fence) => {
                 let mut ops = ops;
                 ops.push(TxnOp::put(self.full_key(FENCE_KEY), Vec::new(), None));
+                // The failure branch reads who leads now, for the refusal.
                 Txn::new()
                     .when(vec![
                         Compare::create_revision(
@@ -477,6 +506,7 @@ impl MetaStore for EtcdStore {
                         ),
                     ])
                     .and_then(ops)
+                    .or_else(vec![TxnOp::get(self.full_key(LEADER_KEY), None)])
             }
         };
         let response = self.run(&context.clone(), async move {
@@ -498,11 +528,18 @@ impl MetaStore for EtcdStore {
         }
         // Only a guarded transaction has a failure branch.
         self.fence_broken.notify_one();
-        Err(StoreError::Fenced(
-            "etcd refused the transaction: the leader key or the fence key changed (the \
-             leadership lease ended, or another writer committed)"
-                .into(),
-        ))
+        let leader = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .and_then(|kv| LeaderRecord::decode(kv.value())),
+            _ => None,
+        });
+        Err(StoreError::Fenced(format!(
+            "etcd refused the transaction and applied none of it (the leadership lease \
+             ended, or another writer committed); {}",
+            LeaderRecord::describe(leader.as_ref())
+        )))
     }
 
     fn max_ops_per_commit(&self) -> Option<usize> {

@@ -27,6 +27,14 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error(transparent)]
     Locked(#[from] lock::DataDirLockError),
+    /// A file of the store is damaged: starting would lose or alter acknowledged data.
+    /// The message names the file, where the damage is, and the remedy.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Writes are refused until the store can be reopened (after a failed write, e.g. a
+    /// full disk); the store retries on the next write or health check.
+    #[error("meta store unavailable: {0}")]
+    Unavailable(String),
     /// The store's files could not be prepared.
     #[error("{context}: {source}")]
     Io {
@@ -114,6 +122,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Makes everything committed so far cheap to recover (called at shutdown). Stores
     /// whose commits need no recovery work keep the default.
     fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// `Err(reason)` while the store refuses writes (reported by CheckHealth). A store
+    /// that can recover by itself (space freed on a full disk) tries to here.
+    fn health(&self) -> Result<(), String> {
         Ok(())
     }
 

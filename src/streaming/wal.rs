@@ -20,7 +20,9 @@
 //! **Records.** `length u32 | crc32 u32 | term i64 | kind u8 | payload`, little endian; the
 //! length and CRC cover `term | kind | payload`; the payload is an encoded
 //! `milvus.proto.messages.Message`. Reading stops at the first short or corrupt record, so a
-//! torn tail (a crash mid-write, never acknowledged) is cut on open.
+//! torn tail (a crash mid-write, never acknowledged) is cut on open. A damaged record that
+//! valid records follow is no torn tail: the open fails ([`WalError::Corrupt`]) rather than
+//! cut acknowledged messages.
 //!
 //! **Group commit.** One writer thread per open WAL takes every append waiting in its queue,
 //! writes them with one `write` and one `fdatasync`, then answers them all.
@@ -99,6 +101,23 @@ pub enum WalError {
     /// The channel name cannot be a directory name.
     #[error("invalid pchannel name {0:?}")]
     BadChannel(String),
+    /// A segment is damaged where valid records follow: cutting it there would lose
+    /// acknowledged messages, so the channel is not opened.
+    #[error(
+        "pchannel {pchannel}: segment {segment:?} is damaged at byte offset {offset}, and \
+         valid records follow from byte offset {next}: restore the WAL directory from a \
+         backup (or move the segment away to give up what follows the damage)"
+    )]
+    Corrupt {
+        /// The channel.
+        pchannel: String,
+        /// The damaged segment.
+        segment: SegmentKey,
+        /// Where the first bad record starts.
+        offset: u64,
+        /// Where the next valid record starts.
+        next: u64,
+    },
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> WalError {
@@ -578,6 +597,17 @@ fn recover_chain(
             first = false;
             valid = record.position.offset + record.size;
         }
+        if valid < len
+            && let Some(next) = valid_record_after(cursor.file.as_ref(), valid, len)
+                .map_err(io_error(format!("reading segment {key:?} of {pchannel}")))?
+        {
+            return Err(WalError::Corrupt {
+                pchannel: pchannel.to_string(),
+                segment: key,
+                offset: valid,
+                next,
+            });
+        }
         if key.part == 0 && valid == 0 {
             // The opener of this term died before its term start was durable: the term
             // never held the channel.
@@ -587,6 +617,40 @@ fn recover_chain(
         chain.push(Span { key, len: valid });
     }
     Ok(chain)
+}
+
+/// The first offset after `from` (up to `len`) where an intact record starts, if any: a
+/// torn tail has none (it is the last write, cut short), damage in the middle does.
+fn valid_record_after(file: &dyn SegmentRead, from: u64, len: u64) -> io::Result<Option<u64>> {
+    let mut rest = vec![0u8; (len - from) as usize];
+    let mut filled = 0;
+    while filled < rest.len() {
+        let read = file.read_at(&mut rest[filled..], from + filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    rest.truncate(filled);
+    Ok((1..rest.len())
+        .find(|&at| is_intact_record(&rest[at..]))
+        .map(|at| from + at as u64))
+}
+
+/// Whether `bytes` start with a whole record whose CRC, kind and message check out.
+fn is_intact_record(bytes: &[u8]) -> bool {
+    let Some((header, rest)) = bytes.split_first_chunk::<HEADER>() else {
+        return false;
+    };
+    let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(BODY_PREFIX..=MAX_RECORD_BYTES).contains(&body_len) || rest.len() < body_len {
+        return false;
+    }
+    let body = &rest[..body_len];
+    crc32fast::hash(body) == crc
+        && matches!(body[8], KIND_TERM_START | KIND_MESSAGE)
+        && Message::decode(&body[BODY_PREFIX..]).is_ok()
 }
 
 // ---- the open WAL ----

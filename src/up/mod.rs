@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod routed;
 mod run;
 pub mod schema;
+pub mod serving;
 pub mod state;
 pub mod table;
 
@@ -55,6 +56,15 @@ pub struct UpArgs {
     /// client uses the first credential configured.
     #[command(flatten)]
     pub auth: crate::coordinator::AuthArgs,
+    /// Reconcile against this existing engine (e.g. a Milvus at `http://milvus:19530`;
+    /// `http://` is assumed if missing) instead of starting the embedded coordinator:
+    /// then `--listen` and the `--auth-*` flags are unused, and `--data-dir` holds only
+    /// up's state file.
+    #[arg(long, env = "COLLECTION_OPERATOR_ENGINE")]
+    pub engine: Option<String>,
+    /// File holding the token (or `user:password`) for `--engine`, first non-empty line.
+    #[arg(long, requires = "engine")]
+    pub engine_token_file: Option<PathBuf>,
 }
 
 /// Flags of `collection-operator plan`.
@@ -120,11 +130,12 @@ pub async fn load_manifests(paths: &[PathBuf]) -> anyhow::Result<manifest::Manif
 }
 
 /// Plans a manifest set against the engine with `plan`'s inferred ownership. Returns the
-/// intents (for printing) and the plan.
+/// intents (for printing), the plan (alias moves the serving gate holds taken out) and
+/// the serving side (the gates, indexes and load).
 pub async fn plan_set(
     client: &EngineClient,
     set: &manifest::ManifestSet,
-) -> anyhow::Result<(Intents, Plan)> {
+) -> anyhow::Result<(Intents, Plan, serving::ServingPlan)> {
     let mut intents = Intents::default();
     for manifest in &set.collections {
         intents.push_collection(&manifest.resource);
@@ -148,15 +159,30 @@ pub async fn plan_set(
         .await
         .with_context(|| format!("observing the engine at {}", client.endpoint()))?;
     intents.infer_ownership(&observed);
-    let plan = intents.plan(&observed);
-    Ok((intents, plan))
+    let mut plan = intents.plan(&observed);
+    let names = serving::names_to_observe(&intents, &observed, &plan);
+    let observations = serving::observe(client, names)
+        .await
+        .with_context(|| format!("reading indexes and load state at {}", client.endpoint()))?;
+    // No recorded release times: a due release shows as scheduled from now.
+    let serving = serving::decide(
+        &intents,
+        &observed,
+        &observations,
+        &mut plan,
+        &|_| None,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    Ok((intents, plan, serving))
 }
 
 /// Whether a plan means "not in sync": actions to take, or a resource that would not
 /// be Ready (a conflict, a missing target...), which a pre-merge check must not pass
 /// as "no changes".
-pub fn has_changes(plan: &Plan) -> bool {
-    !plan.actions.is_empty() || plan.verdicts.values().any(|v| !matches!(v, Verdict::Ready))
+pub fn has_changes(plan: &Plan, serving: &serving::ServingPlan) -> bool {
+    !plan.actions.is_empty()
+        || !serving.actions.is_empty()
+        || plan.verdicts.values().any(|v| !matches!(v, Verdict::Ready))
 }
 
 /// Runs `plan`; `Ok(true)` when the engine is not in sync with the manifests (exit 2).
@@ -168,36 +194,59 @@ pub async fn run_plan(args: PlanArgs) -> anyhow::Result<bool> {
     let client = EngineClient::connect(&endpoint, credentials.as_ref())
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    let (intents, plan) = plan_set(&client, &set).await?;
-    print!("{}", table::plan_report(&plan, &intents));
-    Ok(has_changes(&plan))
+    let (intents, plan, serving) = plan_set(&client, &set).await?;
+    print!("{}", table::plan_report(&plan, &serving, &intents));
+    Ok(has_changes(&plan, &serving))
 }
 
-/// Plans like `plan` and applies the actions once, with no state file: what a one-shot
-/// `apply` would do. Errors if any action fails. Returns the plan that was applied.
+/// Plans like `plan` and applies, with no state file, until nothing is left to do or
+/// only the gate holds: what a one-shot `apply` would do. A serving gate needs several
+/// rounds (the collection, then its index, then its load, then the alias), so this
+/// applies up to [`APPLY_ROUNDS`] plans. Errors if any action fails. Returns every
+/// action applied, in order.
 pub async fn apply_once(endpoint: &str, paths: &[PathBuf]) -> anyhow::Result<Plan> {
     let set = load_manifests(paths).await?;
     let client = EngineClient::connect(endpoint, None)
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    let (_, plan) = plan_set(&client, &set).await?;
-    let results = reconcile::apply(&client, &plan.actions).await;
-    let failures: Vec<String> = plan
-        .actions
-        .iter()
-        .zip(&results)
-        .filter_map(|(action, result)| {
-            result
-                .as_ref()
-                .err()
-                .map(|error| format!("{action:?}: {error}"))
-        })
-        .collect();
-    anyhow::ensure!(
-        failures.is_empty(),
-        "{} action(s) failed:\n  {}",
-        failures.len(),
-        failures.join("\n  ")
-    );
-    Ok(plan)
+    let mut applied = Plan::default();
+    for _ in 0..APPLY_ROUNDS {
+        let (_, plan, serving) = plan_set(&client, &set).await?;
+        if plan.actions.is_empty() && serving.actions.is_empty() {
+            break;
+        }
+        let results = reconcile::apply(&client, &plan.actions).await;
+        let mut failures: Vec<String> = plan
+            .actions
+            .iter()
+            .zip(&results)
+            .filter_map(|(action, result)| {
+                result
+                    .as_ref()
+                    .err()
+                    .map(|error| format!("{action:?}: {error}"))
+            })
+            .collect();
+        let serving_results = serving::apply(&client, &serving.actions).await;
+        for ((_, database, name, action), result) in serving.actions.iter().zip(serving_results) {
+            if let Err(error) = result {
+                failures.push(format!(
+                    "{} of {database}.{name}: {error}",
+                    serving::action_text(action)
+                ));
+            }
+        }
+        anyhow::ensure!(
+            failures.is_empty(),
+            "{} action(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+        applied.actions.extend(plan.actions);
+        applied.verdicts = plan.verdicts;
+    }
+    Ok(applied)
 }
+
+/// Plans `apply_once` applies at most.
+const APPLY_ROUNDS: usize = 8;

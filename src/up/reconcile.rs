@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::manifest::{Kind, ResourceId};
 use crate::client::{Applied, ClientError, EngineClient};
-use crate::crd::{Collection, CollectionAlias};
+use crate::crd::{Collection, CollectionAlias, SwapGuards};
 use crate::plan::{
     Action, AliasIntent, CollectionIntent, ObjectKey, Observed, Plan, intent::key_of, plan_all,
 };
@@ -30,6 +30,8 @@ pub struct Intents {
     /// One per `CollectionAlias`.
     pub aliases: Vec<AliasIntent>,
     keys: HashMap<ObjectKey, ResourceId>,
+    /// `spec.guards` of the aliases that declare them, by plan key.
+    guards: HashMap<ObjectKey, SwapGuards>,
 }
 
 impl Intents {
@@ -56,6 +58,9 @@ impl Intents {
         };
         let mut intent = AliasIntent::from_resource(alias);
         let key = self.plan_key(id);
+        if let Some(guards) = &alias.spec.guards {
+            self.guards.insert(key.clone(), guards.clone());
+        }
         intent.key = key.clone();
         intent.seniority.key = key;
         self.aliases.push(intent);
@@ -73,6 +78,11 @@ impl Intents {
         }
         self.keys.insert(key.clone(), id);
         key
+    }
+
+    /// The swap guards of an alias, if it declares any.
+    pub fn guards(&self, key: &ObjectKey) -> Option<&SwapGuards> {
+        self.guards.get(key)
     }
 
     /// The resource a planner key stands for.
@@ -216,16 +226,7 @@ fn phase(action: &Action) -> u8 {
 
 /// The resource key of an action (`None` for CreateDatabase, which serves several).
 pub fn action_key(action: &Action) -> Option<&ObjectKey> {
-    match action {
-        Action::CreateDatabase { .. } => None,
-        Action::CreateCollection { key, .. }
-        | Action::AdoptCollection { key, .. }
-        | Action::CreateAlias { key, .. }
-        | Action::AlterAlias { key, .. }
-        | Action::AdoptAlias { key, .. }
-        | Action::DropAlias { key, .. }
-        | Action::DropCollection { key, .. } => Some(key),
-    }
+    action.key()
 }
 
 /// Applies the actions: runs of consecutive actions of one phase go concurrently, the
@@ -255,13 +256,22 @@ pub async fn apply(client: &EngineClient, actions: &[Action]) -> Vec<Result<Appl
         }
         start = end;
     }
+    unrun_as_errors(results, client, "action was not run")
+}
+
+/// Results in call order, a call that never ran counted as failed with `why`.
+pub fn unrun_as_errors<T>(
+    results: Vec<Option<Result<T, ClientError>>>,
+    client: &EngineClient,
+    why: &str,
+) -> Vec<Result<T, ClientError>> {
     results
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| {
                 Err(ClientError::Unreachable {
                     endpoint: client.endpoint().to_string(),
-                    message: "action was not run".to_string(),
+                    message: why.to_string(),
                 })
             })
         })
@@ -283,6 +293,7 @@ mod tests {
                 name: None,
                 collection: target.into(),
                 switch_policy: Default::default(),
+                guards: None,
                 deletion_policy: Default::default(),
             },
         );

@@ -227,6 +227,8 @@ fn generated(manifest: Value, since: &str, owner: &str) -> Record {
         bound: None,
         pending: None,
         owner: Some(owner.to_string()),
+        release_at: None,
+        last_swap: None,
     }
 }
 
@@ -391,6 +393,8 @@ mod tests {
             bound: None,
             pending: None,
             owner: None,
+            release_at: None,
+            last_swap: None,
         }
     }
 

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::UpArgs;
 use super::manifest::{self, Kind, ResourceId};
 use super::reconcile::{self, Intents, action_key};
+use super::serving;
 use super::state::{self, Record, State};
 use super::table;
 use crate::client::{ClientError, Credentials, EngineClient};
@@ -79,13 +80,17 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.manifests.display()
     );
     // The port first: a port in use is reported before anything is opened or created.
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {}: is another up or coordinator running? (pass --listen HOST:PORT)",
-            args.listen
-        )
-    })?;
-    let local = listener.local_addr()?;
+    // With --engine nothing listens (the engine's own port is often 19530 too).
+    let listener = match args.engine {
+        Some(_) => None,
+        None => Some(TcpListener::bind(args.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {}: is another up or coordinator running? (pass --listen \
+                 HOST:PORT)",
+                args.listen
+            )
+        })?),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let state_path = state::path_in(&args.data_dir);
@@ -101,6 +106,36 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
         eprintln!("up: second signal, exiting now");
         std::process::exit(130);
     });
+
+    if let Some(engine) = &args.engine {
+        let endpoint = super::endpoint_of(engine);
+        let credentials = match &args.engine_token_file {
+            Some(path) => Some(Credentials::Token(read_engine_token(path)?)),
+            None => None,
+        };
+        let client = EngineClient::connect(&endpoint, credentials.as_ref())
+            .await
+            .with_context(|| format!("connecting to the engine at {endpoint}"))?;
+        println!(
+            "up: reconciling {} against the engine at {endpoint} (state in {}; resync every \
+             {} s)",
+            args.manifests.display(),
+            args.data_dir.display(),
+            args.resync_secs
+        );
+        let result = Runner::new(client, &args, state, state_path)
+            .run(
+                Duration::from_secs(args.resync_secs),
+                Duration::from_millis(args.debounce_ms),
+                shutdown_rx,
+            )
+            .await;
+        println!("up: stopped");
+        return result;
+    }
+
+    let listener = listener.context("the embedded coordinator has no listener")?;
+    let local = listener.local_addr()?;
 
     // Authentication (optional): the endpoint checks every credential configured; up's
     // own client sends the first one.
@@ -139,18 +174,7 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.manifests.display(),
             args.resync_secs
         );
-        let mut runner = Runner {
-            client,
-            manifests: args.manifests.clone(),
-            state,
-            state_path,
-            printed: BTreeMap::new(),
-            last_problems: None,
-            last_ignored: Vec::new(),
-            dirty: false,
-            routed_rows: BTreeMap::new(),
-        };
-        runner
+        Runner::new(client, &args, state, state_path)
             .run(
                 Duration::from_secs(args.resync_secs),
                 Duration::from_millis(args.debounce_ms),
@@ -161,6 +185,15 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await;
     stop(engine, stop_server, server, wal).await;
     result
+}
+
+/// The credential of `--engine-token-file`: its first non-empty line (a token, or
+/// `user:password`, sent as pymilvus sends a token).
+fn read_engine_token(path: &Path) -> anyhow::Result<String> {
+    crate::coordinator::auth::read_token_file(path)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("engine token file {} is empty", path.display()))
 }
 
 /// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
@@ -393,6 +426,20 @@ fn clock() -> String {
 }
 
 impl Runner {
+    fn new(client: EngineClient, args: &UpArgs, state: State, state_path: PathBuf) -> Self {
+        Runner {
+            client,
+            manifests: args.manifests.clone(),
+            state,
+            state_path,
+            printed: BTreeMap::new(),
+            last_problems: None,
+            last_ignored: Vec::new(),
+            dirty: false,
+            routed_rows: BTreeMap::new(),
+        }
+    }
+
     async fn run(
         &mut self,
         resync: Duration,
@@ -524,6 +571,8 @@ impl Runner {
                             bound: None,
                             pending: None,
                             owner: None,
+                            release_at: None,
+                            last_swap: None,
                         },
                     );
                     self.dirty = true;
@@ -646,8 +695,38 @@ impl Runner {
             }
         }
 
-        let plan = intents.plan(&observed);
+        let mut plan = intents.plan(&observed);
+        // The serving gate: one round of index/load/row reads, held alias moves out of
+        // the plan, indexes and load of the declared collections.
+        let serving_names = serving::names_to_observe(&intents, &observed, &plan);
+        let observations = serving::observe(&self.client, serving_names)
+            .await
+            .context("reading indexes, load state and row counts")?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let records = &self.state.records;
+        let release_at = |key: &crate::plan::ObjectKey| {
+            intents
+                .resource(key)
+                .and_then(|id| records.get(id))
+                .and_then(|record| record.release_at.as_deref())
+                .and_then(|text| text.parse().ok())
+        };
+        let serving_plan = serving::decide(
+            &intents,
+            &observed,
+            &observations,
+            &mut plan,
+            &release_at,
+            now,
+        );
+        // Collection IDs of alias targets, to verify a swap through the engine.
+        let target_ids: HashMap<(String, String), i64> = observed
+            .collections
+            .iter()
+            .map(|(name, collection)| (name.clone(), collection.id))
+            .collect();
         drop(observed);
+        self.note_requested_swaps(&intents, &serving_plan);
         let planned = started.elapsed();
 
         // Record what is about to be created or bound before sending it.
@@ -671,6 +750,7 @@ impl Runner {
         }
 
         let results = reconcile::apply(&self.client, &plan.actions).await;
+        let serving_results = serving::apply(&self.client, &serving_plan.actions).await;
         let applied_at = started.elapsed();
 
         let mut errors: HashMap<ResourceId, String> = HashMap::new();
@@ -698,7 +778,12 @@ impl Runner {
                             | Action::AdoptAlias { target, .. } => {
                                 record.bound = Some(target.clone())
                             }
-                            Action::AlterAlias { to, .. } => record.bound = Some(to.clone()),
+                            Action::AlterAlias { from, to, .. } => {
+                                record.bound = Some(to.clone());
+                                record.with_swap(|status| {
+                                    status.swap_applied(from, to, &now_rfc3339())
+                                });
+                            }
                             Action::DropAlias { .. } => record.bound = None,
                             Action::DropCollection { .. } => record.collection_id = None,
                             Action::CreateDatabase { .. } => {}
@@ -725,6 +810,69 @@ impl Runner {
                 }
             }
         }
+
+        // An index created or a load requested changes what the gate sees: look again
+        // at once (a load still in progress then waits for the recheck).
+        outcome.again |= serving_results.iter().any(Result::is_ok);
+        for ((key, _, _, action), result) in serving_plan.actions.iter().zip(serving_results) {
+            if let Err(error) = result {
+                outcome.failed = true;
+                if let Some(id) = intents.resource(key) {
+                    errors
+                        .entry(id.clone())
+                        .or_insert_with(|| format!("{}: {error}", serving::action_text(action)));
+                }
+            }
+        }
+        for (key, decision) in &serving_plan.collections {
+            let release_at = decision.release_at.map(|at| at.to_string());
+            if let Some(record) = intents
+                .resource(key)
+                .and_then(|id| self.state.records.get_mut(id))
+                && record.release_at != release_at
+            {
+                record.release_at = release_at;
+                self.dirty = true;
+            }
+        }
+        // A swap is Ready only once the engine shows it: DescribeAlias names the new
+        // target and DescribeCollection through the alias returns its collection ID.
+        for action in &plan.actions {
+            let Action::AlterAlias {
+                key,
+                database,
+                alias,
+                to,
+                ..
+            } = action
+            else {
+                continue;
+            };
+            let Some(id) = intents.resource(key).cloned() else {
+                continue;
+            };
+            if errors.contains_key(&id) {
+                continue;
+            }
+            let expected = target_ids.get(&(database.clone(), to.clone())).copied();
+            match verify_swap(&self.client, database, alias, to, expected).await {
+                Ok(()) => {
+                    if let Some(record) = self.state.records.get_mut(&id) {
+                        record.with_swap(|status| status.swap_verified(to, &now_rfc3339()));
+                        self.dirty = true;
+                    }
+                }
+                Err(error) => {
+                    outcome.failed = true;
+                    errors.insert(id, format!("verifying AlterAlias: {error}"));
+                }
+            }
+        }
+        outcome.waiting |= serving_plan.waiting();
+        outcome.wake = match (outcome.wake, serving_plan.wake()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
 
         // Deletions that are done leave the state; their rows say what happened.
         let mut released = Vec::new();
@@ -756,9 +904,10 @@ impl Runner {
         self.print_status(
             &intents,
             &plan.verdicts,
+            &serving_plan,
             &errors,
             &released,
-            plan.actions.len(),
+            plan.actions.len() + serving_plan.actions.len(),
             started,
         );
         tracing::debug!(
@@ -780,10 +929,35 @@ impl Runner {
         self.state.records.get_mut(id)
     }
 
+    /// Records when the spec first asked each gated alias for a new target (the
+    /// `requestedAt` of its swap): the wait for the gate starts there.
+    fn note_requested_swaps(&mut self, intents: &Intents, serving_plan: &serving::ServingPlan) {
+        for intent in &intents.aliases {
+            if !serving_plan.gates.contains_key(&intent.key) {
+                continue;
+            }
+            let Some(record) = intents
+                .resource(&intent.key)
+                .and_then(|id| self.state.records.get_mut(id))
+            else {
+                continue;
+            };
+            let Some(from) = record.bound.clone() else {
+                // A first binding is not a swap.
+                continue;
+            };
+            let before = record.last_swap.clone();
+            record.with_swap(|status| status.swap_requested(&from, &intent.target, &now_rfc3339()));
+            self.dirty |= record.last_swap != before;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn print_status(
         &mut self,
         intents: &Intents,
         verdicts: &BTreeMap<crate::plan::ObjectKey, Verdict>,
+        serving_plan: &serving::ServingPlan,
         errors: &HashMap<ResourceId, String>,
         released: &[(ResourceId, Record)],
         actions: usize,
@@ -810,6 +984,7 @@ impl Runner {
                     intent.name.clone(),
                     target,
                     status,
+                    serving_plan.collection_text(&intent.key),
                 ],
             );
         }
@@ -834,11 +1009,14 @@ impl Runner {
                     intent.alias.clone(),
                     target,
                     status,
+                    swap_text(record.last_swap.as_ref()),
                 ],
             );
         }
         for (id, row) in &self.routed_rows {
-            rows.insert(id.clone(), row.clone());
+            let mut row = row.clone();
+            row.push("-".to_string());
+            rows.insert(id.clone(), row);
         }
         let mut gone: Vec<Vec<String>> = Vec::new();
         for (id, record) in released {
@@ -853,6 +1031,7 @@ impl Runner {
                 engine_name_of(id, record),
                 "-".to_string(),
                 deleted_text(id.kind, record),
+                "-".to_string(),
             ]);
         }
         let changed: Vec<&ResourceId> = rows
@@ -866,7 +1045,14 @@ impl Runner {
         }
         let total = rows.len();
         let ready = rows.values().filter(|row| row[4] == "READY").count();
-        let headers = ["RESOURCE", "DATABASE", "ENGINE NAME", "TARGET/ID", "STATUS"];
+        let headers = [
+            "RESOURCE",
+            "DATABASE",
+            "ENGINE NAME",
+            "TARGET/ID",
+            "STATUS",
+            "SERVING/LAST SWAP",
+        ];
         let mut shown: Vec<Vec<String>> = if total <= FULL_TABLE_ROWS {
             rows.values().cloned().collect()
         } else {
@@ -898,6 +1084,56 @@ impl Runner {
         ));
         print!("{out}");
         self.printed = rows;
+    }
+}
+
+/// The last swap of an alias: `v1 -> v2 verified 12:00:07` (or `applied`, or
+/// `requested` while the gate holds it).
+fn swap_text(swap: Option<&crate::crd::LastSwap>) -> String {
+    let Some(swap) = swap else {
+        return "-".to_string();
+    };
+    let (step, at) = match (&swap.verified_at, &swap.applied_at) {
+        (Some(at), _) => ("verified", at),
+        (None, Some(at)) => ("applied", at),
+        (None, None) => ("requested", &swap.requested_at),
+    };
+    let time = at.get(11..19).unwrap_or(at);
+    format!("{} -> {} {step} {time}", swap.from, swap.to)
+}
+
+/// Checks a swap through the engine: DescribeAlias names `to`, and DescribeCollection
+/// through the alias resolves to `to` with its collection ID (when known).
+async fn verify_swap(
+    client: &EngineClient,
+    database: &str,
+    alias: &str,
+    to: &str,
+    expected_id: Option<i64>,
+) -> Result<(), String> {
+    let mut client = client.clone();
+    let target = client
+        .alias_target(database, alias)
+        .await
+        .map_err(|error| format!("DescribeAlias: {error}"))?;
+    if target.as_deref() != Some(to) {
+        return Err(format!(
+            "DescribeAlias {alias} names {} instead of {to}",
+            target.as_deref().unwrap_or("nothing")
+        ));
+    }
+    match client.resolve(database, alias).await {
+        Ok(Some((name, id))) if name == to && expected_id.is_none_or(|want| want == id) => Ok(()),
+        Ok(Some((name, id))) => Err(format!(
+            "DescribeCollection through alias {alias} returned {name} (ID {id}), expected {to}{}",
+            expected_id
+                .map(|want| format!(" (ID {want})"))
+                .unwrap_or_default()
+        )),
+        Ok(None) => Err(format!(
+            "DescribeCollection through alias {alias} found no collection"
+        )),
+        Err(error) => Err(format!("DescribeCollection through alias {alias}: {error}")),
     }
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::manifest::{Kind, ResourceId};
+use crate::crd::CollectionAliasStatus;
 use crate::plan::ObjectKey;
 
 /// File name inside the data directory.
@@ -58,9 +59,30 @@ pub struct Record {
     /// routed alias decides when it appears and goes, not the manifest folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Collections with `load: WhileAliased`: when the scheduled release is due (RFC
+    /// 3339), as the controller keeps it in `status.load.releaseAt`. Survives a restart,
+    /// so a restart neither releases early nor restarts the delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_at: Option<String>,
+    /// Aliases: the last swap, as the controller keeps it in `status.lastSwap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_swap: Option<crate::crd::LastSwap>,
 }
 
 impl Record {
+    /// Runs the alias status's swap bookkeeping (`swap_requested`, `swap_applied`,
+    /// `swap_verified`) on the recorded last swap, so `up` records swaps exactly as the
+    /// controller does.
+    pub fn with_swap<R>(&mut self, step: impl FnOnce(&mut CollectionAliasStatus) -> R) -> R {
+        let mut status = CollectionAliasStatus {
+            last_swap: self.last_swap.take(),
+            ..Default::default()
+        };
+        let result = step(&mut status);
+        self.last_swap = status.last_swap;
+        result
+    }
+
     /// The owned collection ID as a number.
     pub fn owned_id(&self) -> Option<i64> {
         self.collection_id.as_deref().and_then(|id| id.parse().ok())
@@ -219,6 +241,8 @@ mod tests {
                 bound: Some("products_v1".into()),
                 pending: None,
                 owner: None,
+                release_at: None,
+                last_swap: None,
             },
         );
         state.records.insert(
@@ -237,6 +261,8 @@ mod tests {
                 bound: None,
                 pending: Some("create".into()),
                 owner: Some("default/news".into()),
+                release_at: Some("2026-01-01T00:10:00Z".into()),
+                last_swap: None,
             },
         );
         state.save(&path).expect("save");

@@ -4,6 +4,8 @@
 use std::fmt::Write;
 
 use super::reconcile::Intents;
+use super::serving::ServingPlan;
+use crate::plan::serving::{Gate, ServingAction};
 use crate::plan::{Action, Plan, Verdict};
 
 /// Renders rows under headers; the last column is not padded.
@@ -179,30 +181,114 @@ impl Counts {
     }
 }
 
-/// The whole `plan` report: actions, verdicts, summary.
-pub fn plan_report(plan: &Plan, intents: &Intents) -> String {
+/// The `ACTION DATABASE OBJECT DETAIL` row of a serving call (index, load, release).
+pub fn serving_row(
+    key: &crate::plan::ObjectKey,
+    database: &str,
+    name: &str,
+    action: &ServingAction,
+    intents: &Intents,
+) -> Vec<String> {
+    let owner = intents
+        .resource(key)
+        .map(|id| format!(" (for {id})"))
+        .unwrap_or_default();
+    let (verb, detail) = match action {
+        ServingAction::CreateIndex(index) => (
+            "create index",
+            format!(
+                "{} on {}: {}{}",
+                index.engine_name(),
+                index.field_name,
+                index.index_type,
+                index
+                    .metric_type
+                    .as_ref()
+                    .map(|metric| format!(" {metric}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        ServingAction::LoadCollection { replicas, .. } => (
+            "load collection",
+            replicas
+                .map(|replicas| format!("{replicas} replica(s)"))
+                .unwrap_or_default(),
+        ),
+        ServingAction::ReleaseCollection => (
+            "release collection",
+            "no alias has pointed to it for its releaseDelay".to_string(),
+        ),
+    };
+    let detail = format!("{detail}{owner}").trim().to_string();
+    vec![
+        verb.to_string(),
+        database.to_string(),
+        name.to_string(),
+        detail,
+    ]
+}
+
+/// One line per gate checked: what the alias waits for, with the figures.
+pub fn gate_rows(serving: &ServingPlan, intents: &Intents) -> Vec<Vec<String>> {
+    intents
+        .aliases
+        .iter()
+        .filter_map(|intent| {
+            let (target, gate) = serving.gates.get(&intent.key)?;
+            let text = match gate {
+                Gate::Swap => format!("opens: {target} serves"),
+                Gate::Wait { waits } => format!("waits: {target} {}", waits.join("; ")),
+                Gate::Blocked { message } => format!("blocked (SwapBlocked): {message}"),
+            };
+            Some(vec![
+                intents
+                    .resource(&intent.key)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| intent.key.to_string()),
+                intent.alias.clone(),
+                text,
+            ])
+        })
+        .collect()
+}
+
+/// The whole `plan` report: actions (engine objects, then indexes and load), gates,
+/// verdicts, summary.
+pub fn plan_report(plan: &Plan, serving: &ServingPlan, intents: &Intents) -> String {
     let mut out = String::new();
-    if plan.actions.is_empty() {
+    if plan.actions.is_empty() && serving.actions.is_empty() {
         out.push_str("No engine changes.\n");
     } else {
         let rows: Vec<Vec<String>> = plan
             .actions
             .iter()
             .map(|a| action_row(a, intents))
+            .chain(serving.actions.iter().map(|(key, database, name, action)| {
+                serving_row(key, database, name, action, intents)
+            }))
             .collect();
         out.push_str(&render(&["ACTION", "DATABASE", "OBJECT", "DETAIL"], &rows));
+    }
+    let gates = gate_rows(serving, intents);
+    if !gates.is_empty() {
+        out.push('\n');
+        out.push_str(&render(&["ALIAS", "ENGINE NAME", "GATE"], &gates));
     }
     out.push('\n');
     let mut rows = Vec::new();
     for intent in &intents.collections {
         let verdict = plan.verdicts.get(&intent.key);
-        rows.push(verdict_row(
+        let mut row = verdict_row(
             intents,
             &intent.key,
             &intent.database,
             &intent.name,
             verdict,
-        ));
+        );
+        if serving.collections.contains_key(&intent.key) {
+            row[3] = format!("{}; {}", row[3], serving.collection_text(&intent.key));
+        }
+        rows.push(row);
     }
     for intent in &intents.aliases {
         let verdict = plan.verdicts.get(&intent.key);
@@ -219,6 +305,16 @@ pub fn plan_report(plan: &Plan, intents: &Intents) -> String {
         &rows,
     ));
     let counts = Counts::of(&plan.actions);
+    let mut indexes = 0;
+    let mut loads = 0;
+    let mut releases = 0;
+    for (_, _, _, action) in &serving.actions {
+        match action {
+            ServingAction::CreateIndex(_) => indexes += 1,
+            ServingAction::LoadCollection { .. } => loads += 1,
+            ServingAction::ReleaseCollection => releases += 1,
+        }
+    }
     let not_ready = plan
         .verdicts
         .values()
@@ -226,7 +322,9 @@ pub fn plan_report(plan: &Plan, intents: &Intents) -> String {
         .count();
     let _ = write!(
         out,
-        "\nPlan: {} to create, {} to alter, {} to drop, {} to adopt; {} of {} resource(s) not ready.\n",
+        "\nPlan: {} to create, {} to alter, {} to drop, {} to adopt; {indexes} index(es) to \
+         create, {loads} collection(s) to load, {releases} to release; {} of {} resource(s) \
+         not ready.\n",
         counts.create,
         counts.alter,
         counts.drop,

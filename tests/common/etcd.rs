@@ -10,6 +10,8 @@ use super::free_port;
 
 /// How long etcd may take to answer after it was started.
 const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long a replica may take to load and listen.
+const LISTEN_WITHIN: Duration = Duration::from_secs(300);
 
 /// A single-member etcd on loopback; killed and its data removed on drop.
 pub struct Etcd {
@@ -174,11 +176,13 @@ impl Replica {
             .stderr(log)
             .spawn()
             .expect("coordinator starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A replica listens once it has loaded the table and its history (a long history
+        // on a busy machine takes a while).
+        let deadline = Instant::now() + LISTEN_WITHIN;
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "coordinator did not listen on {addr} within 30 s"
+                "coordinator did not listen on {addr} within {LISTEN_WITHIN:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -205,9 +209,24 @@ impl Replica {
         let _ = self.child.wait();
     }
 
-    /// What the replica logged.
+    /// What the replica logged, without terminal colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut plain = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI sequences: ESC [ parameters final-letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
     }
 }
 

@@ -45,6 +45,12 @@ class Msg:
 
     @staticmethod
     def describe_collection_not_found(db: str, coll: str) -> str:
+        # Milvus >= 2.4 internal/proxy/task.go describeCollectionTask.Execute
+        return f"can't find collection[database={db}][collection={coll}]"
+
+    @staticmethod
+    def describe_collection_not_found_235(db: str, coll: str) -> str:
+        # Milvus 2.3.5: rootcoord's text behind the proxy's prefix
         return f"can't find collection collection not found[database={db}][collection={coll}]"
 
     @staticmethod

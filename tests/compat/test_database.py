@@ -73,7 +73,7 @@ def test_describe_database(raw, client, ns):
 
 
 def test_unknown_database_errors(raw, make_client, ns):
-    """800 for alias DDL and ShowCollections; DescribeCollection answers 100."""
+    """800 for alias DDL and ShowCollections."""
     db = ns.name("nosuch")
     msg = Msg.database_not_found(db)
     expect_status(raw.create_alias("A", "Q", db_name=db), DATABASE_NOT_FOUND, msg)
@@ -88,19 +88,21 @@ def test_unknown_database_errors(raw, make_client, ns):
     expect_error(lambda: in_missing.create_alias("A", "Q"), DATABASE_NOT_FOUND, msg)
 
 
-def test_describe_collection_in_unknown_database_is_collection_not_found(make_client, ns):
-    """§2.5: DescribeCollection with an unknown dbname header answers 100, not 800,
-    so has_collection is simply False."""
+@pytest.mark.since_2_5_5(reason="2.3.5 answers 100 (collection not found) for a missing database")
+def test_describe_collection_in_unknown_database_is_800(make_client, raw, ns):
+    """Rootcoord's meta table looks the database up first (Milvus >= 2.4
+    internal/rootcoord/meta_table.go getCollectionByNameInternal): DescribeCollection,
+    HasPartition and ShowPartitions answer 800, so pymilvus' has_collection raises it."""
     db = ns.name("nosuch")
+    msg = Msg.database_not_found(db)
     in_missing = make_client(db)
-    expect_error(
-        lambda: in_missing.describe_collection("A"),
-        COLLECTION_NOT_FOUND,
-        Msg.describe_collection_not_found(db, "A"),
-    )
-    assert in_missing.has_collection("A") is False
+    expect_error(lambda: in_missing.describe_collection("A"), DATABASE_NOT_FOUND, msg)
+    expect_error(lambda: in_missing.has_collection("A"), DATABASE_NOT_FOUND, msg)
+    expect_status(raw.show_partitions("A", db_name=db).status, DATABASE_NOT_FOUND, msg)
+    expect_status(raw.has_partition("A", "_default", db_name=db).status, DATABASE_NOT_FOUND, msg)
 
 
+@pytest.mark.since_2_5_5(reason="2.3.5's DescribeCollection not-found reason is the older text")
 def test_collections_are_per_database(client, make_client, ns):
     db = ns.db("db")
     client.create_database(db)

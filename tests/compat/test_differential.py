@@ -505,43 +505,56 @@ SCENARIOS = {
 # milvus-compat.md §5 item 4) or a 2.3.5 bug we deliberately do not copy.
 
 DB_HEADER_BUG = (
-    "2.3.5 bug (milvus-compat.md §2.5): its proxy interceptor does not copy the dbname header "
-    "into DescribeAlias/ListAliases requests, so they are served from 'default'; we honour "
-    "the header for every RPC (§5 item 2)"
+    "2.3.5's internal/proxy/database_interceptor.go fillDatabase copies the dbname header into "
+    "most requests but not DescribeAliasRequest/ListAliasesRequest, so these are served from "
+    "'default'; we honour the header for every RPC, a deliberate superset "
+    "(milvus-compat.md §2.5, §5 item 2)"
 )
 NEWER_DESCRIBE_ALIAS_VALIDATION = (
-    "Milvus >= 2.4 validates the alias in DescribeAliasTask.PreExecute (ValidateCollectionAlias); "
-    "2.3.5 skips validation and answers alias-not-found"
+    "Milvus >= 2.4 internal/proxy/task_alias.go DescribeAliasTask.PreExecute validates the alias "
+    "(ValidateCollectionAlias); 2.3.5's PreExecute only sets the message type"
 )
 NEWER_LIST_ALIASES_VALIDATION = (
-    "Milvus >= 2.4 validates a non-empty collection name in ListAliasesTask.PreExecute; "
-    "2.3.5 skips validation and answers collection-not-found"
+    "Milvus >= 2.4 internal/proxy/task_alias.go ListAliasesTask.PreExecute validates a non-empty "
+    "collection name; 2.3.5 skips validation and answers collection-not-found"
 )
 NEWER_PARTITION_DASH = (
-    "newer Milvus validatePartitionTag accepts '-' in partition names; 2.3.5 rejects it"
+    "Milvus 2.5 internal/proxy/util.go validatePartitionTag accepts '-' in partition names "
+    "(strict check: `c != '-'`); 2.3.5 rejects it"
 )
 NEWER_DB_NOT_FOUND = (
-    "newer Milvus meta table answers merr 800 (WrapErrDatabaseNotFound) for an unknown "
-    "database; 2.3.5 used a plain error 'database:<db> not found' (65535)"
+    "Milvus >= 2.4 internal/rootcoord/meta_table.go getDatabaseByNameInternal answers merr 800 "
+    "(WrapErrDatabaseNotFound) for an unknown database; 2.3.5 used a plain error "
+    "'database:<db> not found' (65535)"
 )
 NEWER_DB_CHECKED_FIRST = (
-    "newer Milvus getCollectionByNameInternal looks the database up before the collection, "
-    "so DDL on a collection of an unknown database answers 800; 2.3.5 looked the name up "
-    "first (drop: idempotent success, create partition: 100)"
+    "Milvus 2.5 internal/rootcoord/meta_table.go getCollectionByNameInternal looks the database "
+    "up (getDatabaseByNameInternal) before the collection, so create/drop/has/show partitions and "
+    "DescribeCollection on a collection of an unknown database answer 800; 2.3.5 looked the name "
+    "up first and answered 100. (DropCollection is not among them: dropCollectionTask.Execute "
+    "ignores ErrDatabaseNotFound like ErrCollectionNotFound, PR #38078, so both answer success.)"
+)
+NEWER_DESCRIBE_NOT_FOUND_TEXT = (
+    "Milvus >= 2.4 internal/proxy/task.go describeCollectionTask.Execute rewrites the reason of "
+    "a collection-not-found to \"can't find collection[database=D][collection=N]\"; 2.3.5 put "
+    "\"can't find collection \" before rootcoord's text"
 )
 
 
 def _allowed_differences() -> dict[tuple[str, str], Allowed]:
     table = {
         ("alias_lifecycle", "drop_collection B while Z->B"): Allowed(
-            "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) refuses to drop a collection that has "
-            "aliases; 2.3.5 drops it and the alias vanishes",
+            "Milvus >= 2.5.5 (PRs #40143/#40147/#40148) internal/rootcoord/drop_collection_task.go "
+            "dropCollectionTask (Prepare: "
+            "ListAliasesByID, 'unable to drop the collection ... associated aliases') refuses a "
+            "collection that has aliases; 2.3.5 drops it and the alias vanishes",
             milvus235=ok(),
             ours=err(UNEXPECTED, Msg.drop_with_aliases("dxl_B", ["dxl_Z"])),
         ),
         ("create_collection_named_like_alias", "row06 create collection Z"): Allowed(
-            "Milvus >= 2.5.5 checks alias names on create collection; 2.3.5 resolves Z to A "
-            "and fails the same-parameters check",
+            "Milvus >= 2.5.5 internal/rootcoord/create_collection_task.go createCollectionTask."
+            "validateIfCollectionExists refuses a name used by an alias (meta.DescribeAlias); 2.3.5 "
+            "resolves Z to A and fails the same-parameters check",
             milvus235=err(UNEXPECTED, Msg.duplicate_collection_different_params("dxc_Z")),
             ours=err(UNEXPECTED, Msg.create_collection_alias_conflict("dxc_Z")),
         ),
@@ -566,7 +579,8 @@ def _allowed_differences() -> dict[tuple[str, str], Allowed]:
             ours=ok({"aliases": ["dxd_Q"]}),
         ),
         ("database_ddl", "raw describe_database"): Allowed(
-            "DescribeDatabase was added in Milvus 2.4; 2.3.5 has no such RPC",
+            "DescribeDatabase was added in Milvus 2.4 (internal/proxy/impl.go Proxy.DescribeDatabase); "
+            "2.3.5 has no such RPC",
             milvus235=err("grpc:UNIMPLEMENTED",
                           "unknown method DescribeDatabase for service milvus.proto.milvus.MilvusService"),
             ours=ok("dxb_db"),
@@ -586,15 +600,35 @@ def _allowed_differences() -> dict[tuple[str, str], Allowed]:
             milvus235=err(UNEXPECTED, "database:dxu_nosuch not found"),
             ours=err(DATABASE_NOT_FOUND, Msg.database_not_found("dxu_nosuch")),
         ),
-        ("unknown_database", "drop_collection"): Allowed(
-            NEWER_DB_CHECKED_FIRST,
-            milvus235=ok(None),
-            ours=err(DATABASE_NOT_FOUND, Msg.database_not_found("dxu_nosuch")),
-        ),
         ("unknown_database", "create_partition"): Allowed(
             NEWER_DB_CHECKED_FIRST,
             milvus235=err(COLLECTION_NOT_FOUND, Msg.collection_not_found_db("dxu_nosuch", "A")),
             ours=err(DATABASE_NOT_FOUND, Msg.database_not_found("dxu_nosuch")),
+        ),
+        ("unknown_database", "list_partitions"): Allowed(
+            NEWER_DB_CHECKED_FIRST,
+            milvus235=err(COLLECTION_NOT_FOUND, Msg.collection_not_found_db("dxu_nosuch", "A")),
+            ours=err(DATABASE_NOT_FOUND, Msg.database_not_found("dxu_nosuch")),
+        ),
+        ("unknown_database", "describe_collection"): Allowed(
+            NEWER_DB_CHECKED_FIRST,
+            milvus235=err(COLLECTION_NOT_FOUND, Msg.describe_collection_not_found_235("dxu_nosuch", "A")),
+            ours=err(DATABASE_NOT_FOUND, Msg.database_not_found("dxu_nosuch")),
+        ),
+        ("unknown_database", "has_collection"): Allowed(
+            NEWER_DB_CHECKED_FIRST + "; pymilvus has_collection (DescribeCollection) then raises the 800",
+            milvus235=ok(False),
+            ours=err(DATABASE_NOT_FOUND, Msg.database_not_found("dxu_nosuch")),
+        ),
+        ("describe_via_alias_raw", "raw describe missing"): Allowed(
+            NEWER_DESCRIBE_NOT_FOUND_TEXT,
+            milvus235=err(COLLECTION_NOT_FOUND, Msg.describe_collection_not_found_235("default", "dxr_missing")),
+            ours=err(COLLECTION_NOT_FOUND, Msg.describe_collection_not_found("default", "dxr_missing")),
+        ),
+        ("collections", "describe missing"): Allowed(
+            NEWER_DESCRIBE_NOT_FOUND_TEXT,
+            milvus235=err(COLLECTION_NOT_FOUND, Msg.describe_collection_not_found_235("default", "dxk_X")),
+            ours=err(COLLECTION_NOT_FOUND, Msg.describe_collection_not_found("default", "dxk_X")),
         ),
     }
     for bad, rule in BAD_NAMES:
@@ -698,4 +732,5 @@ def test_allowed_differences_name_real_scenarios():
     assert not unknown, f"ALLOWED_DIFFERENCES names unknown scenarios: {unknown}"
     for key, allowed in ALLOWED_DIFFERENCES.items():
         assert allowed.reason.strip(), f"{key} has no reason"
+        assert ".go" in allowed.reason or "PRs #" in allowed.reason, f"{key}: the reason names no Milvus source"
         assert allowed.milvus235 != allowed.ours, f"{key} records no difference"

@@ -150,11 +150,14 @@ class Up:
         return f"--- stdout ---\n{tail(self.out_path, 60)}\n--- stderr ---\n{tail(self.err_path, 30)}"
 
 
-def wait_for(what: str, predicate, up: Up, timeout_s: float = WAIT_S):
-    """Polls ``predicate`` until it returns a truthy value; fails with up's logs."""
+def wait_for(what: str, predicate, up: Up, timeout_s: float = WAIT_S, every=None):
+    """Polls ``predicate`` until it returns a truthy value; fails with up's logs.
+    ``every()``, if given, runs at each poll (an invariant that must hold meanwhile)."""
     deadline = time.monotonic() + timeout_s
     last_error = None
     while time.monotonic() < deadline:
+        if every is not None:
+            every()
         try:
             value = predicate()
             if value:
@@ -346,3 +349,71 @@ def test_up_recognises_objects_sent_before_a_crash(up, milvus):
     state = json.loads(path.read_text())
     assert state["collections"]["default/orders"]["collectionId"] == created_id
     assert state["aliases"]["default/orders-live"]["bound"] == "orders"
+
+
+def served_collection_manifest(name: str) -> str:
+    """A collection with an HNSW index and ``load: WhileAliased``."""
+    return f"""\
+apiVersion: collections.dev/v1alpha1
+kind: Collection
+metadata:
+  name: {name}
+spec:
+  coordinatorRef: {{name: local}}
+  fields:
+    - {{name: id, dataType: Int64, isPrimaryKey: true}}
+    - {{name: embedding, dataType: FloatVector, dim: 8}}
+  indexes:
+    - {{fieldName: embedding, indexType: HNSW, metricType: L2, params: {{M: "8", efConstruction: "64"}}}}
+  load: {{policy: WhileAliased, releaseDelay: 1h}}
+"""
+
+
+def gated_alias_manifest(name: str, target: str, guards: str) -> str:
+    return f"""\
+apiVersion: collections.dev/v1alpha1
+kind: CollectionAlias
+metadata:
+  name: {name}
+spec:
+  coordinatorRef: {{name: local}}
+  collection: {target}
+  switchPolicy: WhenTargetServing
+  guards: {guards}
+"""
+
+
+def test_up_gated_swap_on_the_embedded_coordinator(up, milvus):
+    """The embedded coordinator keeps metadata only and says so: an index is Finished
+    with 0 rows, a collection Loaded once loaded, every row count 0. So the serving gate
+    opens there (index created, collection loaded, then the alias), a row ratio against an
+    empty collection holds, and a minRowCount blocks with the engine's 0 rows named."""
+    up.start()
+    client = milvus()
+    up.write("v1.yaml", served_collection_manifest("items-v1"))
+    up.write("v2.yaml", served_collection_manifest("items-v2"))
+    up.write("a.yaml", gated_alias_manifest("items", "items_v1", "{minRowRatio: 0.95}"))
+    wait_for("alias items -> items_v1", lambda: alias_target(client, "items") == "items_v1", up)
+    index = client.describe_index("items_v1", "embedding")
+    assert index["index_type"] == "HNSW" and index["state"] == "Finished", index
+    assert index["total_rows"] == 0 and index["indexed_rows"] == 0, index
+    assert str(client.get_load_state("items_v1")["state"]).endswith("Loaded")
+    assert client.get_collection_stats("items_v1")["row_count"] == 0
+    # Nothing waits for items_v2 yet: WhileAliased leaves it unloaded.
+    assert str(client.get_load_state("items_v2")["state"]).endswith("NotLoad")
+
+    up.write("a.yaml", gated_alias_manifest("items", "items_v2", "{minRowRatio: 0.95}"))
+    wait_for("alias items -> items_v2", lambda: alias_target(client, "items") == "items_v2", up)
+    assert str(client.get_load_state("items_v2")["state"]).endswith("Loaded")
+    wait_for("the swap verified", lambda: "items_v1 -> items_v2 verified" in up.stdout(), up)
+
+    # A guard on rows the embedded engine never has: blocked, and says why.
+    up.write("a.yaml", gated_alias_manifest("items", "items_v1", "{minRowCount: 10}"))
+    blocked = wait_for(
+        "SwapBlocked",
+        lambda: [line for line in up.stdout().splitlines() if "SwapBlocked" in line],
+        up,
+    )
+    assert "items_v1 has 0 rows, needs >= 10 (the engine reports 0 rows)" in blocked[-1], blocked[-1]
+    time.sleep(1.0)
+    assert alias_target(client, "items") == "items_v2"

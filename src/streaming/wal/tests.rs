@@ -158,7 +158,7 @@ async fn a_torn_tail_is_cut_on_open() {
 }
 
 #[tokio::test]
-async fn a_crc_mismatch_ends_the_log_at_the_damaged_record() {
+async fn a_crc_mismatch_that_valid_records_follow_refuses_the_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = storage(dir.path());
     let wal = Wal::open(store.clone(), "ch", 1, WalConfig::default()).expect("open");
@@ -182,9 +182,28 @@ async fn a_crc_mismatch_ends_the_log_at_the_damaged_record() {
     file.write_all_at(&[0xFF], two.position.offset + record.len() as u64 - 1)
         .expect("corrupt");
     drop(file);
-    assert_eq!(
-        read_all(store, 2).await,
-        vec![start(1), rec(1, "one"), start(2)]
+    match Wal::open(store.clone(), "ch", 2, WalConfig::default()) {
+        Err(WalError::Corrupt {
+            segment,
+            offset,
+            next,
+            ..
+        }) => {
+            assert_eq!(segment, SegmentKey { term: 1, part: 0 });
+            assert_eq!(offset, two.position.offset);
+            assert_eq!(
+                next,
+                two.position.offset + record.len() as u64,
+                "record three"
+            );
+        }
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("opened a damaged log, cutting the acknowledged record three"),
+    }
+    let len = std::fs::metadata(&path).expect("meta").len();
+    assert!(
+        len > two.position.offset + record.len() as u64,
+        "nothing was cut"
     );
 }
 
