@@ -478,6 +478,23 @@ async fn health(addr: SocketAddr) -> (bool, Vec<String>) {
     (reply.is_healthy, reply.reasons)
 }
 
+/// What a Kubernetes `grpc:` probe of the managed coordinator sees: the
+/// `grpc.health.v1` status of the whole server.
+async fn probe(addr: SocketAddr) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("grpc.health.v1 Check")
+        .into_inner();
+    tonic_health::pb::health_check_response::ServingStatus::try_from(reply.status)
+        .expect("a known status")
+}
+
 async fn has_collection(coordinator: &Coordinator, name: &str) -> bool {
     let mut client = common::connect(coordinator.addr).await;
     let reply = client
@@ -534,6 +551,11 @@ fn a_full_disk_is_unhealthy_recovers_and_never_applies_a_failed_write() {
         let (healthy, reasons) = health(addr).await;
         assert!(!healthy, "CheckHealth while writes fail");
         assert!(!reasons.is_empty(), "CheckHealth gives the reason");
+        assert_eq!(
+            probe(addr).await,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing,
+            "the pod's gRPC probe fails while writes fail"
+        );
         let refused = "refused-while-full".to_string();
         assert!(create_collection(&mut client, &refused).await.is_err());
         failed.push(refused);
@@ -550,6 +572,11 @@ fn a_full_disk_is_unhealthy_recovers_and_never_applies_a_failed_write() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        assert_eq!(
+            probe(addr).await,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "the probe passes again"
+        );
         let mut client = common::connect(addr).await;
         create_collection(&mut client, "after")
             .await

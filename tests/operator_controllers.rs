@@ -214,8 +214,11 @@ impl ApiServer {
                 Self::reply(
                     responder,
                     200,
+                    // Opted in: the operator uses no other Secret (tests/operator_security.rs).
                     &json!({"apiVersion": "v1", "kind": "Secret",
-                            "metadata": {"name": name, "namespace": NS}, "data": data}),
+                            "metadata": {"name": name, "namespace": NS,
+                                         "labels": {"collections.dev/credentials": "true"}},
+                            "data": data}),
                 );
             }
         }

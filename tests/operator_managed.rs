@@ -371,10 +371,85 @@ async fn scale_down_never_removes_a_node_that_holds_a_pchannel() {
         .iter()
         .map(|(k, _)| k.clone())
         .collect();
-    for kind in ["ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"] {
+    for kind in [
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ] {
         assert!(
             applied.iter().any(|k| k == kind),
             "{kind} applied: {applied:?}"
+        );
+    }
+    // What reaches the API server is hardened: the pods' own account without a token,
+    // requests and a memory limit, the restricted context; the coordinator probed through
+    // grpc.health.v1; the streaming port open to the coordinator pods only.
+    {
+        let state = state.lock();
+        let account = state
+            .applied
+            .iter()
+            .find(|(k, _)| k == "ServiceAccount")
+            .map(|(_, body)| body.clone())
+            .expect("a ServiceAccount");
+        assert_eq!(account["automountServiceAccountToken"], false, "{account}");
+        let account_name = account["metadata"]["name"].clone();
+        let mut pods = 0;
+        for (_, body) in state.applied.iter().filter(|(k, _)| k == "StatefulSet") {
+            let pod = &body["spec"]["template"]["spec"];
+            pods += 1;
+            assert_eq!(pod["serviceAccountName"], account_name, "{pod}");
+            assert_eq!(pod["automountServiceAccountToken"], false, "{pod}");
+            let container = &pod["containers"][0];
+            assert!(
+                container["resources"]["requests"]["memory"].is_string(),
+                "{container}"
+            );
+            assert!(
+                container["resources"]["limits"]["memory"].is_string(),
+                "{container}"
+            );
+            let security = &container["securityContext"];
+            assert_eq!(security["allowPrivilegeEscalation"], false);
+            assert_eq!(security["runAsNonRoot"], true);
+            assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+            assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+            if container["name"] == "coordinator" {
+                assert_eq!(
+                    container["readinessProbe"]["grpc"]["port"], 19530,
+                    "{container}"
+                );
+                assert_eq!(
+                    container["livenessProbe"]["grpc"]["port"], 19530,
+                    "{container}"
+                );
+            }
+        }
+        assert!(pods >= 2, "both StatefulSets applied");
+        let policy = state
+            .applied
+            .iter()
+            .find(|(k, _)| k == "NetworkPolicy")
+            .map(|(_, body)| body.clone())
+            .expect("a NetworkPolicy");
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "streamingnode"
+        );
+        assert_eq!(
+            policy["spec"]["ingress"],
+            json!([{
+                "from": [{"podSelector": {"matchLabels": {
+                    "app.kubernetes.io/component": "coordinator",
+                    "app.kubernetes.io/instance": "wal",
+                    "app.kubernetes.io/name": "collection-operator"
+                }}}],
+                "ports": [{"port": 22222, "protocol": "TCP"}]
+            }]),
+            "{policy}"
         );
     }
     for (kind, body) in state.lock().applied.iter() {

@@ -7,6 +7,7 @@ pub mod ddl_wal;
 pub mod engine;
 #[cfg(feature = "etcd")]
 pub mod ha;
+pub mod health;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -384,7 +385,9 @@ pub async fn serve_limited(
         )
     });
     let (assignment, session) = streaming.unzip();
-    let service = MilvusServiceServer::new(CoordinatorService::new(engine))
+    let milvus = Arc::new(CoordinatorService::new(engine));
+    let health = health::CoordinatorHealth::new(milvus.clone());
+    let service = MilvusServiceServer::from_arc(milvus)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Every RPC, Connect included, passes the check first (as in Milvus).
@@ -406,6 +409,8 @@ pub async fn serve_limited(
     }
     builder
         .add_service(service)
+        // Outside the auth check: Kubernetes probes carry no credentials.
+        .add_service(health)
         .add_optional_service(assignment)
         .add_optional_service(session)
         .serve_with_incoming_shutdown(incoming, shutdown)

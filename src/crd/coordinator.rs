@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A Secret (same namespace) holding the engine credentials: either `token`, or `username`
-/// and `password` — what pymilvus sends as the `authorization` header.
+/// and `password` — what pymilvus sends as the `authorization` header. The operator uses it
+/// only when it carries the label `collections.dev/credentials: "true"`, and never a Secret
+/// of type `kubernetes.io/service-account-token`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
@@ -105,6 +107,19 @@ pub struct SharedClaim {
     pub claim_name: String,
 }
 
+/// CPU and memory of one container, as Kubernetes quantities (`cpu: 500m`,
+/// `memory: 1Gi`). A map left unset keeps the operator's default for that container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResources {
+    /// What the scheduler reserves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<std::collections::BTreeMap<String, String>>,
+    /// The most the container may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<std::collections::BTreeMap<String, String>>,
+}
+
 /// WAL placement: how many pchannels, and how the StreamingNode StatefulSet is sized.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +149,10 @@ pub struct StreamingSpec {
     /// Where segment logs live; default a pod-local emptyDir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_storage: Option<WalStorage>,
+    /// Requests and limits of each streaming node container; default requests
+    /// `cpu: 100m, memory: 128Mi`, limit `memory: 512Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ContainerResources>,
 }
 
 impl Default for StreamingSpec {
@@ -145,6 +164,7 @@ impl Default for StreamingSpec {
             min_replicas: default_min_nodes(),
             max_replicas: default_max_nodes(),
             wal_storage: None,
+            resources: None,
         }
     }
 }
@@ -187,6 +207,10 @@ pub struct ManagedCoordinator {
     /// used by the operator itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<CredentialsSecretRef>,
+    /// Requests and limits of each coordinator container; default requests
+    /// `cpu: 100m, memory: 256Mi`, limit `memory: 1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ContainerResources>,
 }
 
 fn default_replicas() -> u32 {

@@ -27,9 +27,9 @@ pub use common::{
     RESYNC_INTERVAL_ANNOTATION, engine_name_from,
 };
 pub use coordinator::{
-    Coordinator, CoordinatorSpec, CoordinatorStatus, CredentialsSecretRef, EtcdStorage,
-    ExternalCoordinator, ManagedCoordinator, ManagedMetaStore, PChannelPlacement, RedbStorage,
-    SharedClaim, StreamingNodePlacement, StreamingSpec, StreamingStatus, WalStorage,
+    ContainerResources, Coordinator, CoordinatorSpec, CoordinatorStatus, CredentialsSecretRef,
+    EtcdStorage, ExternalCoordinator, ManagedCoordinator, ManagedMetaStore, PChannelPlacement,
+    RedbStorage, SharedClaim, StreamingNodePlacement, StreamingSpec, StreamingStatus, WalStorage,
 };
 pub use routed::{CollectionTemplate, RoutedAlias, RoutedAliasSpec, RoutedAliasStatus};
 

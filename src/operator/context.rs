@@ -39,6 +39,8 @@ pub struct Settings {
     pub reporter: Reporter,
     /// Image of managed coordinators and streaming nodes whose spec names none.
     pub managed_image: String,
+    /// Host globs engine endpoints must match (empty: any host).
+    pub allowed_endpoint_hosts: Vec<String>,
 }
 
 /// The image managed Coordinators run by default: this build's own.
@@ -54,6 +56,7 @@ impl Default for Settings {
                 instance: None,
             },
             managed_image: DEFAULT_MANAGED_IMAGE.to_string(),
+            allowed_endpoint_hosts: Vec::new(),
         }
     }
 }
@@ -258,7 +261,11 @@ impl Context {
         hints: Hints,
     ) -> Self {
         Self {
-            engines: Engines::new(client.clone(), metrics.clone()),
+            engines: Engines::new(
+                client.clone(),
+                metrics.clone(),
+                settings.allowed_endpoint_hosts.clone(),
+            ),
             recorder: Recorder::new(client.clone(), settings.reporter.clone()),
             collection_backoff: Backoff::new(settings.backoff),
             alias_backoff: Backoff::new(settings.backoff),

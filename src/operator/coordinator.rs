@@ -23,7 +23,7 @@ use kube::{Resource, ResourceExt};
 
 use super::backoff::{next_resync, resync_interval};
 use super::context::Context;
-use super::engine::Engine;
+use super::engine::{Engine, read_credentials};
 use super::error::Error;
 use super::events::EventSpec;
 use super::managed::{self, ManagedNames, ScaleStep};
@@ -65,6 +65,8 @@ pub fn coordinator_status(
                 }
                 Error::Engine(_) => "EngineError",
                 Error::Credentials { .. } => "CredentialsInvalid",
+                Error::CredentialsRefused { .. } => "CredentialsRefused",
+                Error::EndpointRefused { .. } => "EndpointRefused",
                 Error::Coordinator { .. } => "InvalidSpec",
                 Error::Kube { .. } if coordinator.spec.managed.is_some() => "DeployFailed",
                 _ => "ReconcileError",
@@ -110,13 +112,16 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
             }
             Err(error) => {
                 // A deployment that cannot be applied (RBAC, quota, an admission webhook)
-                // is reported on the resource, not only in the operator's log.
-                ctx.recorder
-                    .publish(
-                        &EventSpec::warning("DeployFailed", "Deploy", error.to_string()),
-                        &coordinator.object_ref(&()),
-                    )
-                    .await;
+                // is reported on the resource, not only in the operator's log (a refused
+                // Secret gets its own Event below).
+                if !matches!(error, Error::CredentialsRefused { .. }) {
+                    ctx.recorder
+                        .publish(
+                            &EventSpec::warning("DeployFailed", "Deploy", error.to_string()),
+                            &coordinator.object_ref(&()),
+                        )
+                        .await;
+                }
                 (None, false, Err(error))
             }
         },
@@ -132,6 +137,21 @@ async fn reconcile_inner(coordinator: Arc<Coordinator>, ctx: &Context) -> Result
         }
         Err(error) => Err(error),
     };
+    if let Err(error @ (Error::CredentialsRefused { .. } | Error::EndpointRefused { .. })) = &health
+    {
+        // A refusal is a policy decision someone has to act on (label the Secret, or
+        // widen the allow-list): said on the resource, not only in the status.
+        let reason = match error {
+            Error::CredentialsRefused { .. } => "CredentialsRefused",
+            _ => "EndpointRefused",
+        };
+        ctx.recorder
+            .publish(
+                &EventSpec::warning(reason, "Connect", error.to_string()),
+                &coordinator.object_ref(&()),
+            )
+            .await;
+    }
     let status = coordinator_status(&coordinator, &health, streaming, ctx.now());
     if coordinator.status.as_ref() != Some(&status) {
         let api: Api<Coordinator> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -219,6 +239,12 @@ async fn reconcile_managed(
     let Some(spec) = coordinator.spec.managed.as_ref() else {
         return Err(Error::MissingMetadata("spec.managed"));
     };
+    if let Some(secret) = &spec.credentials_secret {
+        // The coordinator pods would consume the Secret (the kubelet reads it for them):
+        // the same opt-in as for what the operator sends, checked before anything is
+        // deployed.
+        read_credentials(&ctx.client, namespace, &secret.name).await?;
+    }
     let (observed, mut engine) = gather_managed(coordinator, spec, namespace, ctx).await?;
     let ManagedObserved {
         current,
@@ -285,6 +311,7 @@ async fn reconcile_managed(
                 name: coordinator.name_any(),
                 message: error.to_string(),
             })?;
+    apply_owned(&ctx.client, namespace, &objects.service_account).await?;
     apply_owned(&ctx.client, namespace, &objects.config_map).await?;
     apply_owned(&ctx.client, namespace, &objects.coordinator_headless).await?;
     apply_owned(&ctx.client, namespace, &objects.coordinator_service).await?;
@@ -292,6 +319,7 @@ async fn reconcile_managed(
     if let Some(pdb) = &objects.coordinator_pdb {
         apply_owned(&ctx.client, namespace, pdb).await?;
     }
+    apply_owned(&ctx.client, namespace, &objects.streaming_network_policy).await?;
     apply_owned(&ctx.client, namespace, &objects.streaming_service).await?;
     apply_owned(&ctx.client, namespace, &objects.streaming).await?;
     apply_owned(&ctx.client, namespace, &objects.streaming_pdb).await?;

@@ -31,6 +31,12 @@ pub const TOKEN_KEY: &str = "token";
 pub const USERNAME_KEY: &str = "username";
 /// Secret key holding the password.
 pub const PASSWORD_KEY: &str = "password";
+/// Label a Secret must carry (value `"true"`) before the operator uses it as engine
+/// credentials: whoever may create a `Coordinator` could otherwise name any Secret of the
+/// namespace and have its content sent to an endpoint of their choosing.
+pub const CREDENTIALS_OPT_IN_LABEL: &str = "collections.dev/credentials";
+/// Secret type never used as credentials, opted in or not (a pod identity, not a password).
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
@@ -54,15 +60,18 @@ pub struct Engines {
     client: Client,
     metrics: Arc<Metrics>,
     cache: Arc<Mutex<HashMap<CacheKey, Cached>>>,
+    allowed_hosts: Arc<[String]>,
 }
 
 impl Engines {
-    /// An empty cache; `client` reads credentials Secrets.
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// An empty cache; `client` reads credentials Secrets. `allowed_hosts` are host globs
+    /// ([`host_allowed`]) an endpoint must match; empty allows any.
+    pub fn new(client: Client, metrics: Arc<Metrics>, allowed_hosts: Vec<String>) -> Self {
         Self {
             client,
             metrics,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            allowed_hosts: allowed_hosts.into(),
         }
     }
 
@@ -94,6 +103,14 @@ impl Engines {
                 cache: self.cache.clone(),
                 key,
             });
+        }
+        // The in-cluster Service of a managed coordinator is the operator's own deployment;
+        // every other endpoint (external, or the annotation override) was chosen by
+        // whoever wrote the Coordinator and must be on the allow-list.
+        let own_service = coordinator.spec.managed.is_some()
+            && coordinator.in_cluster_endpoint().as_deref() == Some(fingerprint.endpoint.as_str());
+        if !own_service {
+            check_endpoint(&fingerprint.endpoint, &self.allowed_hosts)?;
         }
         let credentials = match &fingerprint.secret {
             Some(secret) => Some(read_credentials(&self.client, &namespace, secret).await?),
@@ -128,8 +145,96 @@ impl Engines {
     }
 }
 
-/// Reads engine credentials from a Secret: `token`, or `username` and `password`. Error
-/// messages name the keys, never the values.
+/// Host part of an `http(s)://host[:port][/path]` endpoint, lower-cased (`None` when it
+/// has none).
+pub fn endpoint_host(endpoint: &str) -> Option<String> {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether `host` matches one of `globs` (`*` stands for any run of characters, matching
+/// is case-insensitive); an empty list allows every host.
+pub fn host_allowed(host: &str, globs: &[String]) -> bool {
+    globs.is_empty()
+        || globs
+            .iter()
+            .any(|glob| glob_match(&glob.to_ascii_lowercase(), &host.to_ascii_lowercase()))
+}
+
+fn glob_match(glob: &str, text: &str) -> bool {
+    let parts: Vec<&str> = glob.split('*').collect();
+    if parts.len() == 1 {
+        return glob == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
+        return false;
+    }
+    let mut middle = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match middle.find(part) {
+            Some(at) => middle = &middle[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Refuses an endpoint whose host is not on the operator's allow-list.
+pub fn check_endpoint(endpoint: &str, allowed_hosts: &[String]) -> Result<(), Error> {
+    if allowed_hosts.is_empty() {
+        return Ok(());
+    }
+    let refused = |message: String| Error::EndpointRefused {
+        endpoint: endpoint.to_string(),
+        message,
+    };
+    let host = endpoint_host(endpoint).ok_or_else(|| refused("it names no host".into()))?;
+    if host_allowed(&host, allowed_hosts) {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "host {host:?} is not in the operator's --allowed-endpoint-hosts {allowed_hosts:?}"
+        )))
+    }
+}
+
+/// Why a Secret may not be used as credentials, whatever it holds: it is a service-account
+/// token, or it does not carry [`CREDENTIALS_OPT_IN_LABEL`]` = "true"`.
+pub fn credentials_refusal(secret: &Secret) -> Option<String> {
+    if secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN_TYPE) {
+        return Some(format!(
+            "Secrets of type {SERVICE_ACCOUNT_TOKEN_TYPE} are never used as engine credentials"
+        ));
+    }
+    let opted_in = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(CREDENTIALS_OPT_IN_LABEL))
+        .is_some_and(|value| value == "true");
+    (!opted_in).then(|| {
+        format!(
+            "it lacks the label {CREDENTIALS_OPT_IN_LABEL}=\"true\" that allows the operator to \
+             send it to the Coordinator's endpoint"
+        )
+    })
+}
+
+/// Reads engine credentials from a Secret: `token`, or `username` and `password`, only
+/// when [`credentials_refusal`] finds nothing against it. Error messages name the keys,
+/// never the values.
 pub async fn read_credentials(
     client: &Client,
     namespace: &str,
@@ -146,6 +251,13 @@ pub async fn read_credentials(
         .await
         .map_err(|source| Error::kube(format!("reading Secret {namespace}/{name}"), source))?
         .ok_or_else(|| problem("not found"))?;
+    if let Some(message) = credentials_refusal(&secret) {
+        return Err(Error::CredentialsRefused {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message,
+        });
+    }
     credentials_from_secret(&secret).map_err(|message| problem(&message))
 }
 
@@ -265,5 +377,74 @@ impl Engine {
         let result = self.client.server_version().await;
         self.after("GetVersion", started, &result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn secret(type_: Option<&str>, labels: &[(&str, &str)]) -> Secret {
+        let mut secret = Secret {
+            type_: type_.map(str::to_string),
+            ..Default::default()
+        };
+        secret.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        secret
+    }
+
+    #[test]
+    fn only_opted_in_secrets_that_are_not_service_account_tokens_are_used() {
+        let opted_in = [(CREDENTIALS_OPT_IN_LABEL, "true")];
+        assert_eq!(credentials_refusal(&secret(None, &opted_in)), None);
+        assert_eq!(
+            credentials_refusal(&secret(Some("kubernetes.io/basic-auth"), &opted_in)),
+            None
+        );
+        let missing = credentials_refusal(&secret(Some("Opaque"), &[])).expect("refused");
+        assert!(
+            missing.contains("collections.dev/credentials=\"true\""),
+            "{missing}"
+        );
+        let wrong_value = [(CREDENTIALS_OPT_IN_LABEL, "yes")];
+        assert!(credentials_refusal(&secret(None, &wrong_value)).is_some());
+        let token = credentials_refusal(&secret(Some(SERVICE_ACCOUNT_TOKEN_TYPE), &opted_in))
+            .expect("a service-account token is never used");
+        assert!(token.contains(SERVICE_ACCOUNT_TOKEN_TYPE), "{token}");
+    }
+
+    #[test]
+    fn endpoint_hosts_and_globs() {
+        assert_eq!(
+            endpoint_host("http://Milvus.vector:19530").as_deref(),
+            Some("milvus.vector")
+        );
+        assert_eq!(
+            endpoint_host("https://user@db.example.com/path").as_deref(),
+            Some("db.example.com")
+        );
+        assert_eq!(endpoint_host("http://[::1]:19530").as_deref(), Some("::1"));
+        assert_eq!(endpoint_host("http://:19530"), None);
+        let globs = vec!["*.svc".to_string(), "milvus.example.com".to_string()];
+        assert!(host_allowed("engine-coordinator.search.svc", &globs));
+        assert!(host_allowed("MILVUS.example.com", &globs));
+        assert!(!host_allowed("attacker.example.net", &globs));
+        assert!(!host_allowed("svc", &globs), "the glob needs the dot");
+        assert!(!host_allowed("milvus.example.com.evil.net", &globs));
+        assert!(host_allowed("a.b.c", &["a*c".to_string()]));
+        assert!(host_allowed("anything", &[]), "empty list: any host");
+        assert!(check_endpoint("http://127.0.0.1:19530", &[]).is_ok());
+        let refused = check_endpoint("http://127.0.0.1:19530", &globs).expect_err("refused");
+        assert!(
+            matches!(&refused, Error::EndpointRefused { .. })
+                && refused.to_string().contains("127.0.0.1"),
+            "{refused}"
+        );
     }
 }

@@ -38,6 +38,25 @@ pub enum Error {
         /// What is wrong (never the secret values).
         message: String,
     },
+    /// The credentials Secret may not be used (not opted in, or a service-account token):
+    /// nothing of it is sent anywhere.
+    #[error("credentials Secret {namespace}/{name} refused: {message}")]
+    CredentialsRefused {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+        /// What is missing.
+        message: String,
+    },
+    /// The engine endpoint is not on the operator's allow-list: no connection is made.
+    #[error("endpoint {endpoint} refused: {message}")]
+    EndpointRefused {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        message: String,
+    },
     /// Deletion cannot finish yet (e.g. `HasAliases`): the finalizer stays and the object
     /// is retried. Not a failure of the operator, so it is counted apart.
     #[error("deletion waits: {reason}: {message}")]
@@ -82,7 +101,9 @@ impl Error {
     pub fn is_terminal(&self) -> bool {
         match self {
             Error::Engine(error) => error.is_terminal(),
-            Error::Credentials { .. } => true,
+            Error::Credentials { .. }
+            | Error::CredentialsRefused { .. }
+            | Error::EndpointRefused { .. } => true,
             _ => false,
         }
     }
@@ -95,6 +116,8 @@ impl Error {
             Error::Engine(ClientError::Engine { .. }) => "engine",
             Error::Coordinator { .. } => "coordinator",
             Error::Credentials { .. } => "credentials",
+            Error::CredentialsRefused { .. } => "credentials_refused",
+            Error::EndpointRefused { .. } => "endpoint_refused",
             Error::Blocked { .. } => "blocked",
             Error::MissingMetadata(_) => "metadata",
             Error::CachesNotSynced(_) => "cache",

@@ -90,6 +90,11 @@ pub struct OperatorArgs {
     /// names none; the chart passes the operator's own image.
     #[arg(long, default_value = context::DEFAULT_MANAGED_IMAGE, env = "MANAGED_IMAGE")]
     pub managed_image: String,
+    /// Hosts engine endpoints may name, as globs (`*` any run of characters), comma
+    /// separated, e.g. `*.svc,milvus.example.com`; empty allows any. The in-cluster Service
+    /// of a managed Coordinator is always allowed. A refused endpoint is never connected to.
+    #[arg(long, value_delimiter = ',', env = "ALLOWED_ENDPOINT_HOSTS")]
+    pub allowed_endpoint_hosts: Vec<String>,
     /// Leader election.
     #[command(flatten)]
     pub leader_election: leader::LeaderElectionArgs,
@@ -367,6 +372,12 @@ pub async fn run_controllers(
                 .or_else(|| std::env::var("HOSTNAME").ok()),
         },
         managed_image: args.managed_image.clone(),
+        allowed_endpoint_hosts: args
+            .allowed_endpoint_hosts
+            .iter()
+            .map(|host| host.trim().to_string())
+            .filter(|host| !host.is_empty())
+            .collect(),
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

@@ -160,6 +160,16 @@ impl Outcome {
                 reason: "CredentialsInvalid",
                 message: error.to_string(),
             },
+            Error::CredentialsRefused { .. } => Outcome::Failed {
+                ready: Truth::False,
+                reason: "CredentialsRefused",
+                message: error.to_string(),
+            },
+            Error::EndpointRefused { .. } => Outcome::Failed {
+                ready: Truth::False,
+                reason: "EndpointRefused",
+                message: error.to_string(),
+            },
             Error::Blocked { reason, message } => Outcome::Failed {
                 ready: Truth::False,
                 reason,

@@ -36,16 +36,14 @@ OPERATOR_CALLS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
         # check_crds: api.list(limit 1) of each kind at start (fails with a hint if absent).
         "list": [(CR, k, "list") for k in ALL_KINDS],
     },
-    "context.rs": {
-        # Context::coordinator: a Coordinator missing from the cache is read from the API.
+    "lookup.rs": {
+        # coordinator(): a Coordinator missing from the cache is read from the API.
         "get_opt": [(CR, "coordinators", "get")],
     },
-    "collection.rs": {
-        # kube's finalizer helper: JSON patches adding/removing collections.dev/finalizer.
-        "finalizer": [(CR, "collections", "patch")],
-    },
-    "alias.rs": {
-        "finalizer": [(CR, "collectionaliases", "patch")],
+    "pass.rs": {
+        # kube's finalizer helper, for Collections and CollectionAliases: JSON patches
+        # adding/removing collections.dev/finalizer.
+        "finalizer": [(CR, "collections", "patch"), (CR, "collectionaliases", "patch")],
     },
     "routed.rs": {
         # The children of a RoutedAlias: its Collections are created (POST) and retired
@@ -63,7 +61,9 @@ OPERATOR_CALLS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
         "get_opt": [("apps", "statefulsets", "get")],
         "list": [("", "pods", "list")],
         "patch": [(g, r, v) for g, r in (("apps", "statefulsets"), ("", "services"),
-                                          ("", "configmaps"), ("policy", "poddisruptionbudgets"))
+                                          ("", "configmaps"), ("policy", "poddisruptionbudgets"),
+                                          ("", "serviceaccounts"),
+                                          ("networking.k8s.io", "networkpolicies"))
                   for v in ("create", "patch")],
     },
     "status.rs": {
@@ -156,10 +156,13 @@ def test_the_lease_verbs_were_read_from_the_locked_kube_lease_manager():
 # --- 2. the rendered RBAC -----------------------------------------------------------
 
 
-def expected_grants(lease_name: str | None, secret_names: tuple[str, ...] = ()):
+def expected_grants(lease_name: str | None, secret_names: tuple[str, ...] = (),
+                    secrets: bool = True):
+    """`secrets=False`: the render grants no Secret access at all (cluster scope without
+    rbac.secretNamespaces)."""
     grants = set()
     for group, resource, verb in needed_permissions():
-        if resource == "leases":
+        if resource == "leases" or (resource == "secrets" and not secrets):
             continue
         names = secret_names if resource == "secrets" else ()
         grants.add((group, resource, verb, names))
@@ -203,7 +206,8 @@ def assert_bound_to_our_service_account(docs, role_kind, role_name, binding_kind
 
 
 def test_cluster_scope_grants_exactly_what_the_operator_uses(default_docs):
-    assert_grants(default_docs, expected_grants(lease_name=FULLNAME))
+    # No namespace was named for Secrets: the default grants no Secret access anywhere.
+    assert_grants(default_docs, expected_grants(lease_name=FULLNAME, secrets=False))
     assert_no_wildcards(default_docs)
     cluster_role = one(default_docs, "ClusterRole", FULLNAME)
     assert all(r["resources"] != ["leases"] for r in cluster_role["rules"]), \
@@ -230,9 +234,71 @@ def test_namespace_scope_uses_only_roles_in_the_watched_namespace(all_features_d
     assert "--namespace=vectors" in args
 
 
+def secret_rules(docs):
+    """(kind, namespace, rule) of every rule that touches Secrets."""
+    return [(role["kind"], role["metadata"].get("namespace"), rule)
+            for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+            for rule in role["rules"] if "secrets" in rule["resources"]]
+
+
+def test_secrets_are_never_readable_cluster_wide(default_docs):
+    assert not [r for r in secret_rules(default_docs) if r[0] == "ClusterRole"]
+    assert secret_rules(default_docs) == [], "no namespace named: no Secret access"
+    named = render("--set", "rbac.secretNames={a-creds}")
+    assert not [r for r in secret_rules(named) if r[0] == "ClusterRole"], \
+        "names alone never become a cluster-wide grant"
+
+
+def test_secret_access_is_a_role_per_named_namespace():
+    docs = render("--set", "rbac.secretNamespaces={team-a,team-b}",
+                  "--set", "rbac.secretNames={engine-credentials}")
+    rules = secret_rules(docs)
+    assert sorted((kind, ns) for kind, ns, _ in rules) == [("Role", "team-a"), ("Role", "team-b")]
+    for _, _, rule in rules:
+        assert rule["verbs"] == ["get"], rule
+        assert rule["resourceNames"] == ["engine-credentials"], rule
+    for namespace in ("team-a", "team-b"):
+        role = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] == namespace
+                and r["metadata"]["name"] == f"{FULLNAME}-credentials"]
+        assert len(role) == 1, namespace
+        bindings = [b for b in by_kind(docs, "RoleBinding")
+                    if b["metadata"]["namespace"] == namespace]
+        assert len(bindings) == 1, namespace
+        assert bindings[0]["roleRef"]["name"] == f"{FULLNAME}-credentials"
+        assert bindings[0]["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                                            "namespace": "ops"}]
+
+
+def test_the_default_coordinators_namespace_gets_its_secret_role():
+    docs = render("--set", "coordinator.credentialsSecret=milvus-credentials",
+                  "--set", "coordinator.namespace=search")
+    rules = secret_rules(docs)
+    assert [(kind, ns) for kind, ns, _ in rules] == [("Role", "search")], rules
+    assert "resourceNames" not in rules[0][2], "no names listed: any Secret of that namespace"
+
+
+def test_endpoint_allow_list_reaches_the_operator():
+    docs = render("--set", "managed.allowedEndpointHosts={*.svc,milvus.example.com}")
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allowed-endpoint-hosts=*.svc,milvus.example.com" in args
+    default = render()
+    args = one(default, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--allowed-endpoint-hosts")]
+
+
+def test_the_operator_network_policy_never_opens_the_streaming_port():
+    """The operator talks to coordinators (19530) only; the streaming nodes' 22222 is for
+    their coordinator (the managed NetworkPolicy admits only its pods)."""
+    docs = render("--set", "networkPolicy.enabled=true")
+    policy = one(docs, "NetworkPolicy")
+    ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert 22222 not in ports, ports
+    assert 19530 in ports, ports
+
+
 def test_without_leader_election_there_is_no_lease_access():
     docs = render("--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
-    assert_grants(docs, expected_grants(lease_name=None))
+    assert_grants(docs, expected_grants(lease_name=None, secrets=False))
     assert not any("leases" in r["resources"] for role in by_kind(docs, "Role") for r in role["rules"])
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--leader-election" not in args

@@ -367,6 +367,7 @@ pub fn operator_args(
         resync_interval,
         concurrency,
         managed_image: collection_operator::operator::context::DEFAULT_MANAGED_IMAGE.to_string(),
+        allowed_endpoint_hosts: Vec::new(),
         leader_election: collection_operator::operator::leader::LeaderElectionArgs {
             enabled: false,
             namespace: None,

@@ -335,6 +335,7 @@ mod tests {
             min_replicas: min,
             max_replicas: max,
             wal_storage: None,
+            resources: None,
         };
         assert_eq!(streaming_replicas(&spec(16, 4, 1, 1, 16)), 5);
         assert_eq!(streaming_replicas(&spec(16, 4, 0, 1, 16)), 4);

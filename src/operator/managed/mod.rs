@@ -15,6 +15,14 @@
 //!   server ID in the placement maps to an ordinal.
 //! - PodDisruptionBudgets (`maxUnavailable: 1`) for streaming nodes, and for coordinators
 //!   when there are several.
+//! - ServiceAccount `<name>-managed` for both kinds of pods, without an API token (they
+//!   never call the Kubernetes API), and NetworkPolicy `<name>-streamingnode`: only the
+//!   coordinator pods of the instance reach the streaming node port (the operator talks
+//!   to the coordinator only).
+//!
+//! Every container runs with the restricted security context, resource requests and a
+//! memory limit (spec or defaults); the coordinator's probes are `grpc.health.v1` checks,
+//! which answer from its `CheckHealth`.
 
 pub mod drain;
 pub mod objects;
@@ -24,6 +32,6 @@ pub use drain::{
     streaming_status,
 };
 pub use objects::{
-    CONFIG_HASH_ANNOTATION, DATA_DIR, InvalidManagedSpec, ManagedNames, ManagedObjects,
-    STREAMING_PORT, WAL_DIR, managed_objects,
+    CONFIG_HASH_ANNOTATION, COORDINATOR_RESOURCES, DATA_DIR, InvalidManagedSpec, ManagedNames,
+    ManagedObjects, STREAMING_PORT, STREAMING_RESOURCES, WAL_DIR, managed_objects,
 };

@@ -6,10 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvFromSource, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -18,7 +23,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::coordinator::COORDINATOR_PORT;
-use crate::crd::{Coordinator, ManagedCoordinator, ManagedMetaStore, WalStorage};
+use crate::crd::{
+    ContainerResources, Coordinator, ManagedCoordinator, ManagedMetaStore, WalStorage,
+};
 
 /// gRPC port of a streaming node.
 pub const STREAMING_PORT: u16 = 22222;
@@ -38,6 +45,8 @@ pub struct ManagedNames {
     pub coordinator_headless: String,
     /// StreamingNode StatefulSet and its headless Service.
     pub streaming: String,
+    /// ServiceAccount of the coordinator and streaming node pods (no API token mounted).
+    pub service_account: String,
 }
 
 impl ManagedNames {
@@ -47,6 +56,7 @@ impl ManagedNames {
             coordinator: format!("{name}-coordinator"),
             coordinator_headless: format!("{name}-coordinator-headless"),
             streaming: format!("{name}-streamingnode"),
+            service_account: format!("{name}-managed"),
         }
     }
 }
@@ -70,6 +80,11 @@ pub struct ManagedObjects {
     pub streaming: StatefulSet,
     /// PDB of the streaming nodes.
     pub streaming_pdb: PodDisruptionBudget,
+    /// Identity of both kinds of pods: its own, so that they never run with the
+    /// namespace's `default` account (and whatever RBAC that one was given).
+    pub service_account: ServiceAccount,
+    /// Only the coordinator pods of this instance reach the streaming node port.
+    pub streaming_network_policy: NetworkPolicy,
 }
 
 /// Why the objects cannot be built.
@@ -136,6 +151,93 @@ fn tcp_probe(port: u16, period: i32) -> Probe {
         period_seconds: Some(period),
         ..Default::default()
     }
+}
+
+/// `grpc.health.v1` probe of the coordinator: fails when `CheckHealth` reports the store
+/// refusing writes, not only when the port is closed.
+fn grpc_probe(port: u16, period: i32, failures: i32) -> Probe {
+    Probe {
+        grpc: Some(GRPCAction {
+            port: port.into(),
+            service: None,
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits a container gets when its spec names none.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultResources {
+    /// (resource, quantity) reserved.
+    pub requests: &'static [(&'static str, &'static str)],
+    /// (resource, quantity) at most.
+    pub limits: &'static [(&'static str, &'static str)],
+}
+
+/// Default requests and limits of the coordinator container.
+pub const COORDINATOR_RESOURCES: DefaultResources = DefaultResources {
+    requests: &[("cpu", "100m"), ("memory", "256Mi")],
+    limits: &[("memory", "1Gi")],
+};
+/// Default requests and limits of a streaming node container.
+pub const STREAMING_RESOURCES: DefaultResources = DefaultResources {
+    requests: &[("cpu", "100m"), ("memory", "128Mi")],
+    limits: &[("memory", "512Mi")],
+};
+
+/// The container resources of `spec`, each of requests and limits falling back to
+/// `defaults` when the spec leaves it unset. No CPU limit by default: throttling a
+/// coordinator stalls every client, while memory must be bounded.
+fn resources(
+    spec: Option<&ContainerResources>,
+    defaults: &DefaultResources,
+) -> ResourceRequirements {
+    let quantities = |given: Option<&BTreeMap<String, String>>, fallback: &[(&str, &str)]| {
+        let map: BTreeMap<String, Quantity> = match given {
+            Some(given) => given
+                .iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect(),
+            None => fallback
+                .iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect(),
+        };
+        (!map.is_empty()).then_some(map)
+    };
+    ResourceRequirements {
+        requests: quantities(spec.and_then(|s| s.requests.as_ref()), defaults.requests),
+        limits: quantities(spec.and_then(|s| s.limits.as_ref()), defaults.limits),
+        ..Default::default()
+    }
+}
+
+/// Refuses quantities Kubernetes would reject, so that the spec is reported on the
+/// Coordinator instead of failing the apply.
+fn check_resources(
+    what: &str,
+    spec: Option<&ContainerResources>,
+) -> Result<(), InvalidManagedSpec> {
+    let Some(spec) = spec else { return Ok(()) };
+    for (kind, map) in [("requests", &spec.requests), ("limits", &spec.limits)] {
+        for (name, value) in map.iter().flatten() {
+            let plausible = !value.is_empty()
+                && value.len() <= 64
+                && value.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'));
+            if !plausible {
+                return Err(InvalidManagedSpec(format!(
+                    "{what}.resources.{kind}.{name}: {value:?} is not a Kubernetes quantity"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The same hardening as the operator's own pod (the chart's defaults).
@@ -247,6 +349,11 @@ pub fn managed_objects(
         .ok_or_else(|| InvalidManagedSpec("the Coordinator has no uid yet".into()))?;
     let instance = coordinator.name_any();
     let names = ManagedNames::of(&instance);
+    check_resources("spec.managed", managed.resources.as_ref())?;
+    check_resources(
+        "spec.managed.streaming",
+        managed.streaming.resources.as_ref(),
+    )?;
     let image = managed
         .image
         .clone()
@@ -339,6 +446,8 @@ pub fn managed_objects(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    service_account_name: Some(names.service_account.clone()),
+                    automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
                     termination_grace_period_seconds: Some(30),
                     containers: vec![Container {
@@ -358,8 +467,14 @@ pub fn managed_objects(
                             container_port: COORDINATOR_PORT.into(),
                             ..Default::default()
                         }]),
-                        readiness_probe: Some(tcp_probe(COORDINATOR_PORT, 5)),
-                        liveness_probe: Some(tcp_probe(COORDINATOR_PORT, 10)),
+                        readiness_probe: Some(grpc_probe(COORDINATOR_PORT, 5, 3)),
+                        // A refused store for a minute: a restart may take the lease or the
+                        // disk back; readiness alone would leave it out of the Service forever.
+                        liveness_probe: Some(grpc_probe(COORDINATOR_PORT, 10, 6)),
+                        resources: Some(resources(
+                            managed.resources.as_ref(),
+                            &COORDINATOR_RESOURCES,
+                        )),
                         volume_mounts: Some(vec![VolumeMount {
                             name: "data".into(),
                             mount_path: DATA_DIR.into(),
@@ -418,6 +533,7 @@ pub fn managed_objects(
         }),
         ..Default::default()
     };
+    let coordinator_selector_for_policy = coordinator_selector.clone();
     let coordinator_pdb = (managed.replicas > 1)
         .then(|| pdb(&names.coordinator, "coordinator", coordinator_selector));
 
@@ -457,6 +573,8 @@ pub fn managed_objects(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    service_account_name: Some(names.service_account.clone()),
+                    automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
                     // Time to hand its pchannels over when it is stopped.
                     termination_grace_period_seconds: Some(90),
@@ -485,6 +603,10 @@ pub fn managed_objects(
                         }]),
                         readiness_probe: Some(tcp_probe(STREAMING_PORT, 5)),
                         liveness_probe: Some(tcp_probe(STREAMING_PORT, 10)),
+                        resources: Some(resources(
+                            managed.streaming.resources.as_ref(),
+                            &STREAMING_RESOURCES,
+                        )),
                         volume_mounts: Some(vec![VolumeMount {
                             name: "wal".into(),
                             mount_path: WAL_DIR.into(),
@@ -516,8 +638,40 @@ pub fn managed_objects(
         }),
         ..Default::default()
     };
+    let streaming_network_policy = NetworkPolicy {
+        metadata: meta(&names.streaming, "streamingnode"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(streaming_selector.clone()),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(coordinator_selector_for_policy.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(STREAMING_PORT.into())),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
+    };
+    let service_account = ServiceAccount {
+        metadata: meta(&names.service_account, "coordinator"),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
     let streaming_pdb = pdb(&names.streaming, "streamingnode", streaming_selector);
     Ok(ManagedObjects {
+        service_account,
+        streaming_network_policy,
         config_map,
         coordinator_service,
         coordinator_headless,
@@ -717,5 +871,209 @@ mod tests {
             .as_ref()
             .expect("a PVC volume");
         assert_eq!(claim.claim_name, "wal-rwx");
+    }
+
+    fn pod_spec(sts: &StatefulSet) -> PodSpec {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .expect("a pod template")
+    }
+
+    fn quantities(map: Option<&BTreeMap<String, Quantity>>) -> Vec<(String, String)> {
+        map.into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn pods_run_hardened_under_their_own_token_less_account() {
+        let objects =
+            managed_objects(&managed(serde_json::json!({})), "img:1", 2).expect("objects");
+        assert_eq!(
+            objects.service_account.metadata.name.as_deref(),
+            Some("wal-managed")
+        );
+        assert_eq!(
+            objects.service_account.automount_service_account_token,
+            Some(false)
+        );
+        assert_eq!(
+            objects
+                .service_account
+                .metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.as_str()),
+            Some("u-1")
+        );
+        for (sts, component) in [
+            (&objects.coordinator, "coordinator"),
+            (&objects.streaming, "streamingnode"),
+        ] {
+            let pod = pod_spec(sts);
+            assert_eq!(
+                pod.service_account_name.as_deref(),
+                Some("wal-managed"),
+                "{component}"
+            );
+            assert_eq!(
+                pod.automount_service_account_token,
+                Some(false),
+                "{component}"
+            );
+            assert_eq!(
+                pod.security_context
+                    .as_ref()
+                    .and_then(|s| s.run_as_non_root),
+                Some(true)
+            );
+            let container = &pod.containers[0];
+            let security = container
+                .security_context
+                .clone()
+                .expect("security context");
+            assert_eq!(security.run_as_non_root, Some(true), "{component}");
+            assert_eq!(
+                security.allow_privilege_escalation,
+                Some(false),
+                "{component}"
+            );
+            assert_eq!(
+                security.read_only_root_filesystem,
+                Some(true),
+                "{component}"
+            );
+            assert_eq!(
+                security.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_string()])
+            );
+            assert_eq!(
+                security.seccomp_profile.map(|p| p.type_).as_deref(),
+                Some("RuntimeDefault")
+            );
+            let resources = container.resources.clone().expect("resources");
+            assert!(
+                quantities(resources.requests.as_ref())
+                    .iter()
+                    .any(|(k, _)| k == "cpu"),
+                "{component}: {resources:?}"
+            );
+            assert!(
+                quantities(resources.limits.as_ref())
+                    .iter()
+                    .any(|(k, _)| k == "memory"),
+                "{component}: {resources:?}"
+            );
+        }
+        let coordinator = pod_spec(&objects.coordinator).containers[0].clone();
+        for probe in [coordinator.readiness_probe, coordinator.liveness_probe] {
+            let grpc = probe.and_then(|p| p.grpc).expect("a grpc.health.v1 probe");
+            assert_eq!(grpc.port, i32::from(COORDINATOR_PORT));
+        }
+    }
+
+    #[test]
+    fn resources_come_from_the_spec_or_the_defaults() {
+        let spec = serde_json::json!({
+            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+            "streaming": {"resources": {"limits": {"memory": "2Gi", "cpu": "1500m"}}}
+        });
+        let objects = managed_objects(&managed(spec), "img:1", 2).expect("objects");
+        let coordinator = pod_spec(&objects.coordinator).containers[0]
+            .resources
+            .clone()
+            .expect("resources");
+        assert_eq!(
+            quantities(coordinator.requests.as_ref()),
+            [
+                ("cpu".to_string(), "2".to_string()),
+                ("memory".to_string(), "4Gi".to_string())
+            ]
+        );
+        assert_eq!(
+            quantities(coordinator.limits.as_ref()),
+            [(
+                "memory".to_string(),
+                COORDINATOR_RESOURCES.limits[0].1.to_string()
+            )],
+            "limits left unset keep the default"
+        );
+        let streaming = pod_spec(&objects.streaming).containers[0]
+            .resources
+            .clone()
+            .expect("resources");
+        assert_eq!(
+            quantities(streaming.limits.as_ref()),
+            [
+                ("cpu".to_string(), "1500m".to_string()),
+                ("memory".to_string(), "2Gi".to_string())
+            ]
+        );
+        assert_eq!(
+            quantities(streaming.requests.as_ref()),
+            STREAMING_RESOURCES
+                .requests
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        let bad = serde_json::json!({"resources": {"limits": {"memory": "lots"}}});
+        let error = managed_objects(&managed(bad), "img:1", 2).expect_err("not a quantity");
+        assert!(
+            error.0.contains("spec.managed.resources.limits.memory") && error.0.contains("lots"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn only_the_coordinator_pods_reach_the_streaming_port() {
+        let objects =
+            managed_objects(&managed(serde_json::json!({})), "img:1", 2).expect("objects");
+        let policy = objects.streaming_network_policy.spec.clone().expect("spec");
+        assert_eq!(
+            policy.pod_selector.and_then(|s| s.match_labels),
+            Some(selector("wal", "streamingnode"))
+        );
+        assert_eq!(policy.policy_types, Some(vec!["Ingress".to_string()]));
+        let rules = policy.ingress.expect("ingress rules");
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        let from = rules[0].from.clone().expect("peers");
+        assert_eq!(from.len(), 1);
+        assert!(from[0].namespace_selector.is_none(), "same namespace only");
+        let peer = from[0]
+            .pod_selector
+            .clone()
+            .and_then(|s| s.match_labels)
+            .expect("a pod selector");
+        assert_eq!(peer, selector("wal", "coordinator"));
+        let coordinator_labels = objects
+            .coordinator
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .expect("labels");
+        assert!(
+            peer.iter()
+                .all(|(k, v)| coordinator_labels.get(k) == Some(v)),
+            "selects the coordinator pods"
+        );
+        let streaming_pod_labels = objects
+            .streaming
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .expect("labels");
+        assert!(
+            !peer
+                .iter()
+                .all(|(k, v)| streaming_pod_labels.get(k) == Some(v)),
+            "not the nodes themselves"
+        );
+        let ports = rules[0].ports.clone().expect("ports");
+        assert_eq!(ports[0].port, Some(IntOrString::Int(STREAMING_PORT.into())));
     }
 }
