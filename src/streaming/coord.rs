@@ -36,7 +36,9 @@ use crate::proto::session::{
 use crate::proto::streaming::streaming_coord_assignment_service_server::StreamingCoordAssignmentService;
 use crate::proto::streaming::streaming_node_manager_service_client::StreamingNodeManagerServiceClient;
 use crate::proto::streaming::*;
+use crate::auth::{Credential, Present};
 use crate::store::{MetaStore, WriteBatch};
+use tonic::service::interceptor::InterceptedService;
 
 /// Key prefix of everything the streaming coordinator persists.
 pub const KEY_PREFIX: &str = "streamingcoord-meta/";
@@ -46,6 +48,9 @@ const NEXT_SERVER_ID_KEY: &str = "streamingcoord-meta/next-server-id";
 const POLICY_KEY: &str = "streamingcoord-meta/policy";
 const INCARNATION_KEY: &str = "streamingcoord-meta/incarnation";
 const CCHANNEL_KEY: &str = "streamingcoord-meta/cchannel";
+/// A streaming node's manager service, called with the coordinator's credential.
+type NodeClient = StreamingNodeManagerServiceClient<InterceptedService<Channel, Present>>;
+
 /// Consecutive failed balance rounds logged at debug before they are warned about.
 const QUIET_FAILED_ROUNDS: u32 = 5;
 
@@ -67,6 +72,9 @@ pub struct StreamingCoordConfig {
     pub max_moves_per_round: usize,
     /// Timeout of one Assign/Remove call.
     pub operation_timeout: Duration,
+    /// Presented to the streaming nodes on Assign/Remove/CollectStatus (they accept
+    /// these only from the coordinator when their authentication is on).
+    pub credential: Option<Credential>,
 }
 
 impl Default for StreamingCoordConfig {
@@ -79,6 +87,7 @@ impl Default for StreamingCoordConfig {
             max_per_node: None,
             max_moves_per_round: 3,
             operation_timeout: Duration::from_secs(10),
+            credential: None,
         }
     }
 }
@@ -158,7 +167,7 @@ struct Inner {
     incarnation: i64,
     cchannel: String,
     published: watch::Sender<Arc<FullStreamingNodeAssignmentWithVersion>>,
-    clients: Mutex<HashMap<String, StreamingNodeManagerServiceClient<Channel>>>,
+    clients: Mutex<HashMap<String, NodeClient>>,
     balance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -462,7 +471,7 @@ impl StreamingCoord {
         Ok(true)
     }
 
-    fn client(&self, address: &str) -> Result<StreamingNodeManagerServiceClient<Channel>, Status> {
+    fn client(&self, address: &str) -> Result<NodeClient, Status> {
         let mut clients = self.inner.clients.lock();
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
@@ -472,7 +481,10 @@ impl StreamingCoord {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
-        let client = StreamingNodeManagerServiceClient::new(channel);
+        let client = StreamingNodeManagerServiceClient::with_interceptor(
+            channel,
+            Present(self.inner.config.credential.clone()),
+        );
         clients.insert(address.to_string(), client.clone());
         Ok(client)
     }

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{AuthInterceptor, PlaneAuth, Present};
 use super::wal::{LocalDirStorage, ReadFrom, Wal, WalConfig, WalError, WalStorage};
 use super::{
     CREATE_CONSUMER_KEY, CREATE_PRODUCER_KEY, PROP_VCHANNEL, SERVER_ID_KEY, StreamingFailure,
@@ -58,6 +59,9 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// WAL tuning.
     pub wal: WalConfig,
+    /// When set, every call to this node must carry one of the accepted credentials (the
+    /// coordinator's), and the node presents its own to the coordinator; `None`: open.
+    pub auth: Option<PlaneAuth>,
 }
 
 /// One pchannel's lifetime on this node.
@@ -578,7 +582,12 @@ impl StreamingNodeHandlerService for NodeService {
 
 /// Keeps the node's session with the coordinator: register, renew, and on a lapsed lease
 /// fence everything and register again.
-async fn keep_session(node: Arc<StreamingNode>, coordinator: String, address: String) {
+async fn keep_session(
+    node: Arc<StreamingNode>,
+    coordinator: String,
+    address: String,
+    present: Present,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let registered = async {
@@ -587,7 +596,8 @@ async fn keep_session(node: Arc<StreamingNode>, coordinator: String, address: St
                 .tcp_nodelay(true)
                 .connect()
                 .await?;
-            let mut client = StreamingNodeSessionServiceClient::new(channel);
+            let mut client =
+                StreamingNodeSessionServiceClient::with_interceptor(channel, present.clone());
             let sent = Instant::now();
             let response = client
                 .register(RegisterRequest {
@@ -657,21 +667,28 @@ async fn keep_session(node: Arc<StreamingNode>, coordinator: String, address: St
     }
 }
 
-/// Serves the node's services on `listener` until `shutdown`.
+/// Serves the node's services on `listener` until `shutdown`; with `accept`, every call
+/// (Assign, Remove, Produce, Consume, ...) must carry one of its credentials.
 pub async fn serve(
     node: Arc<StreamingNode>,
     listener: TcpListener,
+    accept: Option<crate::auth::Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let service = NodeService { node };
+    let check = AuthInterceptor::new(accept);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(StreamingNodeManagerServiceServer::new(service.clone()))
-        .add_service(
+        .add_service(StreamingNodeManagerServiceServer::with_interceptor(
+            service.clone(),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             StreamingNodeHandlerServiceServer::new(service)
                 .max_decoding_message_size(crate::serve::MAX_MESSAGE_BYTES),
-        )
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("streaming node gRPC server failed")
@@ -696,23 +713,26 @@ pub async fn run_until(
         .advertise
         .clone()
         .unwrap_or_else(|| bound.to_string());
-    tracing::info!(listen = %bound, address, wal_dir = %config.wal_dir.display(), coordinator = config.coordinator, "streaming node serving");
+    tracing::info!(listen = %bound, address, wal_dir = %config.wal_dir.display(), coordinator = config.coordinator, authentication = config.auth.is_some(), "streaming node serving");
+    let present = Present(config.auth.as_ref().map(|auth| auth.present.clone()));
     let session = tokio::spawn(keep_session(
         node.clone(),
         config.coordinator.clone(),
         address,
+        present.clone(),
     ));
-    let served = serve(node.clone(), listener, shutdown).await;
+    let accept = config.auth.as_ref().map(|auth| auth.accept.clone());
+    let served = serve(node.clone(), listener, accept, shutdown).await;
     session.abort();
     node.shut_down().await;
-    hand_over(&node, &config.coordinator).await;
+    hand_over(&node, &config.coordinator, present).await;
     served
 }
 
 /// Ends the node's session at the coordinator after its WALs are fenced, so that its
 /// pchannels move at once instead of after the lease and grace. Best effort: a coordinator
 /// that cannot be reached lets the lease lapse as after a crash.
-async fn hand_over(node: &StreamingNode, coordinator: &str) {
+async fn hand_over(node: &StreamingNode, coordinator: &str, present: Present) {
     let server_id = node.server_id();
     if server_id == 0 {
         return;
@@ -722,7 +742,7 @@ async fn hand_over(node: &StreamingNode, coordinator: &str) {
             .connect_timeout(Duration::from_secs(1))
             .connect()
             .await?;
-        let reply = StreamingNodeSessionServiceClient::new(channel)
+        let reply = StreamingNodeSessionServiceClient::with_interceptor(channel, present)
             .deregister(DeregisterRequest { server_id })
             .await?;
         anyhow::Ok(reply.into_inner().removed)

@@ -38,6 +38,8 @@ use crate::plan::{Action, Reason, Verdict};
 use crate::serve::shutdown_signal;
 use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
 use crate::streaming::gate::StreamingGate;
+use crate::auth::{AuthInterceptor, PlaneAuth};
+use tonic::service::interceptor::InterceptedService;
 
 /// Above this many resources the status table shows only the rows that changed.
 const FULL_TABLE_ROWS: usize = 50;
@@ -178,12 +180,17 @@ struct UpWal {
 /// Opens the engine with DDL through the WAL, as `coordinator --ddl-wal` does: a streaming
 /// coordinator with one pchannel (the control channel) and a streaming node in this process,
 /// its segments in `<data-dir>/wal`. The node reaches the streaming coordinator on a
-/// loopback endpoint of its own (without the MilvusService endpoint's credentials). So the
+/// loopback endpoint of its own; both ends check a random credential generated for this
+/// process (not the MilvusService endpoint's), so no other process can use them. So the
 /// single-machine path is the cluster's: every DDL is acknowledged by the WAL first, and one
 /// interrupted by a crash is completed at the next start.
 async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)> {
     let gate = StreamingGate::closed("the streaming coordinator is starting");
-    let log = ControlChannelLog::new(gate.clone()).context("starting the DDL log runtime")?;
+    // The WAL plane's credential: random, known only to this process, so that no other
+    // local process can talk to the internal endpoint or the node.
+    let plane = PlaneAuth::generate()?;
+    let log = ControlChannelLog::new(gate.clone(), Some(plane.present.clone()))
+        .context("starting the DDL log runtime")?;
     let config = EngineConfig {
         ddl_log: Some(DdlLogHandle(Arc::new(log))),
         ..EngineConfig::default()
@@ -197,6 +204,7 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
             pchannels: 1,
             lease_ttl: Duration::from_secs(2),
             node_lost_grace: Duration::ZERO,
+            credential: Some(plane.present.clone()),
             ..StreamingCoordConfig::default()
         },
     )
@@ -213,12 +221,13 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
         .context("binding the internal streaming endpoint")?;
     let coordinator = format!("http://{}", internal.local_addr()?);
     let (assignment, session) = gate.services();
+    let check = AuthInterceptor::new(Some(plane.accept.clone()));
     let serving = until(endpoint_stopped);
     let endpoint = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(assignment)
-            .add_service(session)
+            .add_service(InterceptedService::new(assignment, check.clone()))
+            .add_service(InterceptedService::new(session, check))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(internal),
                 serving,
@@ -232,6 +241,7 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
         listen: "127.0.0.1:0".parse()?,
         advertise: None,
         wal: Default::default(),
+        auth: Some(plane),
     };
     let node = tokio::spawn(crate::streaming::node::run_until(node, until(node_stopped)));
     // The writer syncs with the control channel first (and creates `default` on a new
