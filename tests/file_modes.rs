@@ -17,7 +17,11 @@ fn modes(root: &Path) -> Vec<(PathBuf, bool, u32)> {
     let mut pending = vec![root.to_path_buf()];
     while let Some(path) = pending.pop() {
         let metadata = std::fs::symlink_metadata(&path).expect("metadata");
-        found.push((path.clone(), metadata.is_dir(), metadata.permissions().mode() & 0o777));
+        found.push((
+            path.clone(),
+            metadata.is_dir(),
+            metadata.permissions().mode() & 0o777,
+        ));
         if metadata.is_dir() {
             for entry in std::fs::read_dir(&path).expect("read_dir") {
                 pending.push(entry.expect("entry").path());
@@ -115,7 +119,11 @@ async fn coordinator_and_streaming_node_create_private_files() {
     assert_private(&data_dir, &["LOCK"]);
     assert_private(&wal_dir, &[]);
     assert!(
-        modes(&wal_dir).iter().filter(|(_, is_dir, _)| !is_dir).count() > 0,
+        modes(&wal_dir)
+            .iter()
+            .filter(|(_, is_dir, _)| !is_dir)
+            .count()
+            > 0,
         "the WAL holds no file"
     );
 }

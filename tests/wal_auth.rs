@@ -169,7 +169,14 @@ async fn auth_and_ddl_through_the_wal_work_together() {
     let node_flags = ["--auth-token-file", tokens.as_str()];
     let _nodes: Vec<Proc> = ["127.0.0.1", "127.0.0.2"]
         .iter()
-        .map(|ip| Proc::node_with(&coordinator.address, &dir.path().join("wal"), ip, &node_flags))
+        .map(|ip| {
+            Proc::node_with(
+                &coordinator.address,
+                &dir.path().join("wal"),
+                ip,
+                &node_flags,
+            )
+        })
         .collect();
     let mut client = connect(&coordinator.address).await;
     let started = Instant::now();
@@ -298,7 +305,10 @@ async fn the_wal_plane_refuses_every_caller_without_the_internal_credential() {
     let mut client = connect(&coordinator.address).await;
     create_alias(&client, CLIENT_TOKEN, "canary", "b").await;
     assert_eq!(alias_target(&mut client, CLIENT_TOKEN, "prod").await, "a");
-    assert_eq!(alias_target(&mut client, CLIENT_TOKEN, "staging").await, "b");
+    assert_eq!(
+        alias_target(&mut client, CLIENT_TOKEN, "staging").await,
+        "b"
+    );
     let (holder_after, channel_after) = control_channel(&coordinator.address, &internal).await;
     assert_eq!(
         holder_after, holder,

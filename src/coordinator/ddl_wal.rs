@@ -130,8 +130,8 @@ async fn produce_once(
             holder.channel.clone(),
             holder.credential.as_ref(),
         )
-            .await
-            .map_err(|e| format!("opening a producer on {}: {e}", holder.address))?;
+        .await
+        .map_err(|e| format!("opening a producer on {}: {e}", holder.address))?;
         *cache = Some(Cached {
             address: holder.address.clone(),
             channel: holder.channel.clone(),
@@ -365,7 +365,10 @@ mod tests {
     fn entries_a_coordinator_writes_pass() {
         assert_eq!(check_entry(&entry(NOW + 3_000, 101, NOW), NOW), Ok(()));
         // A replica whose clock is a few minutes behind still accepts them.
-        assert_eq!(check_entry(&entry(NOW + 3_000, 101, NOW), NOW - 300_000), Ok(()));
+        assert_eq!(
+            check_entry(&entry(NOW + 3_000, 101, NOW), NOW - 300_000),
+            Ok(())
+        );
     }
 
     #[test]

@@ -380,9 +380,9 @@ pub async fn run(mut config: CoordinatorConfig) -> anyhow::Result<()> {
     // Bad credentials or TLS files stop the start before the store is opened.
     let security = Security::load(config.auth.as_ref(), config.tls.as_ref())?;
     let plane = match config.internal_auth.as_ref().or(config.auth.as_ref()) {
-        Some(plane) => Some(
-            auth::PlaneAuth::load(plane).context("loading the WAL plane's credentials")?,
-        ),
+        Some(plane) => {
+            Some(auth::PlaneAuth::load(plane).context("loading the WAL plane's credentials")?)
+        }
         None => None,
     };
     if let Some(streaming) = config.streaming.as_mut() {
@@ -566,9 +566,15 @@ async fn run_replica_process(
         role,
         stopped,
     ));
-    let served =
-        serve_with_streaming(engine.clone(), listener, security, gate, plane, shutdown_signal())
-            .await;
+    let served = serve_with_streaming(
+        engine.clone(),
+        listener,
+        security,
+        gate,
+        plane,
+        shutdown_signal(),
+    )
+    .await;
     let _ = stop.send(true);
     match replica_task.await {
         Ok(Ok(())) => {}

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::balancer::{self, ChannelView, NodeState, Policy};
 use super::{SERVER_ID_KEY, StreamingFailure, pchannel_name};
+use crate::auth::{Credential, Present};
 use crate::proto::session::streaming_node_session_service_server::StreamingNodeSessionService;
 use crate::proto::session::{
     DeregisterRequest, DeregisterResponse, KeepAliveRequest, KeepAliveResponse, RegisterRequest,
@@ -36,7 +37,6 @@ use crate::proto::session::{
 use crate::proto::streaming::streaming_coord_assignment_service_server::StreamingCoordAssignmentService;
 use crate::proto::streaming::streaming_node_manager_service_client::StreamingNodeManagerServiceClient;
 use crate::proto::streaming::*;
-use crate::auth::{Credential, Present};
 use crate::store::{MetaStore, WriteBatch};
 use tonic::service::interceptor::InterceptedService;
 

@@ -29,12 +29,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{AuthInterceptor, PlaneAuth, Present};
 use super::wal::{LocalDirStorage, ReadFrom, Wal, WalConfig, WalError, WalStorage};
 use super::{
     CREATE_CONSUMER_KEY, CREATE_PRODUCER_KEY, PROP_VCHANNEL, SERVER_ID_KEY, StreamingFailure,
     StreamingResult,
 };
+use crate::auth::{AuthInterceptor, PlaneAuth, Present};
 use crate::proto::session::streaming_node_session_service_client::StreamingNodeSessionServiceClient;
 use crate::proto::session::{DeregisterRequest, KeepAliveRequest, RegisterRequest};
 use crate::proto::streaming::streaming_node_handler_service_server::{

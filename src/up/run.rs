@@ -27,6 +27,7 @@ use super::manifest::{self, Kind, ResourceId};
 use super::reconcile::{self, Intents, action_key};
 use super::state::{self, Record, State};
 use super::table;
+use crate::auth::{AuthInterceptor, PlaneAuth};
 use crate::client::{ClientError, Credentials, EngineClient};
 use crate::coordinator::ddl_wal::ControlChannelLog;
 use crate::coordinator::engine::DdlLogHandle;
@@ -38,7 +39,6 @@ use crate::plan::{Action, Reason, Verdict};
 use crate::serve::shutdown_signal;
 use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
 use crate::streaming::gate::StreamingGate;
-use crate::auth::{AuthInterceptor, PlaneAuth};
 use tonic::service::interceptor::InterceptedService;
 
 /// Above this many resources the status table shows only the rows that changed.
