@@ -209,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
                     coordinator,
                     wal_dir,
                     listen,
+                    socket: None,
                     advertise,
                     wal: collection_operator::streaming::wal::WalConfig {
                         segment_bytes: segment_mib.max(1) * 1024 * 1024,

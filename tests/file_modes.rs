@@ -55,6 +55,41 @@ fn assert_private(root: &Path, expected: &[&str]) {
     }
 }
 
+/// The TCP ports process `pid` listens on (from /proc: its socket inodes, matched with
+/// the LISTEN rows of /proc/net/tcp and tcp6).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fds") {
+        let Ok(target) = std::fs::read_link(entry.expect("fd").path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1 (ADDR:PORT in hex), st field 3 (0A = LISTEN),
+            // inode field 9.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                let port = fields[1].rsplit(':').next().expect("port");
+                ports.push(u16::from_str_radix(port, 16).expect("hex port"));
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
 #[test]
 fn up_creates_its_data_directory_private() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -79,13 +114,24 @@ fn up_creates_its_data_directory_private() {
         assert!(Instant::now() < deadline, "no up-state.json within 60 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The WAL plane is on Unix sockets: the only TCP port up listens on is its --listen.
+    assert_eq!(listening_ports(up.id()), vec![port]);
     let status = Command::new("kill")
         .args(["-TERM", &up.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
     let _ = up.wait();
-    assert_private(&data_dir, &["up-state.json", "LOCK", "wal"]);
+    assert_private(
+        &data_dir,
+        &[
+            "up-state.json",
+            "LOCK",
+            "wal",
+            "streaming-coord.sock",
+            "streaming-node.sock",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

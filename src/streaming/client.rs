@@ -55,16 +55,9 @@ impl ClientError {
     }
 }
 
-/// Connects a channel to `host:port`.
+/// Connects a channel to `host:port` (or `unix:PATH`).
 pub async fn connect(address: &str) -> Result<Channel, ClientError> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| ClientError::Rpc(tonic::Status::invalid_argument(error.to_string())))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect()
-            .await?,
-    )
+    Ok(crate::serve::connect(address, Duration::from_secs(2)).await?)
 }
 
 /// Where a pchannel is: its term and the address of its holder.

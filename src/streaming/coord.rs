@@ -476,11 +476,10 @@ impl StreamingCoord {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| Status::invalid_argument(format!("node address {address}: {error}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel =
+            crate::serve::connect_lazy(address, Duration::from_secs(2)).map_err(|error| {
+                Status::invalid_argument(format!("node address {address}: {error}"))
+            })?;
         let client = StreamingNodeManagerServiceClient::with_interceptor(
             channel,
             Present(self.inner.config.credential.clone()),

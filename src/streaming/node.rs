@@ -54,6 +54,9 @@ pub struct NodeConfig {
     pub wal_dir: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// Listen on this Unix socket (0600) instead of `listen`, advertised as `unix:PATH`
+    /// (`up`'s in-process node).
+    pub socket: Option<PathBuf>,
     /// Address the coordinator and clients use to reach this node; default: the bound
     /// listen address.
     pub advertise: Option<String>,
@@ -591,11 +594,7 @@ async fn keep_session(
     let mut backoff = Duration::from_millis(100);
     loop {
         let registered = async {
-            let channel = tonic::transport::Endpoint::from_shared(coordinator.clone())?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
+            let channel = crate::serve::connect(&coordinator, Duration::from_secs(2)).await?;
             let mut client =
                 StreamingNodeSessionServiceClient::with_interceptor(channel, present.clone());
             let sent = Instant::now();
@@ -675,9 +674,28 @@ pub async fn serve(
     accept: Option<crate::auth::Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_incoming(node, incoming, accept, shutdown).await
+}
+
+/// [`serve`] on any stream of connections (a Unix socket's).
+pub async fn serve_incoming<Io, IoError>(
+    node: Arc<StreamingNode>,
+    incoming: impl Stream<Item = Result<Io, IoError>> + Send,
+    accept: Option<crate::auth::Authenticator>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    Io: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IoError: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let service = NodeService { node };
     let check = AuthInterceptor::new(accept);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(StreamingNodeManagerServiceServer::with_interceptor(
@@ -707,12 +725,18 @@ pub async fn run_until(
     let storage = LocalDirStorage::open(&config.wal_dir)
         .with_context(|| format!("opening the WAL directory {}", config.wal_dir.display()))?;
     let node = Arc::new(StreamingNode::new(Arc::new(storage), config.wal.clone()));
-    let listener = crate::serve::bind(config.listen).await?;
-    let bound = listener.local_addr()?;
-    let address = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
+    let listener = match &config.socket {
+        Some(path) => Listener::Unix(crate::serve::bind_unix(path)?),
+        None => Listener::Tcp(crate::serve::bind(config.listen).await?),
+    };
+    let bound = match (&listener, &config.socket) {
+        (Listener::Tcp(listener), _) => listener.local_addr()?.to_string(),
+        (Listener::Unix(_), Some(path)) => {
+            format!("{}{}", crate::serve::UNIX_PREFIX, path.display())
+        }
+        (Listener::Unix(_), None) => anyhow::bail!("a Unix listener without a path"),
+    };
+    let address = config.advertise.clone().unwrap_or_else(|| bound.clone());
     tracing::info!(listen = %bound, address, wal_dir = %config.wal_dir.display(), coordinator = config.coordinator, authentication = config.auth.is_some(), "streaming node serving");
     let present = Present(config.auth.as_ref().map(|auth| auth.present.clone()));
     let session = tokio::spawn(keep_session(
@@ -722,11 +746,22 @@ pub async fn run_until(
         present.clone(),
     ));
     let accept = config.auth.as_ref().map(|auth| auth.accept.clone());
-    let served = serve(node.clone(), listener, accept, shutdown).await;
+    let served = match listener {
+        Listener::Tcp(listener) => serve(node.clone(), listener, accept, shutdown).await,
+        Listener::Unix(listener) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            serve_incoming(node.clone(), incoming, accept, shutdown).await
+        }
+    };
     session.abort();
     node.shut_down().await;
     hand_over(&node, &config.coordinator, present).await;
     served
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
 }
 
 /// Ends the node's session at the coordinator after its WALs are fenced, so that its
@@ -738,10 +773,7 @@ async fn hand_over(node: &StreamingNode, coordinator: &str, present: Present) {
         return;
     }
     let deregistered = async {
-        let channel = tonic::transport::Endpoint::from_shared(coordinator.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .connect()
-            .await?;
+        let channel = crate::serve::connect(coordinator, Duration::from_secs(1)).await?;
         let reply = StreamingNodeSessionServiceClient::with_interceptor(channel, present)
             .deregister(DeregisterRequest { server_id })
             .await?;

@@ -165,6 +165,9 @@ pub(super) async fn run(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
 /// in-process streaming node; stopped after the engine, the node before the endpoint so
 /// that it can end its session there (the next `up` then takes the control channel
@@ -216,29 +219,54 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
     let until = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let internal = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the internal streaming endpoint")?;
-    let coordinator = format!("http://{}", internal.local_addr()?);
+    // Both ends of the plane live in this process: they talk over Unix sockets in the data
+    // directory (0600), or over loopback when its path is too long for a socket address.
+    let coord_socket = data_dir.join("streaming-coord.sock");
+    let node_socket = data_dir.join("streaming-node.sock");
+    let on_sockets = [&coord_socket, &node_socket]
+        .iter()
+        .all(|path| path.as_os_str().len() <= MAX_SOCKET_PATH);
     let (assignment, session) = gate.services();
     let check = AuthInterceptor::new(Some(plane.accept.clone()));
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(InterceptedService::new(assignment, check.clone()))
+        .add_service(InterceptedService::new(session, check));
     let serving = until(endpoint_stopped);
-    let endpoint = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(InterceptedService::new(assignment, check.clone()))
-            .add_service(InterceptedService::new(session, check))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(internal),
-                serving,
-            )
+    let (coordinator, endpoint) = if on_sockets {
+        let internal = crate::serve::bind_unix(&coord_socket)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(internal);
+        let endpoint = tokio::spawn(async move {
+            server
+                .serve_with_incoming_shutdown(incoming, serving)
+                .await
+                .context("internal streaming endpoint")
+        });
+        let address = format!("{}{}", crate::serve::UNIX_PREFIX, coord_socket.display());
+        (address, endpoint)
+    } else {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            "the data directory's path is too long for a Unix socket: the WAL plane uses loopback TCP (still authenticated)"
+        );
+        let internal = TcpListener::bind("127.0.0.1:0")
             .await
-            .context("internal streaming endpoint")
-    });
+            .context("binding the internal streaming endpoint")?;
+        let address = format!("http://{}", internal.local_addr()?);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(internal);
+        let endpoint = tokio::spawn(async move {
+            server
+                .serve_with_incoming_shutdown(incoming, serving)
+                .await
+                .context("internal streaming endpoint")
+        });
+        (address, endpoint)
+    };
     let node = crate::streaming::node::NodeConfig {
         coordinator,
         wal_dir: data_dir.join("wal"),
         listen: "127.0.0.1:0".parse()?,
+        socket: on_sockets.then_some(node_socket),
         advertise: None,
         wal: Default::default(),
         auth: Some(plane),
