@@ -236,12 +236,7 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
     let (coordinator, endpoint) = if on_sockets {
         let internal = crate::serve::bind_unix(&coord_socket)?;
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(internal);
-        let endpoint = tokio::spawn(async move {
-            server
-                .serve_with_incoming_shutdown(incoming, serving)
-                .await
-                .context("internal streaming endpoint")
-        });
+        let endpoint = spawn_endpoint(server, incoming, serving);
         let address = format!("{}{}", crate::serve::UNIX_PREFIX, coord_socket.display());
         (address, endpoint)
     } else {
@@ -254,12 +249,7 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
             .context("binding the internal streaming endpoint")?;
         let address = format!("http://{}", internal.local_addr()?);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(internal);
-        let endpoint = tokio::spawn(async move {
-            server
-                .serve_with_incoming_shutdown(incoming, serving)
-                .await
-                .context("internal streaming endpoint")
-        });
+        let endpoint = spawn_endpoint(server, incoming, serving);
         (address, endpoint)
     };
     let node = crate::streaming::node::NodeConfig {
@@ -298,6 +288,29 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
             endpoint,
         },
     ))
+}
+
+/// Serves the internal streaming endpoint on `incoming` until `stopped`.
+fn spawn_endpoint<Io, IoError>(
+    server: tonic::transport::server::Router,
+    incoming: impl futures::Stream<Item = Result<Io, IoError>> + Send + 'static,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>>
+where
+    Io: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IoError: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await
+            .context("internal streaming endpoint")
+    })
 }
 
 async fn stop(
