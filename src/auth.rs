@@ -387,12 +387,24 @@ impl Authenticator {
 #[derive(Clone, Debug, Default)]
 pub struct AuthInterceptor {
     authenticator: Option<Authenticator>,
+    also: Option<Authenticator>,
 }
 
 impl AuthInterceptor {
     /// Checks requests with `authenticator` (`None`: authentication off).
     pub fn new(authenticator: Option<Authenticator>) -> Self {
-        Self { authenticator }
+        Self {
+            authenticator,
+            also: None,
+        }
+    }
+
+    /// Also accepts what `other` accepts (when the check is on at all).
+    pub fn or(self, other: Option<Authenticator>) -> Self {
+        Self {
+            also: other,
+            ..self
+        }
     }
 }
 
@@ -400,6 +412,10 @@ impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(authenticator) = &self.authenticator
             && let Err(failure) = authenticator.check(&request)
+            && self
+                .also
+                .as_ref()
+                .is_none_or(|also| also.check(&request).is_err())
         {
             tracing::debug!(
                 reason = failure.message(),
@@ -659,6 +675,16 @@ mod tests {
             .metadata_mut()
             .insert(HEADER, "dA==".parse().expect("ascii"));
         assert!(on.call(request).is_ok());
+        // "or": either set is accepted, nothing else.
+        let mut either = AuthInterceptor::new(Some(Authenticator::new(["t"])))
+            .or(Some(Authenticator::new(["u"])));
+        for (token, accepted) in [("dA==", true), ("dQ==", true), ("dg==", false)] {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert(HEADER, token.parse().expect("ascii"));
+            assert_eq!(either.call(request).is_ok(), accepted, "{token}");
+        }
     }
 
     #[tokio::test]

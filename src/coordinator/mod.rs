@@ -330,8 +330,9 @@ pub async fn serve_with(
     serve_with_streaming(engine, listener, security, None, None, shutdown).await
 }
 
-/// [`serve_with`] plus the streaming coordinator's services on the same port; those
-/// accept only the WAL plane's credentials (`plane`; `None`: open).
+/// [`serve_with`] plus the streaming coordinator's services on the same port: node
+/// sessions accept only the WAL plane's credentials (`plane`; `None`: open), the
+/// assignment service (read by the operator to drain nodes) those or a client's.
 pub async fn serve_with_streaming(
     engine: Arc<Engine>,
     listener: TcpListener,
@@ -340,12 +341,13 @@ pub async fn serve_with_streaming(
     plane: Option<Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let interceptor = auth::AuthInterceptor::new(plane);
+    let nodes_only = auth::AuthInterceptor::new(plane.clone());
+    let nodes_or_clients = auth::AuthInterceptor::new(plane).or(security.authenticator.clone());
     let streaming = streaming.map(|gate| {
         let (assignment, session) = gate.services();
         (
-            tonic::service::interceptor::InterceptedService::new(assignment, interceptor.clone()),
-            tonic::service::interceptor::InterceptedService::new(session, interceptor.clone()),
+            tonic::service::interceptor::InterceptedService::new(assignment, nodes_or_clients),
+            tonic::service::interceptor::InterceptedService::new(session, nodes_only),
         )
     });
     let (assignment, session) = streaming.unzip();
