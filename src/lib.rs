@@ -1,6 +1,7 @@
 //! collection-operator: declarative Milvus-style collection aliases, and the embedded
 //! Milvus-compatible coordinator they are reconciled against.
 
+pub mod auth;
 pub mod client;
 pub mod coordinator;
 pub mod crd;

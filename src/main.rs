@@ -66,6 +66,13 @@ enum Command {
         auth: AuthArgs,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Credentials of the WAL plane, one per line: the coordinator presents the first
+        /// to its streaming nodes (their --auth-token-file must accept it) and accepts only
+        /// these on its streaming endpoints (node sessions, assignment). Default: the
+        /// client credentials (--auth-token-file / COORDINATOR_AUTH_TOKENS); with neither,
+        /// the WAL plane is open.
+        #[arg(long, env = "COORDINATOR_INTERNAL_TOKEN_FILE", value_name = "PATH")]
+        internal_token_file: Option<PathBuf>,
         #[command(flatten)]
         streaming: collection_operator::streaming::coord::StreamingArgs,
         #[command(flatten)]
@@ -94,6 +101,12 @@ enum Command {
         /// A WAL segment rolls over at this size (MiB).
         #[arg(long, default_value_t = 64)]
         segment_mib: u64,
+        /// Require credentials on this node's port, one per line (the file the
+        /// coordinator's --internal-token-file, or else its --auth-token-file, names): every
+        /// call must carry one, and the node presents the first to the coordinator. The
+        /// file is re-read when it changes. Without it the node's port is open.
+        #[arg(long, env = "STREAMING_AUTH_TOKEN_FILE", value_name = "PATH")]
+        auth_token_file: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions (the source of `crds/`).
     Crds,
@@ -135,8 +148,20 @@ fn parse_arguments() -> Cli {
     }
 }
 
+/// Everything this process creates is its own: files 0600, directories 0700 (the redb
+/// file, the commit log, WAL segments, `up-state.json`, the LOCK file, Unix sockets). The
+/// metadata and the DDL log are not for other local users to read.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    private_files();
     let cli = parse_arguments();
     init_tracing(cli.log_format);
     match cli.command {
@@ -150,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             meta_store,
             auth,
             tls,
+            internal_token_file,
             streaming,
             connections,
         } => {
@@ -166,6 +192,10 @@ async fn main() -> anyhow::Result<()> {
                 listen,
                 engine,
                 auth: AuthConfig::from_env(&auth)?,
+                internal_auth: internal_token_file.map(|path| AuthConfig {
+                    token_file: Some(path),
+                    tokens: Vec::new(),
+                }),
                 tls: tls.files(),
                 ddl_wal: streaming.ddl_wal,
                 streaming: streaming.config(),
@@ -179,16 +209,27 @@ async fn main() -> anyhow::Result<()> {
             listen,
             advertise,
             segment_mib,
+            auth_token_file,
         } => {
+            let auth = auth_token_file
+                .map(|path| {
+                    coordinator::auth::PlaneAuth::load(&AuthConfig {
+                        token_file: Some(path),
+                        tokens: Vec::new(),
+                    })
+                })
+                .transpose()?;
             collection_operator::streaming::node::run(
                 collection_operator::streaming::node::NodeConfig {
                     coordinator,
                     wal_dir,
                     listen,
+                    socket: None,
                     advertise,
                     wal: collection_operator::streaming::wal::WalConfig {
                         segment_bytes: segment_mib.max(1) * 1024 * 1024,
                     },
+                    auth,
                 },
             )
             .await

@@ -4,9 +4,91 @@
 //! imports the other for these.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+
+/// Address prefix of a Unix socket (`unix:/path/to.sock`); other addresses are
+/// `host:port` or a URL.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// The endpoint of `address` with `timeout` to connect: `unix:PATH` goes through a
+/// connector over the socket, anything else over TCP (`http://` assumed).
+fn endpoint(address: &str, timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    let url = match address.strip_prefix(UNIX_PREFIX) {
+        // The authority is not used; the connector dials the socket.
+        Some(_) => "http://localhost".to_string(),
+        None if address.contains("://") => address.to_string(),
+        None => format!("http://{address}"),
+    };
+    Ok(Endpoint::from_shared(url)?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true))
+}
+
+fn unix_connector(
+    path: PathBuf,
+) -> impl tower::Service<
+    tonic::codegen::http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
++ Clone
++ 'static {
+    tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let path = path.clone();
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }
+    })
+}
+
+/// Connects to `address` (`unix:PATH`, `host:port` or a URL).
+pub async fn connect(address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = endpoint(address, timeout)?;
+    match address.strip_prefix(UNIX_PREFIX) {
+        Some(path) => {
+            endpoint
+                .connect_with_connector(unix_connector(PathBuf::from(path)))
+                .await
+        }
+        None => endpoint.connect().await,
+    }
+}
+
+/// [`connect`] on first use.
+pub fn connect_lazy(address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = endpoint(address, timeout)?;
+    Ok(match address.strip_prefix(UNIX_PREFIX) {
+        Some(path) => endpoint.connect_with_connector_lazy(unix_connector(PathBuf::from(path))),
+        None => endpoint.connect_lazy(),
+    })
+}
+
+/// Binds a Unix socket at `path` that only this user may connect to (0600); a socket file
+/// left by a crashed process is replaced (the caller holds the data directory's lock).
+pub fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("removing the old socket {}", path.display()));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the Unix socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(listener)
+}
 
 /// Largest message a server decodes and a client accepts (Milvus's proxy allows 64 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -1,7 +1,6 @@
 //! The Milvus-compatible coordinator: a gRPC server for `MilvusService` over the meta
 //! engine (redb by default; etcd with cargo feature `etcd` and `--meta-store etcd`).
 
-pub mod auth;
 pub mod connections;
 pub mod ddl_wal;
 pub mod engine;
@@ -17,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+pub use crate::auth;
 pub use auth::{AuthArgs, AuthConfig, Authenticator};
 pub use connections::{ConnectionArgs, ConnectionLimits};
 pub use engine::{Engine, EngineConfig, RecoveryStats};
@@ -39,6 +39,10 @@ pub struct CoordinatorConfig {
     pub engine: EngineConfig,
     /// Accepted credentials; `None`: the endpoint is open.
     pub auth: Option<AuthConfig>,
+    /// Credentials of the WAL plane (`--internal-token-file`): the coordinator presents
+    /// the first to the streaming nodes, and its streaming endpoints (node sessions,
+    /// assignment) accept only these. `None`: the client credentials of `auth` serve.
+    pub internal_auth: Option<AuthConfig>,
     /// Certificate and key to serve TLS with; `None`: plaintext.
     pub tls: Option<TlsFiles>,
     /// The streaming coordinator (WAL placement); `None`: off.
@@ -352,19 +356,25 @@ pub async fn serve_with(
     security: Security,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    serve_with_streaming(engine, listener, security, None, shutdown).await
+    serve_with_streaming(engine, listener, security, None, None, shutdown).await
 }
 
-/// [`serve_with`] plus the streaming coordinator's services (same port, same auth check).
+/// [`serve_with`] plus the streaming coordinator's services on the same port: node
+/// sessions accept only the WAL plane's credentials (`plane`; `None`: open), the
+/// assignment service (read by the operator to drain nodes) those or a client's.
 pub async fn serve_with_streaming(
     engine: Arc<Engine>,
     listener: TcpListener,
     security: Security,
     streaming: Option<crate::streaming::gate::StreamingGate>,
+    plane: Option<Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let limits = ConnectionLimits::default();
-    serve_limited(engine, listener, security, streaming, limits, shutdown).await
+    serve_limited(
+        engine, listener, security, streaming, plane, limits, shutdown,
+    )
+    .await
 }
 
 /// [`serve_with_streaming`] with a connection cap and idle timeout.
@@ -373,15 +383,17 @@ pub async fn serve_limited(
     listener: TcpListener,
     security: Security,
     streaming: Option<crate::streaming::gate::StreamingGate>,
+    plane: Option<Authenticator>,
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let interceptor = auth::AuthInterceptor::new(security.authenticator.clone());
+    let nodes_only = auth::AuthInterceptor::new(plane.clone());
+    let nodes_or_clients = auth::AuthInterceptor::new(plane).or(security.authenticator.clone());
     let streaming = streaming.map(|gate| {
         let (assignment, session) = gate.services();
         (
-            tonic::service::interceptor::InterceptedService::new(assignment, interceptor.clone()),
-            tonic::service::interceptor::InterceptedService::new(session, interceptor.clone()),
+            tonic::service::interceptor::InterceptedService::new(assignment, nodes_or_clients),
+            tonic::service::interceptor::InterceptedService::new(session, nodes_only),
         )
     });
     let (assignment, session) = streaming.unzip();
@@ -427,9 +439,19 @@ pub async fn run(mut config: CoordinatorConfig) -> anyhow::Result<()> {
         .within_nofile(connections::raise_nofile_limit());
     // Bad credentials or TLS files stop the start before the store is opened.
     let security = Security::load(config.auth.as_ref(), config.tls.as_ref())?;
+    let plane = match config.internal_auth.as_ref().or(config.auth.as_ref()) {
+        Some(plane) => {
+            Some(auth::PlaneAuth::load(plane).context("loading the WAL plane's credentials")?)
+        }
+        None => None,
+    };
+    if let Some(streaming) = config.streaming.as_mut() {
+        streaming.credential = plane.as_ref().map(|plane| plane.present.clone());
+    }
+    let plane = plane.map(|plane| plane.accept);
     #[cfg(feature = "etcd")]
     if config.meta_store.meta_store == MetaStoreKind::Etcd {
-        return run_replica_process(config, security).await;
+        return run_replica_process(config, security, plane).await;
     }
     // The gate exists before the engine: with --ddl-wal the meta writer finds the control
     // channel through it (and waits, refusing DDL, until a streaming node holds it).
@@ -457,6 +479,7 @@ pub async fn run(mut config: CoordinatorConfig) -> anyhow::Result<()> {
         listener,
         security,
         gate,
+        plane,
         config.connections,
         shutdown_signal(),
     )
@@ -482,7 +505,11 @@ pub fn engine_config_with_wal(
         let Some(gate) = gate else {
             anyhow::bail!("--ddl-wal needs the streaming coordinator (--pchannels > 0)");
         };
-        let log = ddl_wal::ControlChannelLog::new(gate.clone())
+        let credential = config
+            .streaming
+            .as_ref()
+            .and_then(|streaming| streaming.credential.clone());
+        let log = ddl_wal::ControlChannelLog::new(gate.clone(), credential)
             .context("starting the DDL log runtime")?;
         engine.ddl_log = Some(engine::DdlLogHandle(Arc::new(log)));
         tracing::info!("DDL goes through the WAL (the control channel)");
@@ -519,7 +546,11 @@ async fn bind(config: &CoordinatorConfig, security: &Security) -> anyhow::Result
 /// One replica on etcd: loads the meta table as a follower, serves reads at once, and
 /// campaigns for leadership beside the server.
 #[cfg(feature = "etcd")]
-async fn run_replica_process(config: CoordinatorConfig, security: Security) -> anyhow::Result<()> {
+async fn run_replica_process(
+    config: CoordinatorConfig,
+    security: Security,
+    plane: Option<Authenticator>,
+) -> anyhow::Result<()> {
     let args = &config.meta_store;
     if args.etcd_endpoints.is_empty() {
         anyhow::bail!("--meta-store etcd needs --etcd-endpoints");
@@ -602,6 +633,7 @@ async fn run_replica_process(config: CoordinatorConfig, security: Security) -> a
         listener,
         security,
         gate,
+        plane,
         config.connections,
         shutdown_signal(),
     )

@@ -188,6 +188,18 @@ pub(super) fn alias(
                 "waiting for collection {} in database {} to become Ready",
                 intent.target, intent.database
             )
+        } else if let Some(real) = observed
+            .aliases
+            .get(&(intent.database.clone(), intent.target.clone()))
+        {
+            // Milvus resolves an alias's target among collection names only (CreateAlias
+            // answers 100 "collection not found"; `meta_table.go` `CheckIfAliasCreatable`),
+            // so waiting would never end.
+            format!(
+                "{} in database {} is an alias (of collection {real}), not a collection: \
+                 aliases cannot target aliases; set the target to {real}",
+                intent.target, intent.database
+            )
         } else {
             format!(
                 "waiting for collection {} to exist in database {}",

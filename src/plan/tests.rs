@@ -603,6 +603,17 @@ fn alias_rules() {
             NotReady(Reason::WaitingForTarget, "waiting for collection v3"),
         ),
         alias_case(
+            "target is an alias: say so instead of waiting forever",
+            alias("prod", "staging"),
+            engine().collection("v1", 1).alias("staging", "v1"),
+            vec![],
+            NotReady(
+                Reason::WaitingForTarget,
+                "staging in database default is an alias (of collection v1), not a \
+                 collection: aliases cannot target aliases; set the target to v1",
+            ),
+        ),
+        alias_case(
             "target missing, Immediate: still wait (it must exist)",
             immediate(alias("prod", "v3")),
             engine(),

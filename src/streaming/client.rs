@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 
 use super::node::encode_channel_metadata;
 use super::{CREATE_CONSUMER_KEY, CREATE_PRODUCER_KEY, StreamingFailure};
+use crate::auth::Credential;
 use crate::proto::common::ImmutableMessage;
 use crate::proto::messages::Message;
 use crate::proto::streaming::streaming_coord_assignment_service_client::StreamingCoordAssignmentServiceClient;
@@ -54,16 +55,9 @@ impl ClientError {
     }
 }
 
-/// Connects a channel to `host:port`.
+/// Connects a channel to `host:port` (or `unix:PATH`).
 pub async fn connect(address: &str) -> Result<Channel, ClientError> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| ClientError::Rpc(tonic::Status::invalid_argument(error.to_string())))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect()
-            .await?,
-    )
+    Ok(crate::serve::connect(address, Duration::from_secs(2)).await?)
 }
 
 /// Where a pchannel is: its term and the address of its holder.
@@ -136,12 +130,21 @@ pub struct Discovery {
 impl Discovery {
     /// Subscribes at the coordinator `address`.
     pub async fn start(address: &str) -> Result<Self, ClientError> {
+        Self::start_as(address, None).await
+    }
+
+    /// [`Self::start`] presenting `credential`.
+    pub async fn start_as(
+        address: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Self, ClientError> {
         let mut client = StreamingCoordAssignmentServiceClient::new(connect(address).await?);
         let (commands, outgoing) = mpsc::channel(16);
-        let mut inbound = client
-            .assignment_discover(ReceiverStream::new(outgoing))
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let Some(credential) = credential {
+            credential.attach(request.metadata_mut());
+        }
+        let mut inbound = client.assignment_discover(request).await?.into_inner();
         let (sender, view) = watch::channel(AssignmentView::default());
         tokio::spawn(async move {
             while let Some(Ok(response)) = inbound.next().await {
@@ -211,6 +214,15 @@ pub type ProduceOutcome = Result<ProduceMessageResponseResult, ClientError>;
 impl Producer {
     /// Opens a producer on the holder at `address`.
     pub async fn open(address: &str, channel: PChannelInfo) -> Result<Self, ClientError> {
+        Self::open_as(address, channel, None).await
+    }
+
+    /// [`Self::open`] presenting `credential`.
+    pub async fn open_as(
+        address: &str,
+        channel: PChannelInfo,
+        credential: Option<&Credential>,
+    ) -> Result<Self, ClientError> {
         let mut client = StreamingNodeHandlerServiceClient::new(connect(address).await?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
@@ -225,6 +237,9 @@ impl Producer {
                 .parse()
                 .map_err(|_| ClientError::Rpc(tonic::Status::internal("metadata")))?,
         );
+        if let Some(credential) = credential {
+            credential.attach(request.metadata_mut());
+        }
         let mut responses = client.produce(request).await?.into_inner();
         match responses.message().await? {
             Some(ProduceResponse {
@@ -287,6 +302,16 @@ pub async fn consume(
     channel: PChannelInfo,
     policy: deliver_policy::Policy,
 ) -> Result<impl tokio_stream::Stream<Item = Result<ImmutableMessage, ClientError>>, ClientError> {
+    consume_as(address, channel, policy, None).await
+}
+
+/// [`consume`] presenting `credential`.
+pub async fn consume_as(
+    address: &str,
+    channel: PChannelInfo,
+    policy: deliver_policy::Policy,
+    credential: Option<&Credential>,
+) -> Result<impl tokio_stream::Stream<Item = Result<ImmutableMessage, ClientError>>, ClientError> {
     let mut client = StreamingNodeHandlerServiceClient::new(connect(address).await?)
         .max_decoding_message_size(64 << 20);
     let name = channel.name.clone();
@@ -315,6 +340,9 @@ pub async fn consume(
             .parse()
             .map_err(|_| ClientError::Rpc(tonic::Status::internal("metadata")))?,
     );
+    if let Some(credential) = credential {
+        credential.attach(request.metadata_mut());
+    }
     let responses = client.consume(request).await?.into_inner();
     Ok(async_stream_of(responses, requests))
 }

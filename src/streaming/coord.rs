@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::balancer::{self, ChannelView, NodeState, Policy};
 use super::{SERVER_ID_KEY, StreamingFailure, pchannel_name};
+use crate::auth::{Credential, Present};
 use crate::proto::session::streaming_node_session_service_server::StreamingNodeSessionService;
 use crate::proto::session::{
     DeregisterRequest, DeregisterResponse, KeepAliveRequest, KeepAliveResponse, RegisterRequest,
@@ -37,6 +38,7 @@ use crate::proto::streaming::streaming_coord_assignment_service_server::Streamin
 use crate::proto::streaming::streaming_node_manager_service_client::StreamingNodeManagerServiceClient;
 use crate::proto::streaming::*;
 use crate::store::{MetaStore, WriteBatch};
+use tonic::service::interceptor::InterceptedService;
 
 /// Key prefix of everything the streaming coordinator persists.
 pub const KEY_PREFIX: &str = "streamingcoord-meta/";
@@ -46,6 +48,9 @@ const NEXT_SERVER_ID_KEY: &str = "streamingcoord-meta/next-server-id";
 const POLICY_KEY: &str = "streamingcoord-meta/policy";
 const INCARNATION_KEY: &str = "streamingcoord-meta/incarnation";
 const CCHANNEL_KEY: &str = "streamingcoord-meta/cchannel";
+/// A streaming node's manager service, called with the coordinator's credential.
+type NodeClient = StreamingNodeManagerServiceClient<InterceptedService<Channel, Present>>;
+
 /// Consecutive failed balance rounds logged at debug before they are warned about.
 const QUIET_FAILED_ROUNDS: u32 = 5;
 
@@ -67,6 +72,9 @@ pub struct StreamingCoordConfig {
     pub max_moves_per_round: usize,
     /// Timeout of one Assign/Remove call.
     pub operation_timeout: Duration,
+    /// Presented to the streaming nodes on Assign/Remove/CollectStatus (they accept
+    /// these only from the coordinator when their authentication is on).
+    pub credential: Option<Credential>,
 }
 
 impl Default for StreamingCoordConfig {
@@ -79,6 +87,7 @@ impl Default for StreamingCoordConfig {
             max_per_node: None,
             max_moves_per_round: 3,
             operation_timeout: Duration::from_secs(10),
+            credential: None,
         }
     }
 }
@@ -158,7 +167,7 @@ struct Inner {
     incarnation: i64,
     cchannel: String,
     published: watch::Sender<Arc<FullStreamingNodeAssignmentWithVersion>>,
-    clients: Mutex<HashMap<String, StreamingNodeManagerServiceClient<Channel>>>,
+    clients: Mutex<HashMap<String, NodeClient>>,
     balance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -462,17 +471,19 @@ impl StreamingCoord {
         Ok(true)
     }
 
-    fn client(&self, address: &str) -> Result<StreamingNodeManagerServiceClient<Channel>, Status> {
+    fn client(&self, address: &str) -> Result<NodeClient, Status> {
         let mut clients = self.inner.clients.lock();
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| Status::invalid_argument(format!("node address {address}: {error}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let client = StreamingNodeManagerServiceClient::new(channel);
+        let channel =
+            crate::serve::connect_lazy(address, Duration::from_secs(2)).map_err(|error| {
+                Status::invalid_argument(format!("node address {address}: {error}"))
+            })?;
+        let client = StreamingNodeManagerServiceClient::with_interceptor(
+            channel,
+            Present(self.inner.config.credential.clone()),
+        );
         clients.insert(address.to_string(), client.clone());
         Ok(client)
     }

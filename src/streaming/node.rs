@@ -34,6 +34,7 @@ use super::{
     CREATE_CONSUMER_KEY, CREATE_PRODUCER_KEY, PROP_VCHANNEL, SERVER_ID_KEY, StreamingFailure,
     StreamingResult,
 };
+use crate::auth::{AuthInterceptor, PlaneAuth, Present};
 use crate::proto::session::streaming_node_session_service_client::StreamingNodeSessionServiceClient;
 use crate::proto::session::{DeregisterRequest, KeepAliveRequest, RegisterRequest};
 use crate::proto::streaming::streaming_node_handler_service_server::{
@@ -53,11 +54,17 @@ pub struct NodeConfig {
     pub wal_dir: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// Listen on this Unix socket (0600) instead of `listen`, advertised as `unix:PATH`
+    /// (`up`'s in-process node).
+    pub socket: Option<PathBuf>,
     /// Address the coordinator and clients use to reach this node; default: the bound
     /// listen address.
     pub advertise: Option<String>,
     /// WAL tuning.
     pub wal: WalConfig,
+    /// When set, every call to this node must carry one of the accepted credentials (the
+    /// coordinator's), and the node presents its own to the coordinator; `None`: open.
+    pub auth: Option<PlaneAuth>,
 }
 
 /// One pchannel's lifetime on this node.
@@ -578,16 +585,18 @@ impl StreamingNodeHandlerService for NodeService {
 
 /// Keeps the node's session with the coordinator: register, renew, and on a lapsed lease
 /// fence everything and register again.
-async fn keep_session(node: Arc<StreamingNode>, coordinator: String, address: String) {
+async fn keep_session(
+    node: Arc<StreamingNode>,
+    coordinator: String,
+    address: String,
+    present: Present,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let registered = async {
-            let channel = tonic::transport::Endpoint::from_shared(coordinator.clone())?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
-            let mut client = StreamingNodeSessionServiceClient::new(channel);
+            let channel = crate::serve::connect(&coordinator, Duration::from_secs(2)).await?;
+            let mut client =
+                StreamingNodeSessionServiceClient::with_interceptor(channel, present.clone());
             let sent = Instant::now();
             let response = client
                 .register(RegisterRequest {
@@ -657,21 +666,47 @@ async fn keep_session(node: Arc<StreamingNode>, coordinator: String, address: St
     }
 }
 
-/// Serves the node's services on `listener` until `shutdown`.
+/// Serves the node's services on `listener` until `shutdown`; with `accept`, every call
+/// (Assign, Remove, Produce, Consume, ...) must carry one of its credentials.
 pub async fn serve(
     node: Arc<StreamingNode>,
     listener: TcpListener,
+    accept: Option<crate::auth::Authenticator>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let service = NodeService { node };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_incoming(node, incoming, accept, shutdown).await
+}
+
+/// [`serve`] on any stream of connections (a Unix socket's).
+pub async fn serve_incoming<Io, IoError>(
+    node: Arc<StreamingNode>,
+    incoming: impl Stream<Item = Result<Io, IoError>> + Send,
+    accept: Option<crate::auth::Authenticator>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    Io: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IoError: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = NodeService { node };
+    let check = AuthInterceptor::new(accept);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(StreamingNodeManagerServiceServer::new(service.clone()))
-        .add_service(
+        .add_service(StreamingNodeManagerServiceServer::with_interceptor(
+            service.clone(),
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             StreamingNodeHandlerServiceServer::new(service)
                 .max_decoding_message_size(crate::serve::MAX_MESSAGE_BYTES),
-        )
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("streaming node gRPC server failed")
@@ -690,39 +725,56 @@ pub async fn run_until(
     let storage = LocalDirStorage::open(&config.wal_dir)
         .with_context(|| format!("opening the WAL directory {}", config.wal_dir.display()))?;
     let node = Arc::new(StreamingNode::new(Arc::new(storage), config.wal.clone()));
-    let listener = crate::serve::bind(config.listen).await?;
-    let bound = listener.local_addr()?;
-    let address = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
-    tracing::info!(listen = %bound, address, wal_dir = %config.wal_dir.display(), coordinator = config.coordinator, "streaming node serving");
+    let listener = match &config.socket {
+        Some(path) => Listener::Unix(crate::serve::bind_unix(path)?),
+        None => Listener::Tcp(crate::serve::bind(config.listen).await?),
+    };
+    let bound = match (&listener, &config.socket) {
+        (Listener::Tcp(listener), _) => listener.local_addr()?.to_string(),
+        (Listener::Unix(_), Some(path)) => {
+            format!("{}{}", crate::serve::UNIX_PREFIX, path.display())
+        }
+        (Listener::Unix(_), None) => anyhow::bail!("a Unix listener without a path"),
+    };
+    let address = config.advertise.clone().unwrap_or_else(|| bound.clone());
+    tracing::info!(listen = %bound, address, wal_dir = %config.wal_dir.display(), coordinator = config.coordinator, authentication = config.auth.is_some(), "streaming node serving");
+    let present = Present(config.auth.as_ref().map(|auth| auth.present.clone()));
     let session = tokio::spawn(keep_session(
         node.clone(),
         config.coordinator.clone(),
         address,
+        present.clone(),
     ));
-    let served = serve(node.clone(), listener, shutdown).await;
+    let accept = config.auth.as_ref().map(|auth| auth.accept.clone());
+    let served = match listener {
+        Listener::Tcp(listener) => serve(node.clone(), listener, accept, shutdown).await,
+        Listener::Unix(listener) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            serve_incoming(node.clone(), incoming, accept, shutdown).await
+        }
+    };
     session.abort();
     node.shut_down().await;
-    hand_over(&node, &config.coordinator).await;
+    hand_over(&node, &config.coordinator, present).await;
     served
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener),
 }
 
 /// Ends the node's session at the coordinator after its WALs are fenced, so that its
 /// pchannels move at once instead of after the lease and grace. Best effort: a coordinator
 /// that cannot be reached lets the lease lapse as after a crash.
-async fn hand_over(node: &StreamingNode, coordinator: &str) {
+async fn hand_over(node: &StreamingNode, coordinator: &str, present: Present) {
     let server_id = node.server_id();
     if server_id == 0 {
         return;
     }
     let deregistered = async {
-        let channel = tonic::transport::Endpoint::from_shared(coordinator.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .connect()
-            .await?;
-        let reply = StreamingNodeSessionServiceClient::new(channel)
+        let channel = crate::serve::connect(coordinator, Duration::from_secs(1)).await?;
+        let reply = StreamingNodeSessionServiceClient::with_interceptor(channel, present)
             .deregister(DeregisterRequest { server_id })
             .await?;
         anyhow::Ok(reply.into_inner().removed)

@@ -65,6 +65,13 @@ pub struct UpArgs {
     /// File holding the token (or `user:password`) for `--engine`, first non-empty line.
     #[arg(long, requires = "engine")]
     pub engine_token_file: Option<PathBuf>,
+    /// Largest manifest file read, in bytes; a bigger one is reported, not read.
+    #[arg(
+        long,
+        default_value_t = manifest::DEFAULT_MAX_FILE_BYTES,
+        env = "COLLECTION_OPERATOR_MAX_MANIFEST_BYTES"
+    )]
+    pub max_manifest_bytes: u64,
 }
 
 /// Flags of `collection-operator plan`.
@@ -80,10 +87,18 @@ pub struct PlanArgs {
     /// Token, or `user:password`, when the engine requires authentication.
     #[arg(long, env = "MILVUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Largest manifest file read, in bytes; a bigger one is reported, not read.
+    #[arg(
+        long,
+        default_value_t = manifest::DEFAULT_MAX_FILE_BYTES,
+        env = "COLLECTION_OPERATOR_MAX_MANIFEST_BYTES"
+    )]
+    pub max_manifest_bytes: u64,
 }
 
 /// Runs `up` until SIGINT or SIGTERM.
 pub async fn run_up(args: UpArgs) -> anyhow::Result<()> {
+    manifest::set_max_file_bytes(args.max_manifest_bytes);
     run::run(args).await
 }
 
@@ -187,6 +202,7 @@ pub fn has_changes(plan: &Plan, serving: &serving::ServingPlan) -> bool {
 
 /// Runs `plan`; `Ok(true)` when the engine is not in sync with the manifests (exit 2).
 pub async fn run_plan(args: PlanArgs) -> anyhow::Result<bool> {
+    manifest::set_max_file_bytes(args.max_manifest_bytes);
     let endpoint = endpoint_of(&args.coordinator);
     let credentials = args.token.clone().map(Credentials::Token);
     // Manifests first: a bad file is reported even when the engine is down.

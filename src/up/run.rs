@@ -28,6 +28,7 @@ use super::reconcile::{self, Intents, action_key};
 use super::serving;
 use super::state::{self, Record, State};
 use super::table;
+use crate::auth::{AuthInterceptor, PlaneAuth};
 use crate::client::{ClientError, Credentials, EngineClient};
 use crate::coordinator::ddl_wal::ControlChannelLog;
 use crate::coordinator::engine::DdlLogHandle;
@@ -39,6 +40,7 @@ use crate::plan::{Action, Reason, Verdict};
 use crate::serve::shutdown_signal;
 use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
 use crate::streaming::gate::StreamingGate;
+use tonic::service::interceptor::InterceptedService;
 
 /// Above this many resources the status table shows only the rows that changed.
 const FULL_TABLE_ROWS: usize = 50;
@@ -196,6 +198,9 @@ fn read_engine_token(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("engine token file {} is empty", path.display()))
 }
 
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
 /// in-process streaming node; stopped after the engine, the node before the endpoint so
 /// that it can end its session there (the next `up` then takes the control channel
@@ -211,12 +216,17 @@ struct UpWal {
 /// Opens the engine with DDL through the WAL, as `coordinator --ddl-wal` does: a streaming
 /// coordinator with one pchannel (the control channel) and a streaming node in this process,
 /// its segments in `<data-dir>/wal`. The node reaches the streaming coordinator on a
-/// loopback endpoint of its own (without the MilvusService endpoint's credentials). So the
+/// loopback endpoint of its own; both ends check a random credential generated for this
+/// process (not the MilvusService endpoint's), so no other process can use them. So the
 /// single-machine path is the cluster's: every DDL is acknowledged by the WAL first, and one
 /// interrupted by a crash is completed at the next start.
 async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)> {
     let gate = StreamingGate::closed("the streaming coordinator is starting");
-    let log = ControlChannelLog::new(gate.clone()).context("starting the DDL log runtime")?;
+    // The WAL plane's credential: random, known only to this process, so that no other
+    // local process can talk to the internal endpoint or the node.
+    let plane = PlaneAuth::generate()?;
+    let log = ControlChannelLog::new(gate.clone(), Some(plane.present.clone()))
+        .context("starting the DDL log runtime")?;
     let config = EngineConfig {
         ddl_log: Some(DdlLogHandle(Arc::new(log))),
         ..EngineConfig::default()
@@ -230,6 +240,7 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
             pchannels: 1,
             lease_ttl: Duration::from_secs(2),
             node_lost_grace: Duration::ZERO,
+            credential: Some(plane.present.clone()),
             ..StreamingCoordConfig::default()
         },
     )
@@ -241,30 +252,47 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
     let until = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let internal = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the internal streaming endpoint")?;
-    let coordinator = format!("http://{}", internal.local_addr()?);
+    // Both ends of the plane live in this process: they talk over Unix sockets in the data
+    // directory (0600), or over loopback when its path is too long for a socket address.
+    let coord_socket = data_dir.join("streaming-coord.sock");
+    let node_socket = data_dir.join("streaming-node.sock");
+    let on_sockets = [&coord_socket, &node_socket]
+        .iter()
+        .all(|path| path.as_os_str().len() <= MAX_SOCKET_PATH);
     let (assignment, session) = gate.services();
+    let check = AuthInterceptor::new(Some(plane.accept.clone()));
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(InterceptedService::new(assignment, check.clone()))
+        .add_service(InterceptedService::new(session, check));
     let serving = until(endpoint_stopped);
-    let endpoint = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(assignment)
-            .add_service(session)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(internal),
-                serving,
-            )
+    let (coordinator, endpoint) = if on_sockets {
+        let internal = crate::serve::bind_unix(&coord_socket)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(internal);
+        let endpoint = spawn_endpoint(server, incoming, serving);
+        let address = format!("{}{}", crate::serve::UNIX_PREFIX, coord_socket.display());
+        (address, endpoint)
+    } else {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            "the data directory's path is too long for a Unix socket: the WAL plane uses loopback TCP (still authenticated)"
+        );
+        let internal = TcpListener::bind("127.0.0.1:0")
             .await
-            .context("internal streaming endpoint")
-    });
+            .context("binding the internal streaming endpoint")?;
+        let address = format!("http://{}", internal.local_addr()?);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(internal);
+        let endpoint = spawn_endpoint(server, incoming, serving);
+        (address, endpoint)
+    };
     let node = crate::streaming::node::NodeConfig {
         coordinator,
         wal_dir: data_dir.join("wal"),
         listen: "127.0.0.1:0".parse()?,
+        socket: on_sockets.then_some(node_socket),
         advertise: None,
         wal: Default::default(),
+        auth: Some(plane),
     };
     let node = tokio::spawn(crate::streaming::node::run_until(node, until(node_stopped)));
     // The writer syncs with the control channel first (and creates `default` on a new
@@ -293,6 +321,29 @@ async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)>
             endpoint,
         },
     ))
+}
+
+/// Serves the internal streaming endpoint on `incoming` until `stopped`.
+fn spawn_endpoint<Io, IoError>(
+    server: tonic::transport::server::Router,
+    incoming: impl futures::Stream<Item = Result<Io, IoError>> + Send + 'static,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>>
+where
+    Io: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IoError: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    tokio::spawn(async move {
+        server
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await
+            .context("internal streaming endpoint")
+    })
 }
 
 async fn stop(

@@ -78,6 +78,11 @@ impl Proc {
     /// `streaming-node` on a free port of loopback address `ip` (any of 127.0.0.0/8), so
     /// that nodes can be told apart by IP as pods are.
     pub fn node_on(coordinator: &str, wal_dir: &Path, ip: &str) -> Self {
+        Self::node_with(coordinator, wal_dir, ip, &[])
+    }
+
+    /// [`Proc::node_on`] with more flags (e.g. `--auth-token-file`).
+    pub fn node_with(coordinator: &str, wal_dir: &Path, ip: &str, extra: &[&str]) -> Self {
         let address = format!("{ip}:{}", super::free_port());
         let child = Command::new(super::binary())
             .args(["streaming-node", "--coordinator"])
@@ -85,6 +90,7 @@ impl Proc {
             .arg("--wal-dir")
             .arg(wal_dir)
             .args(["--listen", &address])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

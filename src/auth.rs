@@ -1,5 +1,8 @@
-//! Optional authentication of the coordinator's gRPC endpoint, answering exactly as Milvus
-//! does when `common.security.authorizationEnabled` is on.
+//! Optional authentication of the gRPC endpoints (the coordinator's, and the WAL plane's:
+//! the streaming endpoints of the coordinator and the streaming nodes), answering exactly
+//! as Milvus does when `common.security.authorizationEnabled` is on. It sits below both
+//! servers, so that the streaming node checks and presents credentials without knowing
+//! the coordinator.
 //!
 //! # What clients send
 //!
@@ -384,12 +387,24 @@ impl Authenticator {
 #[derive(Clone, Debug, Default)]
 pub struct AuthInterceptor {
     authenticator: Option<Authenticator>,
+    also: Option<Authenticator>,
 }
 
 impl AuthInterceptor {
     /// Checks requests with `authenticator` (`None`: authentication off).
     pub fn new(authenticator: Option<Authenticator>) -> Self {
-        Self { authenticator }
+        Self {
+            authenticator,
+            also: None,
+        }
+    }
+
+    /// Also accepts what `other` accepts (when the check is on at all).
+    pub fn or(self, other: Option<Authenticator>) -> Self {
+        Self {
+            also: other,
+            ..self
+        }
     }
 }
 
@@ -397,6 +412,10 @@ impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(authenticator) = &self.authenticator
             && let Err(failure) = authenticator.check(&request)
+            && self
+                .also
+                .as_ref()
+                .is_none_or(|also| also.check(&request).is_err())
         {
             tracing::debug!(
                 reason = failure.message(),
@@ -405,6 +424,95 @@ impl tonic::service::Interceptor for AuthInterceptor {
             return Err(failure.to_status());
         }
         Ok(request)
+    }
+}
+
+/// A credential this process presents on its own calls: the `authorization` header value
+/// (base64 of the token, as pymilvus sends it). Its Debug output hides it.
+#[derive(Clone)]
+pub struct Credential {
+    header: tonic::metadata::AsciiMetadataValue,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(***)")
+    }
+}
+
+impl Credential {
+    /// The credential `raw` (a token or `user:password`).
+    pub fn new(raw: &str) -> anyhow::Result<Self> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+        let header = encoded
+            .parse()
+            .map_err(|_| anyhow::anyhow!("a credential does not make a valid header value"))?;
+        Ok(Self { header })
+    }
+
+    /// The first credential `config` accepts: what a process presents when the same
+    /// credentials are used in both directions.
+    pub fn first_of(config: &AuthConfig) -> anyhow::Result<Self> {
+        let credentials = config.load()?;
+        let first = credentials
+            .first()
+            .context("authentication is on but no credential is configured")?;
+        Self::new(first)
+    }
+
+    /// Puts the credential into `metadata`.
+    pub fn attach(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        metadata.insert(HEADER, self.header.clone());
+    }
+}
+
+/// A client interceptor that adds a credential (when there is one) to every call.
+#[derive(Clone, Debug, Default)]
+pub struct Present(pub Option<Credential>);
+
+impl tonic::service::Interceptor for Present {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(credential) = &self.0 {
+            credential.attach(request.metadata_mut());
+        }
+        Ok(request)
+    }
+}
+
+/// Both sides of an authenticated internal plane (a streaming node and the coordinator's
+/// streaming endpoints): the credentials accepted from the other side, and the one
+/// presented to it.
+#[derive(Clone, Debug)]
+pub struct PlaneAuth {
+    /// Checked on every call this side serves.
+    pub accept: Authenticator,
+    /// Sent on every call this side makes.
+    pub present: Credential,
+}
+
+impl PlaneAuth {
+    /// Accepts every credential of `config` and presents its first. Call inside a Tokio
+    /// runtime: a token file is re-read when it changes.
+    pub fn load(config: &AuthConfig) -> anyhow::Result<Self> {
+        let accept = Authenticator::load(config)?;
+        accept.spawn_reload(config.clone(), RELOAD_INTERVAL);
+        Ok(Self {
+            accept,
+            present: Credential::first_of(config)?,
+        })
+    }
+
+    /// A fresh random credential known only to this process (256 bits from the OS), for a
+    /// plane whose both ends live in one process (`up`).
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+        let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Self {
+            accept: Authenticator::new([token.as_str()]),
+            present: Credential::new(&token)?,
+        })
     }
 }
 
@@ -567,6 +675,16 @@ mod tests {
             .metadata_mut()
             .insert(HEADER, "dA==".parse().expect("ascii"));
         assert!(on.call(request).is_ok());
+        // "or": either set is accepted, nothing else.
+        let mut either = AuthInterceptor::new(Some(Authenticator::new(["t"])))
+            .or(Some(Authenticator::new(["u"])));
+        for (token, accepted) in [("dA==", true), ("dQ==", true), ("dg==", false)] {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert(HEADER, token.parse().expect("ascii"));
+            assert_eq!(either.call(request).is_ok(), accepted, "{token}");
+        }
     }
 
     #[tokio::test]
@@ -600,5 +718,24 @@ mod tests {
         std::fs::write(&path, "").expect("write");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(accepts("new"));
+    }
+
+    #[test]
+    fn presented_credential_is_accepted_and_hidden() {
+        use tonic::service::Interceptor as _;
+        let plane = PlaneAuth::generate().expect("random");
+        let other = PlaneAuth::generate().expect("random");
+        let mut request = Present(Some(plane.present.clone()))
+            .call(Request::new(()))
+            .expect("adds");
+        assert!(plane.accept.check(&request).is_ok());
+        assert_eq!(
+            other.accept.check(&request),
+            Err(AuthFailure::WrongApiKey),
+            "two generated credentials differ"
+        );
+        request.metadata_mut().remove(HEADER);
+        assert_eq!(plane.accept.check(&request), Err(AuthFailure::Missing));
+        assert_eq!(format!("{:?}", plane.present), "Credential(***)");
     }
 }
