@@ -273,10 +273,13 @@ async fn large_record_changes(toggles: usize, partitions: bool) -> anyhow::Resul
     let data = dir.path().join("data");
     let (server, _) = Server::start(&data)?;
     let mut client = server.client().await?;
-    let blob = vec![KeyValuePair {
-        key: "blob".into(),
-        value: "x".repeat(1 << 20),
-    }];
+    // 1 MiB within the request bounds: 16 properties of 64 KiB.
+    let blob = (0..16)
+        .map(|i| KeyValuePair {
+            key: format!("blob{i}"),
+            value: "x".repeat(64 << 10),
+        })
+        .collect();
     let started = Instant::now();
     create_collection(&mut client, "big", blob).await?;
     for i in 0..toggles {

@@ -222,7 +222,10 @@ fn data_file_bytes(data: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_and_release_of_a_large_record_do_not_copy_it() {
-    const RECORD_BYTES: usize = 512 << 10;
+    // A large record within the request bounds: 8 properties of 64,000 bytes.
+    const PROPERTY_BYTES: usize = 64_000;
+    const PROPERTIES: usize = 8;
+    const RECORD_BYTES: usize = PROPERTY_BYTES * PROPERTIES;
     const ROUNDS: usize = 100;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -232,10 +235,12 @@ async fn load_and_release_of_a_large_record_do_not_copy_it() {
         .create_collection(CreateCollectionRequest {
             collection_name: "big".into(),
             schema: valid_schema("big"),
-            properties: vec![KeyValuePair {
-                key: "blob".into(),
-                value: "x".repeat(RECORD_BYTES),
-            }],
+            properties: (0..PROPERTIES)
+                .map(|i| KeyValuePair {
+                    key: format!("blob{i}"),
+                    value: "x".repeat(PROPERTY_BYTES),
+                })
+                .collect(),
             ..Default::default()
         })
         .await
