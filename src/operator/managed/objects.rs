@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    EnvFromSource, EnvVar, EnvVarSource, GRPCAction, KeyToPath, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
@@ -29,6 +29,9 @@ use crate::crd::{
 
 /// gRPC port of a streaming node.
 pub const STREAMING_PORT: u16 = 22222;
+
+/// Where a streaming node finds the credential of its Coordinator's `credentialsSecret`.
+const CREDENTIALS_DIR: &str = "/var/run/collection-operator/credentials";
 /// Where the coordinator keeps redb inside its pod.
 pub const DATA_DIR: &str = "/var/lib/collection-operator";
 /// Where streaming nodes keep segment logs inside their pods.
@@ -557,6 +560,43 @@ pub fn managed_objects(
             ..Default::default()
         },
     };
+    // With credentials, the coordinator accepts only them on the WAL plane too (node
+    // sessions) and presents them to the nodes: each node reads the same Secret key as a
+    // file (its `--auth-token-file`), mounted read-only.
+    let mut streaming_env = vec![field_env("POD_NAME", "metadata.name")];
+    let mut streaming_mounts = vec![VolumeMount {
+        name: "wal".into(),
+        mount_path: WAL_DIR.into(),
+        ..Default::default()
+    }];
+    let mut streaming_volumes = vec![wal_volume];
+    if let Some(secret) = &managed.credentials_secret {
+        streaming_env.push(env(
+            "STREAMING_AUTH_TOKEN_FILE",
+            format!("{CREDENTIALS_DIR}/token"),
+        ));
+        streaming_mounts.push(VolumeMount {
+            name: "credentials".into(),
+            mount_path: CREDENTIALS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        streaming_volumes.push(Volume {
+            name: "credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                // Owner root, group the pod's fsGroup: readable by the node's user only.
+                items: Some(vec![KeyToPath {
+                    key: "token".into(),
+                    path: "token".into(),
+                    mode: Some(0o440),
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
     let streaming_sts = StatefulSet {
         metadata: meta(&names.streaming, "streamingnode"),
         spec: Some(StatefulSetSpec {
@@ -595,7 +635,7 @@ pub fn managed_objects(
                                 names.streaming
                             ),
                         ]),
-                        env: Some(vec![field_env("POD_NAME", "metadata.name")]),
+                        env: Some(streaming_env),
                         ports: Some(vec![ContainerPort {
                             name: Some("grpc".into()),
                             container_port: STREAMING_PORT.into(),
@@ -607,15 +647,11 @@ pub fn managed_objects(
                             managed.streaming.resources.as_ref(),
                             &STREAMING_RESOURCES,
                         )),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "wal".into(),
-                            mount_path: WAL_DIR.into(),
-                            ..Default::default()
-                        }]),
+                        volume_mounts: Some(streaming_mounts),
                         security_context: Some(hardened()),
                         ..Default::default()
                     }],
-                    volumes: Some(vec![wal_volume]),
+                    volumes: Some(streaming_volumes),
                     ..Default::default()
                 }),
             },
@@ -776,6 +812,68 @@ mod tests {
             Ordinals::named("wal-streamingnode")
                 .of("wal-streamingnode-4.wal-streamingnode.search.svc:22222"),
             Some(4)
+        );
+    }
+
+    /// With credentials the coordinator refuses node sessions without them, so every
+    /// streaming node reads the same Secret key as its `--auth-token-file`; without
+    /// credentials nothing of the Secret kind is mounted.
+    #[test]
+    fn streaming_nodes_get_the_coordinator_credential_as_a_file() {
+        let spec = serde_json::json!({"credentialsSecret": {"name": "engine-token"}});
+        let objects = managed_objects(&managed(spec), "img:1", 2).expect("objects");
+        let pod = objects
+            .streaming
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
+        let container = &pod.containers[0];
+        let env = container.env.as_ref().expect("env");
+        let file = env
+            .iter()
+            .find(|e| e.name == "STREAMING_AUTH_TOKEN_FILE")
+            .and_then(|e| e.value.clone())
+            .expect("STREAMING_AUTH_TOKEN_FILE");
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.name == "credentials")
+            .expect("credentials mount");
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(file, format!("{}/token", mount.mount_path));
+        let volume = pod
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.name == "credentials")
+            .and_then(|v| v.secret.as_ref())
+            .expect("secret volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("engine-token"));
+        let items = volume.items.as_ref().expect("items");
+        assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("token", "token"));
+
+        let open = managed_objects(&managed(serde_json::json!({})), "img:1", 2).expect("objects");
+        let pod = open
+            .streaming
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec");
+        assert!(
+            pod.volumes
+                .as_ref()
+                .is_some_and(|v| v.iter().all(|v| v.secret.is_none())),
+            "no Secret volume without credentials"
+        );
+        assert!(
+            pod.containers[0]
+                .env
+                .as_ref()
+                .is_some_and(|e| e.iter().all(|e| e.name != "STREAMING_AUTH_TOKEN_FILE"))
         );
     }
 
