@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     EnvFromSource, EnvVar, EnvVarSource, GRPCAction, KeyToPath, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -854,7 +854,10 @@ mod tests {
             .expect("secret volume");
         assert_eq!(volume.secret_name.as_deref(), Some("engine-token"));
         let items = volume.items.as_ref().expect("items");
-        assert_eq!((items[0].key.as_str(), items[0].path.as_str()), ("token", "token"));
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("token", "token")
+        );
 
         let open = managed_objects(&managed(serde_json::json!({})), "img:1", 2).expect("objects");
         let pod = open
