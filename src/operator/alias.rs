@@ -243,7 +243,7 @@ impl EngineResource for CollectionAlias {
         alias_status(self, outcome, None, now)
     }
 
-    fn requeue_after(&self, ctx: &Context, verdict: &Verdict) -> Duration {
+    fn requeue_after(&self, ctx: &Context, verdict: &Verdict, _gathered: &Gathered) -> Duration {
         let key = ObjectRef::from_obj(self);
         match verdict {
             // A target that only has to appear in the engine is polled, with a growing
