@@ -201,7 +201,10 @@ impl EngineResource for CollectionAlias {
             .cloned();
         let gated =
             intent.switch_policy == SwitchPolicy::WhenTargetServing || self.spec.guards.is_some();
-        let moving = current.as_deref() != Some(intent.target.as_str());
+        // A move the spec asks for; putting back an alias moved outside the operator to
+        // the target it is bound to is drift correction, not a swap, and is not gated.
+        let moving = current.as_deref() != Some(intent.target.as_str())
+            && intent.bound.as_deref() != Some(intent.target.as_str());
         let gate = if deleting || intent.paused || !gated || !moving {
             None
         } else {
@@ -283,9 +286,10 @@ impl EngineResource for CollectionAlias {
             return;
         }
         let intent = &gathered.intent;
-        let swapped = executed.applied.iter().any(
-            |(action, _)| matches!(action, Action::AlterAlias { to, .. } if *to == intent.target),
-        );
+        let swapped = intent.bound.as_deref() != Some(intent.target.as_str())
+            && executed.applied.iter().any(
+                |(action, _)| matches!(action, Action::AlterAlias { to, .. } if *to == intent.target),
+            );
         let unverified = self
             .status
             .as_ref()
@@ -301,29 +305,12 @@ impl EngineResource for CollectionAlias {
             .map(|collection| collection.id);
         let confirmed = confirm_swap(engine, intent, expected_id).await;
         gathered.verified = Some(confirmed.is_ok());
-        match confirmed {
-            Ok(()) => {
-                ctx.publish(
-                    &EventSpec::normal(
-                        "SwapVerified",
-                        "DescribeAlias",
-                        format!(
-                            "alias {} in database {} serves {} (confirmed by DescribeAlias and \
-                             DescribeCollection)",
-                            intent.alias, intent.database, intent.target
-                        ),
-                    ),
-                    &regarding,
-                )
-                .await;
-            }
-            Err(message) => {
-                tracing::warn!(alias = %intent.alias, "{message}");
-                *verdict = Verdict::NotReady {
-                    reason: Reason::WaitingForTarget,
-                    message,
-                };
-            }
+        if let Err(message) = confirmed {
+            tracing::warn!(alias = %intent.alias, "{message}");
+            *verdict = Verdict::NotReady {
+                reason: Reason::WaitingForTarget,
+                message,
+            };
         }
     }
 
@@ -519,9 +506,11 @@ fn record_swap(
     {
         status.swap_requested(current, target, now);
     }
-    for (action, _) in &executed.applied {
-        if let Action::AlterAlias { from, to, .. } = action {
-            status.swap_applied(from, to, now);
+    if gathered.intent.bound.as_deref() != Some(target.as_str()) {
+        for (action, _) in &executed.applied {
+            if let Action::AlterAlias { from, to, .. } = action {
+                status.swap_applied(from, to, now);
+            }
         }
     }
     if gathered.verified == Some(true) {
