@@ -295,7 +295,8 @@ impl EngineResource for CollectionAlias {
             .as_ref()
             .and_then(|status| status.unverified_swap())
             .is_some_and(|swap| swap.to == intent.target);
-        if !swapped && !(unverified && *verdict == Verdict::Ready) {
+        let retry = unverified && *verdict == Verdict::Ready;
+        if !(swapped || retry) {
             return;
         }
         let expected_id = gathered

@@ -437,7 +437,7 @@ fn serving_status(
                     LoadState::NotLoad | LoadState::NotExist => LoadStateName::NotLoad,
                 },
                 progress: observed.load_progress,
-                release_at: decision.release_at.map(|at| rfc3339_seconds(at)),
+                release_at: decision.release_at.map(rfc3339_seconds),
             });
             status.row_count = Some(observed.row_count);
         }
