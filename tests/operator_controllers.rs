@@ -1592,3 +1592,48 @@ async fn a_row_guard_blocks_the_swap_with_the_numbers_and_a_warning() {
         kube::runtime::controller::Action::requeue(Duration::from_secs(5))
     );
 }
+
+#[tokio::test]
+async fn while_aliased_loads_while_awaited_and_releases_after_the_delay() {
+    let mut h = Harness::start().await;
+    let mut target = h.managed_collection("products-v2", serving_spec()).await;
+    // Nobody wants it: index yes, load no.
+    let (status, _) = collection_pass(&mut h, &mut target, &["IndexCreated"]).await;
+    assert!(status.get("load").is_some());
+    let (status, _) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Loaded", "False", "NotAliased");
+    assert_condition(&status, "Serving", "False", "NotLoaded");
+
+    // An alias waits for it: loaded.
+    let alias_object = alias_named("products", "products_v2", json!({}), "2026-03-01T00:00:00Z");
+    h.put_alias(&alias_object);
+    let (status, _) = collection_pass(&mut h, &mut target, &["LoadRequested"]).await;
+    assert_condition(&status, "Loaded", "False", "Loading");
+    let (status, _) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Serving", "True", "Serving");
+
+    // The alias goes: the release is scheduled releaseDelay (30 s) later, and the next
+    // pass is due then.
+    h.aliases
+        .apply_watcher_event(&watcher::Event::Delete(alias_object));
+    let (status, requeue) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Loaded", "True", "ReleaseScheduled");
+    assert_eq!(status["load"]["releaseAt"], "2026-05-01T12:00:30Z");
+    assert_eq!(
+        requeue,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(30))
+    );
+
+    // Once it falls due (recorded in the past here, as the test clock stands still), the
+    // collection is released.
+    if let Some(load) = target.status.as_mut().and_then(|s| s.load.as_mut()) {
+        load.release_at = Some("2026-05-01T11:59:00Z".into());
+    }
+    if let Some(status) = &target.status {
+        h.ctx.remembered_collections.set("uid-products-v2", status);
+    }
+    let (status, _) = collection_pass(&mut h, &mut target, &["Released"]).await;
+    assert_condition(&status, "Loaded", "False", "Released");
+    assert_condition(&status, "Serving", "False", "NotLoaded");
+    assert!(status["load"].get("releaseAt").is_none(), "{status}");
+}
