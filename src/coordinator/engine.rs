@@ -1442,13 +1442,7 @@ mod tests {
         }
         assert_eq!(replica.committed_ts(), last);
         // The leader compacted the oldest record away.
-        let oldest = replica
-            .replica_log
-            .lock()
-            .records
-            .front()
-            .expect("logged")
-            .0;
+        let oldest = replica.replica_log.lock().records.front().expect("logged").0;
         replica.forget_replicated(oldest);
         leader.shutdown();
         drop(leader);

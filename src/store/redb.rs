@@ -202,11 +202,11 @@ fn load(data_dir: &Path, options: &RedbOptions) -> Result<Loaded, StoreError> {
         .set_cache_size(REDB_CACHE_BYTES)
         .create(&db_path)
         .map_err(|error| {
-            StoreError::Corrupt(format!(
-                "{}: cannot be opened ({error}); {REMEDY}",
-                db_path.display()
-            ))
-        })?;
+        StoreError::Corrupt(format!(
+            "{}: cannot be opened ({error}); {REMEDY}",
+            db_path.display()
+        ))
+    })?;
     let (applied, log_bytes) = prepare(&db, data_dir, options)?;
     if db_existed && !log_existed {
         let detail = format!(
