@@ -5,6 +5,9 @@
 //! stand-in for a kube-apiserver, whose own latency this figure does not include; the
 //! e2e suite (tests/e2e) measures the same against a real cluster.
 //!
+//! Run twice: with the serving gate off (`WhenTargetReady`) and on (`WhenTargetServing`,
+//! collections with an index and `load: Always`), with the engine calls each swap costs.
+//!
 //! `cargo bench --bench swap` (`SWAPS`, default 50). Prints figures; asserts nothing.
 
 #[path = "../tests/common/mod.rs"]
@@ -46,7 +49,7 @@ async fn alias_target(client: &mut common::Client) -> Option<String> {
 }
 
 async fn wait(what: &str, mut done: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !done().await {
         anyhow::ensure!(Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -54,21 +57,39 @@ async fn wait(what: &str, mut done: impl AsyncFnMut() -> bool) -> anyhow::Result
     Ok(())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let swaps: usize = std::env::var("SWAPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+/// Sums the engine call counters of the metrics (`Serving` counts one round of reads).
+fn engine_calls(metrics: &Metrics, method: Option<&str>) -> u64 {
+    let text = metrics.encode().unwrap_or_default();
+    text.lines()
+        .filter(|line| line.contains("engine_rpc_duration_seconds_count"))
+        .filter(|line| method.is_none_or(|m| line.contains(&format!("method=\"{m}\""))))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Latencies of `swaps` swaps, and engine calls and serving rounds per swap. `gated`: the
+/// collections declare an index and `load: Always` and the alias swaps `WhenTargetServing`
+/// (the gate reads the target's and the current target's serving state, and the swap is
+/// read back); otherwise `WhenTargetReady`, the behaviour before the gate.
+async fn run(swaps: usize, gated: bool) -> anyhow::Result<(Vec<Duration>, f64, f64)> {
     let engine = InProcess::start().await;
     let api = FakeApi::default();
-    let spec = json!({
+    let mut spec = json!({
         "coordinatorRef": {"name": "engine"},
         "fields": [
             {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
             {"name": "v", "dataType": "FloatVector", "dim": 4}
         ]
     });
+    if gated {
+        spec["indexes"] = json!([{"fieldName": "v", "indexType": "HNSW", "metricType": "L2"}]);
+        spec["load"] = json!({"policy": "Always"});
+    }
+    let policy = if gated {
+        "WhenTargetServing"
+    } else {
+        "WhenTargetReady"
+    };
     api.create(
         "coordinators",
         "engine",
@@ -80,31 +101,47 @@ async fn main() -> anyhow::Result<()> {
     api.create(
         "collectionaliases",
         "products",
-        json!({"coordinatorRef": {"name": "engine"}, "collection": "products_v1"}),
+        json!({"coordinatorRef": {"name": "engine"}, "collection": "products_v1",
+               "switchPolicy": policy}),
         json!({}),
     );
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(api.clone().serve(handle));
     let args = common::fake_api::operator_args(Duration::from_secs(60), 16);
     let (trigger, shutdown) = Shutdown::new();
+    let metrics = Arc::new(Metrics::new());
+    let controller_metrics = metrics.clone();
     let controllers = tokio::spawn(async move {
         run_controllers(
             Client::new(service, "default"),
             &args,
-            Arc::new(Metrics::new()),
+            controller_metrics,
             Arc::new(Health::default()),
             shutdown,
         )
         .await
     });
     let mut client = engine.client().await;
+    let serving_or_ungated = |name: &str| {
+        !gated
+            || api.object("collections", name).is_some_and(|o| {
+                o["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Serving" && c["status"] == "True")
+                })
+            })
+    };
     wait("initial convergence", async || {
         alias_target(&mut client).await.as_deref() == Some("products_v1")
             && ready(&api.object("collectionaliases", "products"))
             && ready(&api.object("collections", "products-v2"))
+            && serving_or_ungated("products-v1")
+            && serving_or_ungated("products-v2")
     })
     .await?;
 
+    let calls_before = engine_calls(&metrics, None);
+    let rounds_before = engine_calls(&metrics, Some("Serving"));
     let mut latencies = Vec::with_capacity(swaps);
     for i in 0..swaps {
         let target = if i % 2 == 0 {
@@ -123,15 +160,36 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         latencies.push(started.elapsed());
     }
+    // The passes a swap triggers (the collections whose aliases changed) settle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = (engine_calls(&metrics, None) - calls_before) as f64 / swaps as f64;
+    let rounds = (engine_calls(&metrics, Some("Serving")) - rounds_before) as f64 / swaps as f64;
     trigger.fire();
     let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
     latencies.sort();
+    Ok((latencies, calls, rounds))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let swaps: usize = std::env::var("SWAPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "operator swap latency (manifest change -> AlterAlias applied and Ready), {swaps} swaps, in-memory API server + real coordinator: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(latencies[swaps / 2]),
-        ms(latencies[(swaps * 99 / 100).min(swaps - 1)]),
-        ms(latencies[swaps - 1]),
-    );
+    for gated in [false, true] {
+        let (latencies, calls, rounds) = run(swaps, gated).await?;
+        println!(
+            "operator swap latency (manifest change -> AlterAlias applied and Ready), gate {}, {swaps} swaps, in-memory API server + real coordinator: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine calls per swap {calls:.1} (serving read rounds {rounds:.1})",
+            if gated {
+                "on (WhenTargetServing, index + load: Always)"
+            } else {
+                "off (WhenTargetReady)"
+            },
+            ms(latencies[swaps / 2]),
+            ms(latencies[(swaps * 99 / 100).min(swaps - 1)]),
+            ms(latencies[swaps - 1]),
+        );
+    }
     Ok(())
 }

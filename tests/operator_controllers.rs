@@ -1402,3 +1402,241 @@ async fn credentials_are_read_from_the_secret() {
     assert_condition(&status, "Ready", "True", "Available");
     assert!(h.engine_collection("default", "secured").await.is_some());
 }
+
+// ---------------------------------------------------------------------------------------
+// The serving gate: indexes and load on the Collection, the gate on the alias.
+
+/// A Collection pass that makes the given engine calls (one Event each, in order) and
+/// writes the status; returns the status and the requeue.
+async fn collection_pass(
+    h: &mut Harness,
+    object: &mut Collection,
+    events: &[&str],
+) -> (Value, kube::runtime::controller::Action) {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let (result, (notes, status)) = tokio::join!(
+        collection::reconcile(Arc::new(object.clone()), h.ctx.clone()),
+        async {
+            let mut notes = Vec::new();
+            for reason in events {
+                notes.push(h.api.expect_event(&name, reason).await);
+            }
+            (notes, h.api.expect_status(&*object, "collections").await)
+        }
+    );
+    let requeue = result.expect("collection pass");
+    assert_eq!(notes.len(), events.len());
+    object.status = Some(serde_json::from_value(status.clone()).expect("status"));
+    h.put_collection(object);
+    (status, requeue)
+}
+
+fn serving_spec() -> Value {
+    json!({
+        "indexes": [{"fieldName": "v", "indexType": "HNSW", "metricType": "L2",
+                     "params": {"M": "8", "efConstruction": "64"}}],
+        "load": {"policy": "WhileAliased", "releaseDelay": "30s"}
+    })
+}
+
+#[tokio::test]
+async fn swap_waits_for_the_target_to_serve_then_moves_and_records_each_step() {
+    let mut h = Harness::start().await;
+    h.raw_collections(&["products_v1"]).await;
+    let mut alias_object = h.bound_alias("products", "products_v1", json!({})).await;
+    let mut target = h.managed_collection("products-v2", serving_spec()).await;
+    // Created in that pass: indexes and load wait for the next one, which comes soon.
+    let created = target.status.clone().expect("status");
+    let serving = created
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Serving")
+        .expect("Serving condition");
+    assert_eq!(
+        (serving.status.as_str(), serving.reason.as_str()),
+        ("False", "NotReady")
+    );
+
+    // The spec asks for v2, which has no index and is not loaded: the alias stays on v1.
+    alias_object.spec.collection = "products_v2".into();
+    alias_object.metadata.generation = Some(2);
+    h.put_alias(&alias_object);
+    let (result, status) = tokio::join!(
+        alias::reconcile(Arc::new(alias_object.clone()), h.ctx.clone()),
+        h.api.expect_status(&alias_object, "collectionaliases")
+    );
+    let requeue = result.expect("wait pass");
+    assert_condition(&status, "Ready", "False", "WaitingForTarget");
+    let message = condition(&status, "Ready")["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("waiting for products_v2"), "{message}");
+    assert!(
+        message.contains("alias products still points to products_v1"),
+        "{message}"
+    );
+    assert_eq!(status["collection"], "products_v1");
+    assert_eq!(
+        status["lastSwap"],
+        json!({"from": "products_v1", "to": "products_v2", "requestedAt": NOW})
+    );
+    assert_eq!(
+        h.engine_alias("default", "products").await.as_deref(),
+        Some("products_v1")
+    );
+    // Waiting costs one round of engine reads per 5 s at most.
+    assert_eq!(
+        requeue,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+    );
+    // The target's Collection is asked to look again (it is awaited now: WhileAliased loads).
+    let mut hinted = Vec::new();
+    while let Ok(reference) = h.hints.collections.try_recv() {
+        hinted.push(reference.name);
+    }
+    assert!(hinted.contains(&"products-v2".to_string()), "{hinted:?}");
+    alias_object.status = Some(serde_json::from_value(status).expect("status"));
+    h.put_alias(&alias_object);
+
+    // The Collection creates its index, then loads (the engine refuses to load a vector
+    // field without an index), then serves.
+    let (status, requeue) = collection_pass(&mut h, &mut target, &["IndexCreated"]).await;
+    assert_condition(&status, "Ready", "True", "Available");
+    assert_condition(&status, "Indexed", "False", "IndexMissing");
+    assert_condition(&status, "Serving", "False", "NotIndexed");
+    assert_eq!(status["indexes"][0]["state"], "Missing");
+    assert_eq!(
+        requeue,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+    );
+    let (status, _) = collection_pass(&mut h, &mut target, &["LoadRequested"]).await;
+    assert_condition(&status, "Indexed", "True", "Built");
+    assert_condition(&status, "Loaded", "False", "Loading");
+    assert_condition(&status, "Serving", "False", "NotLoaded");
+    assert_eq!(status["indexes"][0]["name"], "v");
+    assert_eq!(status["indexes"][0]["state"], "Finished");
+    assert_eq!(status["load"]["state"], "NotLoad");
+    let (status, _) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Loaded", "True", "Loaded");
+    assert_condition(&status, "Serving", "True", "Serving");
+    assert_eq!(status["load"], json!({"state": "Loaded", "progress": 100}));
+    assert_eq!(status["rowCount"], 0);
+    // Serving=True changes what aliases watch for: the alias is requeued.
+    assert_eq!(alias::aliases_for_collection(&h.ctx, &target).len(), 1);
+
+    // Now the gate opens: one AlterAlias, verified through the engine, then Ready.
+    let (result, status) = tokio::join!(
+        alias::reconcile(Arc::new(alias_object.clone()), h.ctx.clone()),
+        async {
+            h.api.expect_event("products", "AliasSwitched").await;
+            h.api
+                .expect_status(&alias_object, "collectionaliases")
+                .await
+        }
+    );
+    result.expect("swap pass");
+    assert_eq!(
+        h.engine_alias("default", "products").await.as_deref(),
+        Some("products_v2")
+    );
+    assert_condition(&status, "Ready", "True", "Available");
+    assert_eq!(status["collection"], "products_v2");
+    assert_eq!(status["previousCollection"], "products_v1");
+    assert_eq!(
+        status["lastSwap"],
+        json!({"from": "products_v1", "to": "products_v2", "requestedAt": NOW,
+               "appliedAt": NOW, "verifiedAt": NOW})
+    );
+    // The previous target is kept.
+    assert!(
+        h.engine_collection("default", "products_v1")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_row_guard_blocks_the_swap_with_the_numbers_and_a_warning() {
+    let mut h = Harness::start().await;
+    h.raw_collections(&["products_v1", "products_v2"]).await;
+    let mut object = h.bound_alias("products", "products_v1", json!({})).await;
+
+    object.spec.collection = "products_v2".into();
+    object.spec.guards =
+        Some(serde_json::from_value(json!({"minRowCount": 1000})).expect("guards"));
+    object.metadata.generation = Some(2);
+    let (result, (note, status)) = tokio::join!(
+        alias::reconcile(Arc::new(object.clone()), h.ctx.clone()),
+        async {
+            let note = h.api.expect_event("products", "SwapBlocked").await;
+            (
+                note,
+                h.api.expect_status(&object, "collectionaliases").await,
+            )
+        }
+    );
+    let requeue = result.expect("blocked pass");
+    assert_eq!(
+        note,
+        "products_v2 has 0 rows, needs >= 1,000 (the engine reports 0 rows); alias products \
+         still points to products_v1"
+    );
+    assert_condition(&status, "Ready", "False", "SwapBlocked");
+    assert_eq!(condition(&status, "Ready")["message"], note.as_str());
+    assert_eq!(status["collection"], "products_v1");
+    assert_eq!(status["lastSwap"]["requestedAt"], NOW);
+    assert!(status["lastSwap"].get("appliedAt").is_none(), "{status}");
+    assert_eq!(
+        h.engine_alias("default", "products").await.as_deref(),
+        Some("products_v1")
+    );
+    assert_eq!(
+        requeue,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test]
+async fn while_aliased_loads_while_awaited_and_releases_after_the_delay() {
+    let mut h = Harness::start().await;
+    let mut target = h.managed_collection("products-v2", serving_spec()).await;
+    // Nobody wants it: index yes, load no.
+    let (status, _) = collection_pass(&mut h, &mut target, &["IndexCreated"]).await;
+    assert!(status.get("load").is_some());
+    let (status, _) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Loaded", "False", "NotAliased");
+    assert_condition(&status, "Serving", "False", "NotLoaded");
+
+    // An alias waits for it: loaded.
+    let alias_object = alias_named("products", "products_v2", json!({}), "2026-03-01T00:00:00Z");
+    h.put_alias(&alias_object);
+    let (status, _) = collection_pass(&mut h, &mut target, &["LoadRequested"]).await;
+    assert_condition(&status, "Loaded", "False", "Loading");
+    let (status, _) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Serving", "True", "Serving");
+
+    // The alias goes: the release is scheduled releaseDelay (30 s) later, and the next
+    // pass is due then.
+    h.aliases
+        .apply_watcher_event(&watcher::Event::Delete(alias_object));
+    let (status, requeue) = collection_pass(&mut h, &mut target, &[]).await;
+    assert_condition(&status, "Loaded", "True", "ReleaseScheduled");
+    assert_eq!(status["load"]["releaseAt"], "2026-05-01T12:00:30Z");
+    assert_eq!(
+        requeue,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(30))
+    );
+
+    // Once it falls due (recorded in the past here, as the test clock stands still), the
+    // collection is released.
+    if let Some(load) = target.status.as_mut().and_then(|s| s.load.as_mut()) {
+        load.release_at = Some("2026-05-01T11:59:00Z".into());
+    }
+    if let Some(status) = &target.status {
+        h.ctx.remembered_collections.set("uid-products-v2", status);
+    }
+    let (status, _) = collection_pass(&mut h, &mut target, &["Released"]).await;
+    assert_condition(&status, "Loaded", "False", "Released");
+    assert_condition(&status, "Serving", "False", "NotLoaded");
+    assert!(status["load"].get("releaseAt").is_none(), "{status}");
+}

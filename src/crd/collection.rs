@@ -323,6 +323,18 @@ pub struct LoadSpec {
     pub resource_groups: Vec<String>,
 }
 
+impl LoadSpec {
+    /// `releaseDelay` as a duration; a value outside the CRD's pattern counts as the
+    /// default 10 minutes, never as "release at once".
+    pub fn release_delay_duration(&self) -> std::time::Duration {
+        self.release_delay
+            .parse::<jiff::SignedDuration>()
+            .ok()
+            .and_then(|delay| std::time::Duration::try_from(delay).ok())
+            .unwrap_or(std::time::Duration::from_secs(600))
+    }
+}
+
 /// Durations in `ms`, `s`, `m` and `h` units, as Go's `time.ParseDuration` writes them.
 pub const RELEASE_DELAY_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
 
@@ -421,6 +433,18 @@ pub struct LoadStatus {
     /// With `WhileAliased`: when the release is due (RFC 3339), while one is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_at: Option<String>,
+}
+
+impl CollectionSpec {
+    /// Whether it asks the operator for anything about serving: indexes to create, or a
+    /// load policy other than `Never`.
+    pub fn declares_serving(&self) -> bool {
+        !self.indexes.is_empty()
+            || self
+                .load
+                .as_ref()
+                .is_some_and(|load| load.policy != LoadPolicy::Never)
+    }
 }
 
 impl Collection {

@@ -8,18 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use super::backoff::{Backoff, next_resync, resync_interval};
 use super::context::{Context, Remembered};
 use super::engine::Engine;
 use super::error::Error;
+use super::events::EventSpec;
 use super::lookup;
 use super::pass::{self, EngineResource, Executed};
-use super::status::{Outcome, alias_status};
-use crate::crd::{Collection, CollectionAlias, CollectionAliasStatus, Coordinator, CoordinatorRef};
+use super::status::{Outcome, alias_status, rfc3339_seconds};
+use crate::crd::{
+    Collection, CollectionAlias, CollectionAliasStatus, Coordinator, CoordinatorRef, LoadPolicy,
+    SwitchPolicy,
+};
+use crate::plan::serving::{
+    Gate, GateCurrent, GateTarget, LoadState, ServingObservation, gate, gate_recheck_after,
+    hold_alias,
+};
 use crate::plan::{
     Action, AliasIntent, Observed, Reason, Seniority, TargetReadiness, Verdict, plan_alias,
 };
@@ -129,6 +137,14 @@ pub struct Gathered {
     pub rivals: Vec<Seniority>,
     /// Whether the `Collection` managing the target is Ready.
     pub readiness: TargetReadiness,
+    /// The target the engine alias points to now.
+    pub current: Option<String>,
+    /// The serving gate of a move (create or swap) under `WhenTargetServing` or with
+    /// guards; `None` when nothing moves or nothing is gated.
+    pub gate: Option<Gate>,
+    /// After a swap: whether the engine confirmed it (DescribeAlias, and DescribeCollection
+    /// through the alias giving the target's collection ID).
+    pub verified: Option<bool>,
     /// The clean-up pass.
     pub deleting: bool,
 }
@@ -177,26 +193,53 @@ impl EngineResource for CollectionAlias {
     ) -> Result<Gathered, Error> {
         let (collections, aliases) = observation(self);
         let observed = engine.observe(&collections, &aliases).await?;
+        let intent = AliasIntent::from_resource(self);
+        let readiness = lookup::target_readiness(&ctx.stores, self);
+        let current = observed
+            .aliases
+            .get(&(intent.database.clone(), intent.alias.clone()))
+            .cloned();
+        let gated =
+            intent.switch_policy == SwitchPolicy::WhenTargetServing || self.spec.guards.is_some();
+        // A move the spec asks for; putting back an alias moved outside the operator to
+        // the target it is bound to is drift correction, not a swap, and is not gated.
+        let moving = current.as_deref() != Some(intent.target.as_str())
+            && intent.bound.as_deref() != Some(intent.target.as_str());
+        let gate = if deleting || intent.paused || !gated || !moving {
+            None
+        } else {
+            Some(
+                self.read_gate(ctx, engine, &observed, readiness, current.as_deref())
+                    .await?,
+            )
+        };
         Ok(Gathered {
-            intent: AliasIntent::from_resource(self),
+            intent,
             observed,
             rivals: if deleting {
                 Vec::new()
             } else {
                 lookup::alias_rivals(&ctx.stores, self)
             },
-            readiness: lookup::target_readiness(&ctx.stores, self),
+            readiness,
+            current,
+            gate,
+            verified: None,
             deleting,
         })
     }
 
     fn plan(gathered: &Gathered) -> (Vec<Action>, Verdict) {
-        plan_alias(
+        let planned = plan_alias(
             &gathered.intent,
             &gathered.rivals,
             gathered.readiness,
             &gathered.observed,
-        )
+        );
+        match &gathered.gate {
+            Some(gate) => hold_alias(&gathered.intent, planned, gate),
+            None => planned,
+        }
     }
 
     fn recorded(gathered: &Gathered) -> Option<String> {
@@ -208,8 +251,68 @@ impl EngineResource for CollectionAlias {
     }
 
     fn applied(&self, ctx: &Context, gathered: &Gathered, executed: &Executed) {
-        let touched = touched_collections(executed, &gathered.observed, &gathered.intent);
+        let mut touched = touched_collections(executed, &gathered.observed, &gathered.intent);
+        // A target the alias waits for may have to be loaded (`WhileAliased`).
+        if matches!(gathered.gate, Some(Gate::Wait { .. })) {
+            touched.insert(gathered.intent.target.clone());
+        }
         hint_collections(ctx, self, &touched);
+    }
+
+    /// A swap is Ready only once the engine confirms it; a gate that a guard holds shut
+    /// is announced with a Warning.
+    async fn follow_up(
+        &self,
+        ctx: &Context,
+        engine: &mut Engine,
+        gathered: &mut Gathered,
+        verdict: &mut Verdict,
+        executed: &Executed,
+    ) {
+        let regarding = self.object_ref(&());
+        if let Verdict::NotReady {
+            reason: Reason::SwapBlocked,
+            message,
+        } = &*verdict
+        {
+            ctx.publish(
+                &EventSpec::warning("SwapBlocked", "AlterAlias", message.clone()),
+                &regarding,
+            )
+            .await;
+            return;
+        }
+        if executed.failure.is_some() {
+            return;
+        }
+        let intent = &gathered.intent;
+        let swapped = intent.bound.as_deref() != Some(intent.target.as_str())
+            && executed.applied.iter().any(
+                |(action, _)| matches!(action, Action::AlterAlias { to, .. } if *to == intent.target),
+            );
+        let unverified = self
+            .status
+            .as_ref()
+            .and_then(|status| status.unverified_swap())
+            .is_some_and(|swap| swap.to == intent.target);
+        let retry = unverified && *verdict == Verdict::Ready;
+        if !(swapped || retry) {
+            return;
+        }
+        let expected_id = gathered
+            .observed
+            .collections
+            .get(&(intent.database.clone(), intent.target.clone()))
+            .map(|collection| collection.id);
+        let confirmed = confirm_swap(engine, intent, expected_id).await;
+        gathered.verified = Some(confirmed.is_ok());
+        if let Err(message) = confirmed {
+            tracing::warn!(alias = %intent.alias, "{message}");
+            *verdict = Verdict::NotReady {
+                reason: Reason::WaitingForTarget,
+                message,
+            };
+        }
     }
 
     fn status(
@@ -236,15 +339,37 @@ impl EngineResource for CollectionAlias {
                 verdict: verdict.clone(),
             },
         };
-        alias_status(self, &outcome, bound, now)
+        let mut status = alias_status(self, &outcome, bound, now);
+        record_swap(&mut status, gathered, executed, &rfc3339_seconds(now));
+        status
     }
 
     fn failed_status(&self, outcome: &Outcome, now: Timestamp) -> CollectionAliasStatus {
         alias_status(self, outcome, None, now)
     }
 
-    fn requeue_after(&self, ctx: &Context, verdict: &Verdict) -> Duration {
+    fn requeue_after(&self, ctx: &Context, verdict: &Verdict, gathered: &Gathered) -> Duration {
         let key = ObjectRef::from_obj(self);
+        let gate_shut = gathered
+            .gate
+            .as_ref()
+            .is_some_and(|gate| *gate != Gate::Swap);
+        let unverified = gathered.verified == Some(false);
+        if gate_shut || unverified {
+            // Each check is a round of engine reads: at most one per 5 s, backing off
+            // with the time the swap has waited.
+            ctx.alias_backoff.reset(&key);
+            let waited = self
+                .status
+                .as_ref()
+                .and_then(|status| status.last_swap.as_ref())
+                .filter(|swap| swap.to == gathered.intent.target)
+                .and_then(|swap| swap.requested_at.parse::<Timestamp>().ok())
+                .and_then(|at| ctx.now().duration_since(at).try_into().ok())
+                .unwrap_or_default();
+            return gate_recheck_after(waited)
+                .min(resync_interval(self, ctx.settings.resync_interval));
+        }
         match verdict {
             // A target that only has to appear in the engine is polled, with a growing
             // delay; a target managed by a Collection also requeues when that one changes.
@@ -260,6 +385,137 @@ impl EngineResource for CollectionAlias {
                 next_resync(self, ctx.settings.resync_interval)
             }
         }
+    }
+}
+
+impl CollectionAlias {
+    /// One round of serving reads for the gate: the target's and the current target's
+    /// indexes, load and rows, with the target's `Collection` from the caches.
+    async fn read_gate(
+        &self,
+        ctx: &Context,
+        engine: &mut Engine,
+        observed: &Observed,
+        readiness: TargetReadiness,
+        current: Option<&str>,
+    ) -> Result<Gate, Error> {
+        let database = &self.spec.database;
+        let target_name = &self.spec.collection;
+        let exists = observed
+            .collections
+            .contains_key(&(database.clone(), target_name.clone()));
+        let target_observed = if exists {
+            engine.serving(database, target_name).await?
+        } else {
+            ServingObservation::default()
+        };
+        let current_observed = match current {
+            Some(name) => Some(engine.serving(database, name).await?),
+            None => None,
+        };
+        let managing = lookup::collections_named(
+            &ctx.stores,
+            &self.namespace().unwrap_or_default(),
+            &self.spec.coordinator_ref,
+            database,
+            target_name,
+        )
+        .into_iter()
+        .find(|c| c.metadata.deletion_timestamp.is_none());
+        let target = GateTarget {
+            name: target_name,
+            exists,
+            matches_spec: readiness != TargetReadiness::NotReady,
+            declared: managing.as_ref().map(|c| c.spec.indexes.as_slice()),
+            load_managed: managing.as_ref().is_some_and(|c| {
+                c.spec
+                    .load
+                    .as_ref()
+                    .is_some_and(|load| load.policy != LoadPolicy::Never)
+            }),
+            observed: &target_observed,
+        };
+        let current = current
+            .zip(current_observed.as_ref())
+            .map(|(name, observation)| GateCurrent {
+                name,
+                loaded: observation.load == LoadState::Loaded,
+                row_count: observation.row_count,
+            });
+        Ok(gate(
+            self.spec.switch_policy,
+            &target,
+            current.as_ref(),
+            self.spec.guards.as_ref(),
+        ))
+    }
+}
+
+/// Reads the alias back after a swap: DescribeAlias names the target, and DescribeCollection
+/// through the alias answers with the target's name and collection ID. `Err`: what the
+/// engine said instead.
+async fn confirm_swap(
+    engine: &mut Engine,
+    intent: &AliasIntent,
+    expected_id: Option<i64>,
+) -> Result<(), String> {
+    let unconfirmed = |what: String| {
+        format!(
+            "alias {} in database {} was moved to {}, but the engine does not confirm it yet: \
+             {what}",
+            intent.alias, intent.database, intent.target
+        )
+    };
+    let target = engine
+        .alias_target(&intent.database, &intent.alias)
+        .await
+        .map_err(|error| unconfirmed(format!("DescribeAlias failed: {error}")))?;
+    if target.as_deref() != Some(intent.target.as_str()) {
+        return Err(unconfirmed(format!(
+            "DescribeAlias answers {}",
+            target.as_deref().unwrap_or("no alias")
+        )));
+    }
+    let resolved = engine
+        .resolve(&intent.database, &intent.alias)
+        .await
+        .map_err(|error| unconfirmed(format!("DescribeCollection failed: {error}")))?;
+    match resolved {
+        Some((name, id)) if name == intent.target && expected_id.is_none_or(|e| e == id) => Ok(()),
+        Some((name, id)) => Err(unconfirmed(format!(
+            "DescribeCollection through the alias answers {name} (ID {id}), expected ID {}",
+            expected_id.map_or("unknown".to_string(), |id| id.to_string())
+        ))),
+        None => Err(unconfirmed(
+            "DescribeCollection through the alias finds no collection".to_string(),
+        )),
+    }
+}
+
+/// `status.lastSwap`: a swap the gate holds is requested (the wait starts), an AlterAlias
+/// applied, a read-back verified.
+fn record_swap(
+    status: &mut CollectionAliasStatus,
+    gathered: &Gathered,
+    executed: &Executed,
+    now: &str,
+) {
+    let target = &gathered.intent.target;
+    if let (Some(gate), Some(current)) = (&gathered.gate, &gathered.current)
+        && *gate != Gate::Swap
+        && current != target
+    {
+        status.swap_requested(current, target, now);
+    }
+    if gathered.intent.bound.as_deref() != Some(target.as_str()) {
+        for (action, _) in &executed.applied {
+            if let Action::AlterAlias { from, to, .. } = action {
+                status.swap_applied(from, to, now);
+            }
+        }
+    }
+    if gathered.verified == Some(true) {
+        status.swap_verified(target, now);
     }
 }
 

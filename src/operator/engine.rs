@@ -20,6 +20,7 @@ use super::events::{action_name, is_rpc};
 use super::metrics::Metrics;
 use crate::client::{Applied, ClientError, Credentials, EngineClient};
 use crate::crd::Coordinator;
+use crate::plan::serving::{ServingAction, ServingObservation};
 use crate::plan::{Action, Observed};
 
 /// How long a connection (and the credentials read for it) is reused.
@@ -371,12 +372,73 @@ impl Engine {
         result
     }
 
+    /// [`EngineClient::serving`] (indexes, load state, row count), timed as `Serving`.
+    pub async fn serving(
+        &mut self,
+        database: &str,
+        collection: &str,
+    ) -> Result<ServingObservation, ClientError> {
+        let started = Instant::now();
+        let result = self.client.serving(database, collection).await;
+        self.after("Serving", started, &result);
+        result
+    }
+
+    /// [`EngineClient::apply_serving`], timed under the call's RPC name.
+    pub async fn apply_serving(
+        &mut self,
+        database: &str,
+        collection: &str,
+        action: &ServingAction,
+    ) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let result = self
+            .client
+            .apply_serving(database, collection, action)
+            .await;
+        self.after(serving_action_name(action), started, &result);
+        result
+    }
+
+    /// [`EngineClient::alias_target`], timed as `DescribeAlias`.
+    pub async fn alias_target(
+        &mut self,
+        database: &str,
+        alias: &str,
+    ) -> Result<Option<String>, ClientError> {
+        let started = Instant::now();
+        let result = self.client.alias_target(database, alias).await;
+        self.after("DescribeAlias", started, &result);
+        result
+    }
+
+    /// [`EngineClient::resolve`], timed as `DescribeCollection`.
+    pub async fn resolve(
+        &mut self,
+        database: &str,
+        name_or_alias: &str,
+    ) -> Result<Option<(String, i64)>, ClientError> {
+        let started = Instant::now();
+        let result = self.client.resolve(database, name_or_alias).await;
+        self.after("DescribeCollection", started, &result);
+        result
+    }
+
     /// [`EngineClient::server_version`], timed as `GetVersion`.
     pub async fn server_version(&mut self) -> Result<String, ClientError> {
         let started = Instant::now();
         let result = self.client.server_version().await;
         self.after("GetVersion", started, &result);
         result
+    }
+}
+
+/// The RPC a serving call makes.
+pub fn serving_action_name(action: &ServingAction) -> &'static str {
+    match action {
+        ServingAction::CreateIndex(_) => "CreateIndex",
+        ServingAction::LoadCollection { .. } => "LoadCollection",
+        ServingAction::ReleaseCollection => "ReleaseCollection",
     }
 }
 

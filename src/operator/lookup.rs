@@ -178,3 +178,19 @@ pub fn target_readiness(stores: &Stores, alias: &CollectionAlias) -> TargetReadi
     .collect();
     target_readiness_of(&managing)
 }
+
+/// Whether a `CollectionAlias` (not being deleted) names `collection`'s engine collection
+/// as its target: it points there or waits to (a `WhileAliased` load starts then).
+pub fn awaited_by_alias(stores: &Stores, collection: &Collection) -> bool {
+    let wanted = EngineObject::of_collection(stores, collection);
+    stores.aliases.state().iter().any(|alias| {
+        alias.metadata.deletion_timestamp.is_none()
+            && EngineObject::of(
+                stores,
+                alias.namespace(),
+                &alias.spec.coordinator_ref,
+                &alias.spec.database,
+                alias.spec.collection.clone(),
+            ) == wanted
+    })
+}

@@ -282,7 +282,8 @@ fn own_changes<K: Resource + 'static>() -> impl Predicate<K> + Clone + 'static {
         .combine(predicates::finalizers)
 }
 
-/// What aliases care about in a Collection: its identity and whether it is Ready.
+/// What aliases care about in a Collection: its identity and whether it is Ready and
+/// Serving.
 fn collection_readiness(collection: &Collection) -> Option<u64> {
     Some(hash_of((
         collection.metadata.namespace.as_deref(),
@@ -290,8 +291,19 @@ fn collection_readiness(collection: &Collection) -> Option<u64> {
         &collection.spec.database,
         collection.engine_name(),
         context::collection_is_ready(collection),
+        collection_is_serving(collection),
         collection.metadata.deletion_timestamp.is_some(),
     )))
+}
+
+/// Whether a Collection reports `Serving=True` (the gate of `WhenTargetServing` aliases).
+fn collection_is_serving(collection: &Collection) -> bool {
+    collection.status.as_ref().is_some_and(|status| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == collection::SERVING && c.status == "True")
+    })
 }
 
 /// What a `RoutedAlias` cares about in its `CollectionAlias`: the target it asks for and

@@ -94,6 +94,19 @@ pub trait EngineResource:
     fn paused(gathered: &Self::Gathered) -> bool;
     /// After the engine calls: e.g. ask other controllers to look again.
     fn applied(&self, _ctx: &Context, _gathered: &Self::Gathered, _executed: &Executed) {}
+    /// After the plan's actions (not in a clean-up pass): engine work that depends on
+    /// them, e.g. indexes and load after a create, or reading back an alias just moved.
+    /// It may record its results in `gathered` and revise `verdict`.
+    fn follow_up(
+        &self,
+        _ctx: &Context,
+        _engine: &mut Engine,
+        _gathered: &mut Self::Gathered,
+        _verdict: &mut Verdict,
+        _executed: &Executed,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The status after a pass whose plan ran (or stopped on an engine failure).
     fn status(
         &self,
@@ -105,7 +118,12 @@ pub trait EngineResource:
     /// The status after a pass that stopped on `outcome` before planning.
     fn failed_status(&self, outcome: &Outcome, now: Timestamp) -> Self::Status;
     /// When to look again after a successful pass.
-    fn requeue_after(&self, ctx: &Context, _verdict: &Verdict) -> Duration {
+    fn requeue_after(
+        &self,
+        ctx: &Context,
+        _verdict: &Verdict,
+        _gathered: &Self::Gathered,
+    ) -> Duration {
         Self::backoff(ctx).reset(&ObjectRef::from_obj(self));
         next_resync(self, ctx.settings.resync_interval)
     }
@@ -219,11 +237,11 @@ async fn run<K: EngineResource>(
         Ok(engine) => engine,
         Err(error) => return view.fail(api, ctx, error).await,
     };
-    let gathered = match object.gather(ctx, &mut engine, deleting).await {
+    let mut gathered = match object.gather(ctx, &mut engine, deleting).await {
         Ok(gathered) => gathered,
         Err(error) => return view.fail(api, ctx, error).await,
     };
-    let (actions, verdict) = K::plan(&gathered);
+    let (actions, mut verdict) = K::plan(&gathered);
     let executed = execute(
         ctx,
         &mut engine,
@@ -234,6 +252,11 @@ async fn run<K: EngineResource>(
     )
     .await;
     object.applied(ctx, &gathered, &executed);
+    if !deleting && !K::paused(&gathered) {
+        object
+            .follow_up(ctx, &mut engine, &mut gathered, &mut verdict, &executed)
+            .await;
+    }
     if deleting {
         return cleaned_up(&view, ctx, api, &gathered, verdict, executed).await;
     }
@@ -242,7 +265,9 @@ async fn run<K: EngineResource>(
     if let Some((_, error)) = executed.failure {
         return Err(error.into());
     }
-    Ok(Requeue::requeue(object.requeue_after(ctx, &verdict)))
+    Ok(Requeue::requeue(
+        object.requeue_after(ctx, &verdict, &gathered),
+    ))
 }
 
 /// The Coordinator resource does not exist. Applying waits for it (not a failure: its

@@ -86,15 +86,6 @@ impl ServingPlan {
     }
 }
 
-/// A collection declares something for the operator to do about serving.
-fn declares_serving(spec: &crate::crd::CollectionSpec) -> bool {
-    !spec.indexes.is_empty()
-        || spec
-            .load
-            .as_ref()
-            .is_some_and(|load| load.policy != LoadPolicy::Never)
-}
-
 /// The alias action of a resource in the plan (CreateAlias or AlterAlias), if any.
 fn alias_move(plan: &Plan, key: &ObjectKey) -> Option<usize> {
     plan.actions.iter().position(|action| match action {
@@ -107,7 +98,7 @@ fn alias_move(plan: &Plan, key: &ObjectKey) -> Option<usize> {
 pub fn names_to_observe(intents: &Intents, observed: &Observed, plan: &Plan) -> BTreeSet<Name> {
     let mut names = BTreeSet::new();
     for intent in &intents.collections {
-        if !intent.deleting && declares_serving(&intent.spec) {
+        if !intent.deleting && intent.spec.declares_serving() {
             names.insert((intent.database.clone(), intent.name.clone()));
         }
     }
@@ -279,7 +270,7 @@ pub fn decide(
 
     // 3. Indexes and load of the declared collections.
     for intent in &intents.collections {
-        if intent.deleting || !declares_serving(&intent.spec) {
+        if intent.deleting || !intent.spec.declares_serving() {
             continue;
         }
         let name = (intent.database.clone(), intent.name.clone());
@@ -293,7 +284,9 @@ pub fn decide(
             ready: matches!(plan.verdicts.get(&intent.key), Some(Verdict::Ready)),
             declared: &intent.spec.indexes,
             load,
-            release_delay: load.map(release_delay).unwrap_or_default(),
+            release_delay: load
+                .map(crate::crd::LoadSpec::release_delay_duration)
+                .unwrap_or_default(),
             observed: observation,
             aliased: aliased.contains(&name),
             awaited: awaited.contains(&name),
@@ -367,20 +360,6 @@ pub fn action_text(action: &ServingAction) -> String {
     }
 }
 
-/// `spec.load.releaseDelay` (`30s`, `10m`, `1h30m`, `500ms`: the CRD's pattern, which
-/// jiff's friendly duration format reads); a value the pattern would refuse counts as
-/// the default 10 minutes rather than as "release at once".
-fn release_delay(load: &crate::crd::LoadSpec) -> Duration {
-    load.release_delay
-        .parse::<jiff::SignedDuration>()
-        .ok()
-        .and_then(|delay| Duration::try_from(delay).ok())
-        .unwrap_or(DEFAULT_RELEASE_DELAY)
-}
-
-/// The CRD's default `releaseDelay`.
-const DEFAULT_RELEASE_DELAY: Duration = Duration::from_secs(600);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,15 +367,16 @@ mod tests {
     #[test]
     fn release_delays_read_like_the_crd_pattern() {
         let of = |text: &str| {
-            release_delay(&crate::crd::LoadSpec {
+            crate::crd::LoadSpec {
                 release_delay: text.to_string(),
                 ..Default::default()
-            })
+            }
+            .release_delay_duration()
         };
         assert_eq!(of("30s"), Duration::from_secs(30));
         assert_eq!(of("10m"), Duration::from_secs(600));
         assert_eq!(of("1h30m"), Duration::from_secs(5400));
         assert_eq!(of("500ms"), Duration::from_millis(500));
-        assert_eq!(of("soon"), DEFAULT_RELEASE_DELAY);
+        assert_eq!(of("soon"), Duration::from_secs(600), "the CRD default");
     }
 }
