@@ -15,6 +15,10 @@
 //! every DDL batch is appended to the control channel, fsynced by the node, before the
 //! meta store commit).
 
+mod support;
+
+use support::{check, env_usize, free_port, schema};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,20 +26,10 @@ use std::time::{Duration, Instant};
 
 use collection_operator::proto::api::milvus_service_client::MilvusServiceClient;
 use collection_operator::proto::api::*;
-use collection_operator::proto::common::{KeyValuePair, Status};
-use collection_operator::proto::schema::{CollectionSchema, DataType, FieldSchema};
 use hdrhistogram::Histogram;
-use prost::Message;
 use tonic::transport::Channel;
 
 type Client = MilvusServiceClient<Channel>;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn connect(addr: &str) -> anyhow::Result<Client> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
@@ -43,41 +37,6 @@ async fn connect(addr: &str) -> anyhow::Result<Client> {
         .connect()
         .await?;
     Ok(MilvusServiceClient::new(channel))
-}
-
-fn schema(name: &str) -> Vec<u8> {
-    CollectionSchema {
-        name: name.into(),
-        fields: vec![
-            FieldSchema {
-                name: "id".into(),
-                data_type: DataType::Int64 as i32,
-                is_primary_key: true,
-                ..Default::default()
-            },
-            FieldSchema {
-                name: "vector".into(),
-                data_type: DataType::FloatVector as i32,
-                type_params: vec![KeyValuePair {
-                    key: "dim".into(),
-                    value: "8".into(),
-                }],
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
-
-fn check(status: &Status, what: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        status.code == 0 && status.error_code == 0,
-        "{what}: {} {}",
-        status.code,
-        status.reason
-    );
-    Ok(())
 }
 
 async fn create_collection(client: &mut Client, name: &str) -> anyhow::Result<()> {
@@ -350,12 +309,6 @@ async fn ddl_wal_loops(ops: usize, clients: usize) -> anyhow::Result<Vec<String>
         child.wait()?;
     }
     rows
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Fills the coordinator with `objects` collections and as many aliases, 16 clients wide.

@@ -14,6 +14,10 @@
 //! 1000), `BENCH_HISTORY_DDLS` (DDLs of the large run: 1% collections, the rest aliases
 //! spread over them; default 100000), `BENCH_HISTORY_CLIENTS` (default 16).
 
+mod support;
+
+use support::{check, schema};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,8 +26,6 @@ use std::time::{Duration, Instant};
 use collection_operator::proto::api::milvus_service_client::MilvusServiceClient;
 use collection_operator::proto::api::*;
 use collection_operator::proto::common::{KeyValuePair, Status};
-use collection_operator::proto::schema::{CollectionSchema, DataType, FieldSchema};
-use prost::Message;
 use tonic::transport::Channel;
 
 type Client = MilvusServiceClient<Channel>;
@@ -34,41 +36,6 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect()
-}
-
-fn check(status: &Status, what: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        status.code == 0 && status.error_code == 0,
-        "{what}: {} {}",
-        status.code,
-        status.reason
-    );
-    Ok(())
-}
-
-fn schema(name: &str) -> Vec<u8> {
-    CollectionSchema {
-        name: name.into(),
-        fields: vec![
-            FieldSchema {
-                name: "id".into(),
-                data_type: DataType::Int64 as i32,
-                is_primary_key: true,
-                ..Default::default()
-            },
-            FieldSchema {
-                name: "vector".into(),
-                data_type: DataType::FloatVector as i32,
-                type_params: vec![KeyValuePair {
-                    key: "dim".into(),
-                    value: "8".into(),
-                }],
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
 
 struct Server {

@@ -11,6 +11,10 @@
 //! Environment: `BENCH_RECORDS` (default 20000), `BENCH_WINDOW`, `BENCH_FAILOVERS`
 //! (default 3).
 
+mod support;
+
+use support::{env_usize, free_port};
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,19 +23,6 @@ use std::time::{Duration, Instant};
 use collection_operator::proto::streaming::deliver_policy;
 use collection_operator::streaming::client::{self, Discovery, Producer, message};
 use tokio_stream::StreamExt;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 struct Proc(Child, String);
 

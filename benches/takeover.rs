@@ -17,6 +17,10 @@
 //!
 //! Prints figures only; no assertions.
 
+mod support;
+
+use support::{free_port, schema};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,11 +33,8 @@ use collection_operator::meta::Ddl;
 use collection_operator::meta::names::DEFAULT_DATABASE;
 use collection_operator::proto::api::milvus_service_client::MilvusServiceClient;
 use collection_operator::proto::api::*;
-use collection_operator::proto::common::KeyValuePair;
-use collection_operator::proto::schema::{CollectionSchema, DataType, FieldSchema};
 use collection_operator::store::EtcdStore;
 use collection_operator::store::etcd::{DEFAULT_MAX_TXN_OPS, max_ddls_per_batch};
-use prost::Message;
 use tonic::transport::Channel;
 
 type Client = MilvusServiceClient<Channel>;
@@ -42,37 +43,6 @@ const BINARY: &str = env!("CARGO_BIN_EXE_collection-operator");
 /// Aliases the history swaps between `base` and `other`.
 const ALIASES: usize = 1000;
 const LEASE_SECS: u64 = 2;
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn schema(name: &str) -> Vec<u8> {
-    CollectionSchema {
-        name: name.into(),
-        fields: vec![
-            FieldSchema {
-                name: "id".into(),
-                data_type: DataType::Int64 as i32,
-                is_primary_key: true,
-                ..Default::default()
-            },
-            FieldSchema {
-                name: "vector".into(),
-                data_type: DataType::FloatVector as i32,
-                type_params: vec![KeyValuePair {
-                    key: "dim".into(),
-                    value: "8".into(),
-                }],
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
 
 /// A replica process logging to a file.
 struct Replica {
