@@ -1,0 +1,289 @@
+//! Manifest loading for `up` and `plan`: files or folders (recursively; `.yaml`, `.yml`,
+//! `.json`; multi-document YAML; `kind: List`), keeping `Collection`, `CollectionAlias`
+//! and `RoutedAlias` documents of `collections.dev/v1alpha1` and noting every other
+//! document as ignored (a `Coordinator` is for `kubectl` users: `up` and `plan` talk to
+//! the one engine named on their command line).
+//!
+//! - [`walk`] finds the files (folder walk, size limit, file types);
+//! - [`parse`] splits a file into documents and `List` items and sorts them by kind;
+//! - [`validate`] checks each resource the way the API server would before anything
+//!   reaches the engine: the CRD's OpenAPI schema (types, unknown fields, patterns,
+//!   ranges; see [`super::schema`]), its CEL rules evaluated with `kube`'s `cel` feature
+//!   against the very CRDs `collection-operator crds` prints (so the messages are the
+//!   CRD's own), object metadata, and finally the engine's own name and schema rules
+//!   (what CreateCollection would refuse), so that an apply never stops half-way on
+//!   input it could have refused up front.
+//!
+//! Errors name the file, the document (1-based, counting non-empty documents) and its
+//! first line.
+
+mod parse;
+mod validate;
+mod walk;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::crd::{Collection, CollectionAlias, RoutedAlias};
+use crate::plan::ObjectKey;
+use parse::Loader;
+pub use validate::Checked;
+pub use walk::{DEFAULT_MAX_FILE_BYTES, set_max_file_bytes};
+use walk::{collect, max_file_bytes, read_limited};
+
+/// The one API version this build reads.
+pub const API_VERSION: &str = "collections.dev/v1alpha1";
+
+/// The kinds `up` and `plan` reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Kind {
+    /// `Collection`.
+    Collection,
+    /// `CollectionAlias`.
+    CollectionAlias,
+    /// `RoutedAlias` (expanded into generated Collections and a CollectionAlias).
+    RoutedAlias,
+}
+
+impl Kind {
+    /// The `kind` field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Collection => "Collection",
+            Kind::CollectionAlias => "CollectionAlias",
+            Kind::RoutedAlias => "RoutedAlias",
+        }
+    }
+}
+
+/// A resource: kind and `namespace/name`. Needed because a `Collection` and a
+/// `CollectionAlias` may share a namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId {
+    /// The kind.
+    pub kind: Kind,
+    /// `namespace/name` (no namespace counts as `default`, like `kubectl apply`).
+    pub key: ObjectKey,
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.key)
+    }
+}
+
+/// Where a document came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file (`-` for standard input).
+    pub path: PathBuf,
+    /// 1-based index among the file's non-empty documents.
+    pub document: usize,
+    /// 1-based index inside a `kind: List` document.
+    pub item: Option<usize>,
+    /// First line of the document (0 when unknown).
+    pub line: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.path.display(), self.document)?;
+        if let Some(item) = self.item {
+            write!(f, ", item {item}")?;
+        }
+        if self.line > 0 {
+            write!(f, " (line {})", self.line)?;
+        }
+        Ok(())
+    }
+}
+
+/// One validated resource.
+#[derive(Debug, Clone)]
+pub struct Manifest<K> {
+    /// The typed resource (no `status`: the API server ignores it on create, and `up`
+    /// must never take ownership claims from a file).
+    pub resource: K,
+    /// Where it was read.
+    pub origin: Origin,
+    /// The validated object as JSON (what `up` records as last applied).
+    pub object: Value,
+}
+
+/// Everything read from the given paths.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestSet {
+    /// `Collection` resources, in file order.
+    pub collections: Vec<Manifest<Collection>>,
+    /// `CollectionAlias` resources, in file order.
+    pub aliases: Vec<Manifest<CollectionAlias>>,
+    /// `RoutedAlias` resources, in file order.
+    pub routed: Vec<Manifest<RoutedAlias>>,
+    /// Documents that were skipped, one line each.
+    pub ignored: Vec<String>,
+    /// Files read.
+    pub files: usize,
+}
+
+/// Every problem found in the manifests; nothing is applied while there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// One line per problem, each naming its file and document.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} manifest problem(s):", self.problems.len())?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The last accepted object of each resource, so that edits are checked like updates
+/// (the CRDs' immutability rules use `oldSelf`). A trait so that `up` can lend its state
+/// without copying 10,000 objects on every pass.
+pub trait Previous {
+    /// The last accepted object of `id`, if any.
+    fn previous(&self, id: &ResourceId) -> Option<&Value>;
+}
+
+impl Previous for HashMap<ResourceId, Value> {
+    fn previous(&self, id: &ResourceId) -> Option<&Value> {
+        self.get(id)
+    }
+}
+
+/// Below this many files one thread reads them all.
+const PARALLEL_FROM: usize = 256;
+
+/// Reads and validates every manifest under `paths` (files, folders, or `-` for
+/// standard input). Blocking: run it on the blocking pool from async code. Large sets
+/// are read on several threads (parsing and CEL dominate `up`'s pass over 10,000 files);
+/// the result and the order of problems are the same either way.
+pub fn load(
+    paths: &[PathBuf],
+    previous: Option<&(dyn Previous + Sync)>,
+) -> Result<ManifestSet, LoadError> {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        collect(path, &mut files, &mut problems);
+    }
+    let workers = if files.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
+    } else {
+        1
+    };
+    let chunk = files.len().div_ceil(workers).max(1);
+    let parts: Vec<(ManifestSet, Vec<String>)> = if workers == 1 {
+        vec![load_files(&files, previous)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || load_files(part, previous)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        (
+                            ManifestSet::default(),
+                            vec!["internal error: a manifest reader thread panicked".to_string()],
+                        )
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut set = ManifestSet {
+        files: files.len(),
+        ..Default::default()
+    };
+    for (part, part_problems) in parts {
+        set.collections.extend(part.collections);
+        set.aliases.extend(part.aliases);
+        set.routed.extend(part.routed);
+        set.ignored.extend(part.ignored);
+        problems.extend(part_problems);
+    }
+    find_duplicates(&set, &mut problems);
+    if problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadError { problems })
+    }
+}
+
+fn load_files(
+    files: &[PathBuf],
+    previous: Option<&(dyn Previous + Sync)>,
+) -> (ManifestSet, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut loader = Loader::new(previous.map(|p| p as &dyn Previous));
+    let mut set = ManifestSet::default();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map(|_| text)
+                .map_err(|error| format!("-: cannot read standard input: {error}"))
+        } else {
+            read_limited(file, max_file_bytes())
+        };
+        match text {
+            Ok(text) => loader.file(file, &text, &mut set, &mut problems),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (set, problems)
+}
+
+fn find_duplicates(set: &ManifestSet, problems: &mut Vec<String>) {
+    let mut seen: BTreeMap<ResourceId, &Origin> = BTreeMap::new();
+    let ids = set
+        .collections
+        .iter()
+        .map(|m| (id_of(Kind::Collection, &m.resource), &m.origin))
+        .chain(
+            set.aliases
+                .iter()
+                .map(|m| (id_of(Kind::CollectionAlias, &m.resource), &m.origin)),
+        )
+        .chain(
+            set.routed
+                .iter()
+                .map(|m| (id_of(Kind::RoutedAlias, &m.resource), &m.origin)),
+        );
+    for (id, origin) in ids {
+        if let Some(first) = seen.get(&id) {
+            problems.push(format!("{origin}: {id} is already defined in {first}"));
+        } else {
+            seen.insert(id, origin);
+        }
+    }
+}
+
+/// The resource id of a typed resource.
+pub fn id_of<K: kube::Resource>(kind: Kind, resource: &K) -> ResourceId {
+    ResourceId {
+        kind,
+        key: crate::plan::intent::key_of(resource),
+    }
+}
+
+#[cfg(test)]
+mod tests;
