@@ -51,6 +51,12 @@ const WAITING_RECHECK: Duration = Duration::from_secs(5);
 /// First retry after a failed pass; doubles up to the resync interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
+/// A step that takes longer than this (reading a large folder) is announced once.
+const SLOW_STEP: Duration = Duration::from_secs(2);
+
+/// Resources named at most in the list of those a broken file holds.
+const HELD_SHOWN: usize = 10;
+
 /// The `pending` value of a collection whose CreateCollection is in flight.
 const PENDING_CREATE: &str = "create";
 
@@ -456,6 +462,10 @@ struct Runner {
     /// The manifest problems as last printed (`None`: the manifests were accepted).
     last_problems: Option<Vec<String>>,
     last_ignored: Vec<String>,
+    /// The pass was started by a file change (not by a resync or a retry).
+    file_event: bool,
+    /// What each gated alias waited for, as last printed.
+    last_waits: BTreeMap<String, String>,
     /// The state changed since it was last saved.
     dirty: bool,
     /// Status rows of the routed aliases, from the last expansion.
@@ -486,6 +496,8 @@ impl Runner {
             printed: BTreeMap::new(),
             last_problems: None,
             last_ignored: Vec::new(),
+            file_event: false,
+            last_waits: BTreeMap::new(),
             dirty: false,
             routed_rows: BTreeMap::new(),
         }
@@ -537,46 +549,47 @@ impl Runner {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep(delay) => {}
-                Some(()) = rx.recv() => settle(&mut rx, debounce).await,
+                Some(()) = rx.recv() => {
+                    settle(&mut rx, debounce).await;
+                    self.file_event = true;
+                }
             }
         }
         Ok(())
     }
 
-    /// Reads the manifests into the state: accepted ones replace their records, records
-    /// whose manifest is gone are marked deleted. Returns `false` (and changes nothing)
-    /// if the manifests have problems.
-    async fn read_manifests(&mut self) -> anyhow::Result<bool> {
+    /// Reads the manifests into the state: the resources of every valid file replace
+    /// their records; records whose manifest is gone are marked deleted, unless some
+    /// file has a problem (a resource may have moved into the broken file, and a broken
+    /// file must never read as "its resources were deleted"): then nothing is deleted and
+    /// the resources of broken files keep their last accepted manifest. What is held,
+    /// and by which file and line, is printed whenever it changes and after every file
+    /// change.
+    async fn read_manifests(&mut self) -> anyhow::Result<()> {
         // The state is lent to the loading task (it is the `oldSelf` of every update)
         // rather than copied: with 10,000 resources a copy per pass costs more memory
         // than everything else up keeps.
         let state = std::mem::take(&mut self.state);
         let folder = self.manifests.clone();
-        let (state, loaded) = tokio::task::spawn_blocking(move || {
+        let mut task = tokio::task::spawn_blocking(move || {
             let loaded =
-                manifest::load(&[folder], Some(&state as &(dyn manifest::Previous + Sync)));
+                manifest::load_by_file(&[folder], Some(&state as &(dyn manifest::Previous + Sync)));
             (state, loaded)
-        })
-        .await
-        .context("manifest loading task failed (the state of this run is lost)")?;
-        self.state = state;
-        let set = match loaded {
-            Ok(set) => set,
-            Err(error) => {
-                if self.last_problems.as_ref() != Some(&error.problems) {
-                    eprintln!(
-                        "up: [{}] manifests NOT applied, the last accepted ones stay in force \
-                         until this is fixed:\n{error}",
-                        clock()
-                    );
-                    self.last_problems = Some(error.problems);
-                }
-                return Ok(false);
+        });
+        // A large folder takes a while: say so once rather than staying silent.
+        let joined = tokio::select! {
+            joined = &mut task => joined,
+            _ = tokio::time::sleep(SLOW_STEP) => {
+                println!("up: [{}] reading the manifests in {}...", clock(), self.manifests.display());
+                task.await
             }
         };
-        if self.last_problems.take().is_some() {
-            eprintln!("up: [{}] manifests accepted again", clock());
-        }
+        let (state, loaded) =
+            joined.context("manifest loading task failed (the state of this run is lost)")?;
+        self.state = state;
+        let file_event = std::mem::take(&mut self.file_event);
+        let blocked = !loaded.problems.is_empty();
+        let set = loaded.set;
         if set.ignored != self.last_ignored {
             for note in &set.ignored {
                 eprintln!("up: note: {note}");
@@ -631,14 +644,35 @@ impl Runner {
             }
             present.insert(id);
         }
+        let mut held = Vec::new();
         for (id, record) in self.state.records.iter_mut() {
             // Generated records come and go with their routed alias's schedule.
             if !present.contains(id) && !record.deleted && record.owner.is_none() {
-                record.deleted = true;
-                self.dirty = true;
+                if blocked {
+                    held.push(id.to_string());
+                } else {
+                    record.deleted = true;
+                    self.dirty = true;
+                }
             }
         }
-        Ok(true)
+        if !blocked {
+            if self.last_problems.take().is_some() {
+                eprintln!(
+                    "up: [{}] every manifest file is valid again: all changes apply",
+                    clock()
+                );
+            }
+            return Ok(());
+        }
+        if self.last_problems.as_ref() != Some(&loaded.problems) || file_event {
+            eprintln!(
+                "{}",
+                blocked_report(&loaded.problems, &loaded.broken, &held, &self.manifests)
+            );
+            self.last_problems = Some(loaded.problems);
+        }
+        Ok(())
     }
 
     /// Builds the intents of every record: current manifests, and deleted ones until
@@ -696,6 +730,8 @@ impl Runner {
             .await
             .context("observing the engine")?;
         let observed_at = started.elapsed();
+
+        let mut lines = self.take_back_retained(&mut intents, &observed);
 
         // Creates and binds that were sent but whose outcome was never recorded (up
         // stopped in between) are ours if the engine shows exactly what we sent.
@@ -778,6 +814,27 @@ impl Runner {
             .collect();
         drop(observed);
         self.note_requested_swaps(&intents, &serving_plan);
+        // An action that puts back what up had made (an alias moved or dropped, a
+        // collection dropped behind its back) is a drift repair: said as such.
+        let drift: Vec<bool> = plan
+            .actions
+            .iter()
+            .map(|action| {
+                let record = action_key(action)
+                    .and_then(|key| intents.resource(key))
+                    .and_then(|id| self.state.records.get(id));
+                match (action, record) {
+                    (Action::AlterAlias { to, .. }, Some(record)) => {
+                        record.bound.as_deref() == Some(to.as_str())
+                    }
+                    (Action::CreateAlias { .. }, Some(record)) => record.bound.is_some(),
+                    (Action::CreateCollection { .. }, Some(record)) => {
+                        record.collection_id.is_some()
+                    }
+                    _ => false,
+                }
+            })
+            .collect();
         let planned = started.elapsed();
 
         // Record what is about to be created or bound before sending it.
@@ -810,10 +867,16 @@ impl Runner {
             wake: expanded.wake,
             ..Outcome::default()
         };
-        for (action, result) in plan.actions.iter().zip(results) {
+        for ((action, result), drift) in plan.actions.iter().zip(results).zip(drift) {
             let id = action_key(action)
                 .and_then(|key| intents.resource(key))
                 .cloned();
+            let text = table::action_line(&table::action_row(action, &intents));
+            match &result {
+                Ok(_) if drift => lines.push(format!("drift repaired: {text}")),
+                Ok(_) => lines.push(text),
+                Err(error) => lines.push(format!("FAILED {text}: {error}")),
+            }
             match result {
                 Ok(applied) => {
                     self.dirty = true;
@@ -865,7 +928,15 @@ impl Runner {
         // An index created or a load requested changes what the gate sees: look again
         // at once (a load still in progress then waits for the recheck).
         outcome.again |= serving_results.iter().any(Result::is_ok);
-        for ((key, _, _, action), result) in serving_plan.actions.iter().zip(serving_results) {
+        for ((key, database, name, action), result) in
+            serving_plan.actions.iter().zip(serving_results)
+        {
+            let text =
+                table::action_line(&table::serving_row(key, database, name, action, &intents));
+            match &result {
+                Ok(()) => lines.push(text),
+                Err(error) => lines.push(format!("FAILED {text}: {error}")),
+            }
             if let Err(error) = result {
                 outcome.failed = true;
                 if let Some(id) = intents.resource(key) {
@@ -935,6 +1006,7 @@ impl Runner {
             {
                 self.dirty = true;
                 outcome.again |= record.owner.is_some();
+                self.remember_retained(id, &record);
                 released.push((id.clone(), record));
             }
             if let Verdict::NotReady { reason, .. } = verdict
@@ -958,9 +1030,9 @@ impl Runner {
             &serving_plan,
             &errors,
             &released,
-            plan.actions.len() + serving_plan.actions.len(),
-            started,
+            &lines,
         );
+        self.note_waits(&intents, &serving_plan);
         tracing::debug!(
             resources = intents.collections.len() + intents.aliases.len(),
             actions = plan.actions.len(),
@@ -973,6 +1045,110 @@ impl Runner {
             "reconcile pass"
         );
         Ok(outcome)
+    }
+
+    /// A Collection whose file came back after a Retain deletion takes back the very
+    /// collection it left in the engine: same resource, same engine ID. Anything else
+    /// under that name (another resource, or a collection dropped and made again by
+    /// someone else) still needs the adopt annotation. Returns what it took back.
+    fn take_back_retained(
+        &mut self,
+        intents: &mut Intents,
+        observed: &crate::plan::Observed,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.state.retained.is_empty() {
+            return lines;
+        }
+        for index in 0..intents.collections.len() {
+            let intent = &intents.collections[index];
+            if intent.owned_id.is_some() || intent.deleting {
+                continue;
+            }
+            let engine = state::engine_key(&intent.database, &intent.name);
+            let Some(id) = intents.resource(&intent.key).cloned() else {
+                continue;
+            };
+            let Some(retained) = self.state.retained.get(&engine) else {
+                continue;
+            };
+            if retained.resource != id.key.to_string() {
+                continue;
+            }
+            let existing = observed
+                .collections
+                .get(&(intent.database.clone(), intent.name.clone()))
+                .map(|collection| collection.id);
+            let kept: Option<i64> = retained.collection_id.parse().ok();
+            let (database, name) = (intent.database.clone(), intent.name.clone());
+            self.state.retained.remove(&engine);
+            self.dirty = true;
+            if existing.is_none() || existing != kept {
+                // Gone, or replaced by someone else's: nothing to take back.
+                continue;
+            }
+            let Some(record) = self.state.records.get_mut(&id) else {
+                continue;
+            };
+            record.collection_id = Some(retained_id_text(kept));
+            intents.collections[index].owned_id = kept;
+            lines.push(format!(
+                "took back collection {database} {name} (ID {}) for {id}: up kept it when \
+                 the file was removed (deletionPolicy Retain)",
+                retained_id_text(kept)
+            ));
+        }
+        lines
+    }
+
+    /// Remembers the collection a deleted Collection resource left in the engine
+    /// (Retain), so that its file coming back takes it back.
+    fn remember_retained(&mut self, id: &ResourceId, record: &Record) {
+        if id.kind != Kind::Collection || record.owner.is_some() {
+            return;
+        }
+        let Some(collection_id) = record.collection_id.clone() else {
+            return;
+        };
+        let policy = record
+            .manifest
+            .pointer("/spec/deletionPolicy")
+            .and_then(|v| v.as_str());
+        let policy: CollectionDeletionPolicy = policy
+            .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
+            .unwrap_or_default();
+        if policy != CollectionDeletionPolicy::Retain {
+            return;
+        }
+        let database = record
+            .manifest
+            .pointer("/spec/database")
+            .and_then(|v| v.as_str())
+            .unwrap_or(crate::meta::names::DEFAULT_DATABASE);
+        self.state.retained.insert(
+            state::engine_key(database, &engine_name_of(id, record)),
+            state::Retained {
+                resource: id.key.to_string(),
+                collection_id,
+            },
+        );
+    }
+
+    /// Prints, once per change, what each gated alias waits for (an index building, a
+    /// load, a guard), so that a swap that does not happen at once says why.
+    fn note_waits(&mut self, intents: &Intents, serving_plan: &serving::ServingPlan) {
+        let mut waits = BTreeMap::new();
+        for row in table::gate_rows(serving_plan, intents) {
+            let [resource, alias, text] = <[String; 3]>::try_from(row).unwrap_or_default();
+            if text.starts_with("opens") {
+                continue;
+            }
+            if self.last_waits.get(&resource) != Some(&text) {
+                println!("[{}] {resource} ({alias}) {text}", clock());
+            }
+            waits.insert(resource, text);
+        }
+        self.last_waits = waits;
     }
 
     fn record_for(&mut self, intents: &Intents, action: &Action) -> Option<&mut Record> {
@@ -1011,8 +1187,7 @@ impl Runner {
         serving_plan: &serving::ServingPlan,
         errors: &HashMap<ResourceId, String>,
         released: &[(ResourceId, Record)],
-        actions: usize,
-        started: Instant,
+        lines: &[String],
     ) {
         let mut rows: BTreeMap<ResourceId, Vec<String>> = BTreeMap::new();
         for intent in &intents.collections {
@@ -1091,7 +1266,13 @@ impl Runner {
             .map(|(id, _)| id)
             .collect();
         let vanished = self.printed.keys().any(|id| !rows.contains_key(id));
-        if changed.is_empty() && !vanished && gone.is_empty() && actions == 0 {
+        let now = clock();
+        let mut out = String::new();
+        for line in lines {
+            out.push_str(&format!("[{now}] {line}\n"));
+        }
+        if changed.is_empty() && !vanished && gone.is_empty() {
+            print!("{out}");
             return;
         }
         let total = rows.len();
@@ -1115,13 +1296,12 @@ impl Runner {
                 .collect()
         };
         shown.extend(gone.iter().cloned());
-        let mut out = format!(
-            "\n[{}] {} engine change(s) applied in {} ms\n",
-            clock(),
-            actions,
-            started.elapsed().as_millis()
-        );
-        out.push_str(&table::render(&headers, &shown));
+        out.push('\n');
+        out.push_str(&table::render_fitted(
+            &headers,
+            &shown,
+            table::output_width(),
+        ));
         if total > FULL_TABLE_ROWS && changed.len() > FULL_TABLE_ROWS {
             out.push_str(&format!(
                 "... and {} more changed row(s)\n",
@@ -1136,6 +1316,52 @@ impl Runner {
         print!("{out}");
         self.printed = rows;
     }
+}
+
+/// What a folder with broken files holds back: every problem (file, document, line),
+/// and the resources that keep their last accepted manifest meanwhile.
+fn blocked_report(
+    problems: &[String],
+    broken: &std::collections::BTreeSet<PathBuf>,
+    held: &[String],
+    folder: &Path,
+) -> String {
+    let files: Vec<String> = broken
+        .iter()
+        .map(|path| {
+            path.strip_prefix(folder)
+                .unwrap_or(path)
+                .display()
+                .to_string()
+        })
+        .collect();
+    let which = if files.is_empty() {
+        "the manifest folder".to_string()
+    } else {
+        files.join(", ")
+    };
+    let mut out = format!(
+        "up: [{}] BLOCKED by {which}: {} problem(s); the resources of valid files apply, \
+         nothing is deleted until this is fixed",
+        clock(),
+        problems.len()
+    );
+    for problem in problems {
+        out.push_str(&format!("\n  - {problem}"));
+    }
+    if !held.is_empty() {
+        let mut names: Vec<&str> = held.iter().take(HELD_SHOWN).map(String::as_str).collect();
+        let more = held.len().saturating_sub(HELD_SHOWN);
+        let more_text = format!("and {more} more");
+        if more > 0 {
+            names.push(&more_text);
+        }
+        out.push_str(&format!(
+            "\n  kept as last accepted (their file is broken or gone): {}",
+            names.join(", ")
+        ));
+    }
+    out
 }
 
 /// The last swap of an alias: `v1 -> v2 verified 12:00:07` (or `applied`, or
@@ -1253,6 +1479,10 @@ fn status_text(verdict: Option<&Verdict>, error: Option<&String>, deleted: bool)
         }
         None => format!("{prefix}(no verdict)"),
     }
+}
+
+fn retained_id_text(id: Option<i64>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
 }
 
 fn verb(action: &Action) -> &'static str {

@@ -11,6 +11,11 @@
 //! before each apply phase the creates and binds about to be sent are recorded as pending:
 //! if `up` dies after the engine acknowledged one but before the result was recorded, the
 //! next run recognises the object as its own instead of calling it `AlreadyExists`.
+//!
+//! It also remembers the collections it kept in the engine when their file was removed
+//! under `deletionPolicy: Retain` ([`State::retained`]): putting the file back is an undo,
+//! and the same resource takes back the very collection it created (same ID) without the
+//! adopt annotation, which stays required for anything `up` did not create.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -99,6 +104,24 @@ struct File {
     aliases: BTreeMap<String, Record>,
     #[serde(default)]
     routed: BTreeMap<String, Record>,
+    #[serde(default)]
+    retained: BTreeMap<String, Retained>,
+}
+
+/// A collection `up` created (or adopted), kept in the engine when its resource's file
+/// was removed with `deletionPolicy: Retain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retained {
+    /// The `Collection` resource (`namespace/name`) it belonged to.
+    pub resource: String,
+    /// Its engine ID (a string, as `status.collectionID`).
+    pub collection_id: String,
+}
+
+/// `database/name`: the key of [`State::retained`] (engine names hold no `/`).
+pub fn engine_key(database: &str, name: &str) -> String {
+    format!("{database}/{name}")
 }
 
 /// The state, keyed by resource.
@@ -106,6 +129,8 @@ struct File {
 pub struct State {
     /// Every resource `up` manages, including deleted ones still being cleaned up.
     pub records: BTreeMap<ResourceId, Record>,
+    /// Collections kept in the engine on deletion (Retain), by [`engine_key`].
+    pub retained: BTreeMap<String, Retained>,
 }
 
 fn parse_key(text: &str) -> Option<ObjectKey> {
@@ -158,7 +183,10 @@ impl State {
                 records.insert(ResourceId { kind, key }, record);
             }
         }
-        Ok(Self { records })
+        Ok(Self {
+            records,
+            retained: file.retained,
+        })
     }
 
     /// Writes the state atomically. Serialises borrowed records: a copy of 10,000
@@ -171,12 +199,15 @@ impl State {
             aliases: BTreeMap<String, &'a Record>,
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             routed: BTreeMap<String, &'a Record>,
+            #[serde(skip_serializing_if = "no_retained")]
+            retained: &'a BTreeMap<String, Retained>,
         }
         let mut file = FileRef {
             version: VERSION,
             collections: BTreeMap::new(),
             aliases: BTreeMap::new(),
             routed: BTreeMap::new(),
+            retained: &self.retained,
         };
         for (id, record) in &self.records {
             let map = match id.kind {
@@ -204,6 +235,10 @@ impl State {
             .with_context(|| format!("syncing {}", dir.display()))?;
         Ok(())
     }
+}
+
+fn no_retained(retained: &&BTreeMap<String, Retained>) -> bool {
+    retained.is_empty()
 }
 
 impl super::manifest::Previous for State {
@@ -263,6 +298,13 @@ mod tests {
                 owner: Some("default/news".into()),
                 release_at: Some("2026-01-01T00:10:00Z".into()),
                 last_swap: None,
+            },
+        );
+        state.retained.insert(
+            engine_key("default", "products_v2"),
+            Retained {
+                resource: "default/products-v2".into(),
+                collection_id: "460000000000000002".into(),
             },
         );
         state.save(&path).expect("save");

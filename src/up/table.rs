@@ -39,6 +39,76 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Width used when standard output is not a terminal (a file, a pipe, a pod's log).
+pub const DEFAULT_WIDTH: usize = 120;
+
+/// The width to fit output to: `COLUMNS` if set, else the terminal's, else
+/// [`DEFAULT_WIDTH`].
+pub fn output_width() -> usize {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .filter(|columns| *columns > 0)
+    {
+        return columns;
+    }
+    terminal_width().unwrap_or(DEFAULT_WIDTH)
+}
+
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct passed by pointer.
+    let result = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (result == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
+/// Renders rows as a table when it fits in `width` columns; otherwise one line per
+/// row: its first cell, then `header: cell` for the others that say something (not
+/// `-`).
+pub fn render_fitted(headers: &[&str], rows: &[Vec<String>], width: usize) -> String {
+    let table = render(headers, rows);
+    if table.lines().all(|line| line.chars().count() <= width) {
+        return table;
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut cells = row.iter();
+        out.push_str(cells.next().map(String::as_str).unwrap_or(""));
+        let rest: Vec<String> = headers
+            .iter()
+            .skip(1)
+            .zip(cells)
+            .filter(|(_, cell)| !cell.is_empty() && *cell != "-")
+            .map(|(header, cell)| format!("{}: {cell}", header.to_lowercase()))
+            .collect();
+        if !rest.is_empty() {
+            out.push_str(" -- ");
+            out.push_str(&rest.join("; "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// An action as one line, the way `plan` lists it: `alter alias default products
+/// products_v1 -> products_v2 (for CollectionAlias default/products)`.
+pub fn action_line(row: &[String]) -> String {
+    row.iter()
+        .filter(|cell| !cell.is_empty())
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The `ACTION DATABASE OBJECT DETAIL` row of an action.
 pub fn action_row(action: &Action, intents: &Intents) -> Vec<String> {
     let owner = |key| {
@@ -370,5 +440,25 @@ mod tests {
             ],
         );
         assert_eq!(text, "A    BB  C\nxxx  y   z\nx\n");
+    }
+
+    #[test]
+    fn a_table_too_wide_becomes_one_line_per_row() {
+        let rows = vec![
+            vec!["Collection default/a".into(), "-".into(), "READY".into()],
+            vec![
+                "CollectionAlias default/b".into(),
+                "x".into(),
+                "NotReady: waits".into(),
+            ],
+        ];
+        let wide = render_fitted(&["RESOURCE", "X", "STATUS"], &rows, 80);
+        assert_eq!(wide, render(&["RESOURCE", "X", "STATUS"], &rows));
+        let narrow = render_fitted(&["RESOURCE", "X", "STATUS"], &rows, 30);
+        assert_eq!(
+            narrow,
+            "Collection default/a -- status: READY\n\
+             CollectionAlias default/b -- x: x; status: NotReady: waits\n"
+        );
     }
 }

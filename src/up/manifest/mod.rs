@@ -17,11 +17,12 @@
 //! Errors name the file, the document (1-based, counting non-empty documents) and its
 //! first line.
 
+mod locate;
 mod parse;
 mod validate;
 mod walk;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
@@ -165,14 +166,41 @@ impl Previous for HashMap<ResourceId, Value> {
 /// Below this many files one thread reads them all.
 const PARALLEL_FROM: usize = 256;
 
-/// Reads and validates every manifest under `paths` (files, folders, or `-` for
-/// standard input). Blocking: run it on the blocking pool from async code. Large sets
-/// are read on several threads (parsing and CEL dominate `up`'s pass over 10,000 files);
-/// the result and the order of problems are the same either way.
+/// What the manifests under some paths hold, file by file.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The resources of every file without problems.
+    pub set: ManifestSet,
+    /// Every problem, in file order, each naming its file (and document and line).
+    pub problems: Vec<String>,
+    /// Files with a problem: none of their resources is in `set`.
+    pub broken: BTreeSet<PathBuf>,
+}
+
+/// Reads and validates every manifest under `paths`; any problem is an error (what
+/// `plan` and a one-shot apply need: all or nothing).
 pub fn load(
     paths: &[PathBuf],
     previous: Option<&(dyn Previous + Sync)>,
 ) -> Result<ManifestSet, LoadError> {
+    let loaded = load_by_file(paths, previous);
+    if loaded.problems.is_empty() {
+        Ok(loaded.set)
+    } else {
+        Err(LoadError {
+            problems: loaded.problems,
+        })
+    }
+}
+
+/// Reads and validates every manifest under `paths` (files, folders, or `-` for
+/// standard input), keeping the resources of the files that have no problem. A file
+/// with any problem contributes no resource, so a half-written file never yields part
+/// of its resources; a resource defined twice makes the later file broken. Blocking:
+/// run it on the blocking pool from async code. Large sets are read on several threads
+/// (parsing and CEL dominate `up`'s pass over 10,000 files); the result and the order
+/// of problems are the same either way.
+pub fn load_by_file(paths: &[PathBuf], previous: Option<&(dyn Previous + Sync)>) -> Loaded {
     let mut problems = Vec::new();
     let mut files = Vec::new();
     for path in paths {
@@ -187,7 +215,7 @@ pub fn load(
         1
     };
     let chunk = files.len().div_ceil(workers).max(1);
-    let parts: Vec<(ManifestSet, Vec<String>)> = if workers == 1 {
+    let parts: Vec<Loaded> = if workers == 1 {
         vec![load_files(&files, previous)]
     } else {
         std::thread::scope(|scope| {
@@ -198,42 +226,47 @@ pub fn load(
             handles
                 .into_iter()
                 .map(|handle| {
-                    handle.join().unwrap_or_else(|_| {
-                        (
-                            ManifestSet::default(),
-                            vec!["internal error: a manifest reader thread panicked".to_string()],
-                        )
+                    handle.join().unwrap_or_else(|_| Loaded {
+                        problems: vec![
+                            "internal error: a manifest reader thread panicked".to_string(),
+                        ],
+                        ..Loaded::default()
                     })
                 })
                 .collect()
         })
     };
-    let mut set = ManifestSet {
-        files: files.len(),
-        ..Default::default()
+    let mut loaded = Loaded {
+        set: ManifestSet {
+            files: files.len(),
+            ..Default::default()
+        },
+        ..Loaded::default()
     };
-    for (part, part_problems) in parts {
-        set.collections.extend(part.collections);
-        set.aliases.extend(part.aliases);
-        set.routed.extend(part.routed);
-        set.ignored.extend(part.ignored);
-        problems.extend(part_problems);
+    for part in parts {
+        loaded.set.collections.extend(part.set.collections);
+        loaded.set.aliases.extend(part.set.aliases);
+        loaded.set.routed.extend(part.set.routed);
+        loaded.set.ignored.extend(part.set.ignored);
+        problems.extend(part.problems);
+        loaded.broken.extend(part.broken);
     }
-    find_duplicates(&set, &mut problems);
-    if problems.is_empty() {
-        Ok(set)
-    } else {
-        Err(LoadError { problems })
+    let duplicated = find_duplicates(&loaded.set, &mut problems);
+    if !duplicated.is_empty() {
+        let set = &mut loaded.set;
+        set.collections
+            .retain(|m| !duplicated.contains(&m.origin.path));
+        set.aliases.retain(|m| !duplicated.contains(&m.origin.path));
+        set.routed.retain(|m| !duplicated.contains(&m.origin.path));
+        loaded.broken.extend(duplicated);
     }
+    loaded.problems = problems;
+    loaded
 }
 
-fn load_files(
-    files: &[PathBuf],
-    previous: Option<&(dyn Previous + Sync)>,
-) -> (ManifestSet, Vec<String>) {
-    let mut problems = Vec::new();
+fn load_files(files: &[PathBuf], previous: Option<&(dyn Previous + Sync)>) -> Loaded {
+    let mut loaded = Loaded::default();
     let mut loader = Loader::new(previous.map(|p| p as &dyn Previous));
-    let mut set = ManifestSet::default();
     for file in files {
         let text = if file.as_os_str() == "-" {
             let mut text = String::new();
@@ -244,15 +277,28 @@ fn load_files(
         } else {
             read_limited(file, max_file_bytes())
         };
+        let mut part = ManifestSet::default();
+        let before = loaded.problems.len();
         match text {
-            Ok(text) => loader.file(file, &text, &mut set, &mut problems),
-            Err(problem) => problems.push(problem),
+            Ok(text) => loader.file(file, &text, &mut part, &mut loaded.problems),
+            Err(problem) => loaded.problems.push(problem),
+        }
+        loaded.set.ignored.append(&mut part.ignored);
+        if loaded.problems.len() > before {
+            loaded.broken.insert(file.clone());
+        } else {
+            loaded.set.collections.append(&mut part.collections);
+            loaded.set.aliases.append(&mut part.aliases);
+            loaded.set.routed.append(&mut part.routed);
         }
     }
-    (set, problems)
+    loaded
 }
 
-fn find_duplicates(set: &ManifestSet, problems: &mut Vec<String>) {
+/// Reports every resource defined a second time; returns the files of the second
+/// definitions.
+fn find_duplicates(set: &ManifestSet, problems: &mut Vec<String>) -> BTreeSet<PathBuf> {
+    let mut duplicated = BTreeSet::new();
     let mut seen: BTreeMap<ResourceId, &Origin> = BTreeMap::new();
     let ids = set
         .collections
@@ -271,10 +317,12 @@ fn find_duplicates(set: &ManifestSet, problems: &mut Vec<String>) {
     for (id, origin) in ids {
         if let Some(first) = seen.get(&id) {
             problems.push(format!("{origin}: {id} is already defined in {first}"));
+            duplicated.insert(origin.path.clone());
         } else {
             seen.insert(id, origin);
         }
     }
+    duplicated
 }
 
 /// The resource id of a typed resource.

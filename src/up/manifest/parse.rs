@@ -71,27 +71,30 @@ impl<'a> Loader<'a> {
         set: &mut ManifestSet,
         problems: &mut Vec<String>,
     ) {
-        let documents: Vec<(Value, u64)> =
-            if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                match serde_json::from_str::<Value>(text) {
-                    Ok(value) => vec![(value, 1)],
-                    Err(error) => {
-                        problems.push(format!("{}: invalid JSON: {error}", path.display()));
-                        return;
-                    }
+        let json = path.extension().and_then(|e| e.to_str()) == Some("json");
+        // Field lines are looked up in YAML text only (a JSON file's problems name its
+        // document).
+        let source = (!json).then_some(text);
+        let documents: Vec<(Value, u64)> = if json {
+            match serde_json::from_str::<Value>(text) {
+                Ok(value) => vec![(value, 1)],
+                Err(error) => {
+                    problems.push(format!("{}: invalid JSON: {error}", path.display()));
+                    return;
                 }
-            } else {
-                match serde_saphyr::from_multiple::<serde_saphyr::Spanned<Value>>(text) {
-                    Ok(documents) => documents
-                        .into_iter()
-                        .map(|doc| (doc.value, doc.referenced.line()))
-                        .collect(),
-                    Err(error) => {
-                        problems.push(format!("{}: invalid YAML: {error}", path.display()));
-                        return;
-                    }
+            }
+        } else {
+            match serde_saphyr::from_multiple::<serde_saphyr::Spanned<Value>>(text) {
+                Ok(documents) => documents
+                    .into_iter()
+                    .map(|doc| (doc.value, doc.referenced.line()))
+                    .collect(),
+                Err(error) => {
+                    problems.push(format!("{}: invalid YAML: {error}", path.display()));
+                    return;
                 }
-            };
+            }
+        };
         for (index, (value, line)) in documents.into_iter().enumerate() {
             let origin = Origin {
                 path: path.to_path_buf(),
@@ -120,10 +123,10 @@ impl<'a> Loader<'a> {
                         item: Some(item_index + 1),
                         ..origin.clone()
                     };
-                    self.document(item, origin, set, problems);
+                    self.document(item, origin, None, set, problems);
                 }
             } else {
-                self.document(value, origin, set, problems);
+                self.document(value, origin, source, set, problems);
             }
         }
     }
@@ -132,6 +135,7 @@ impl<'a> Loader<'a> {
         &mut self,
         value: Value,
         origin: Origin,
+        source: Option<&str>,
         set: &mut ManifestSet,
         problems: &mut Vec<String>,
     ) {
@@ -167,7 +171,7 @@ impl<'a> Loader<'a> {
         match kind {
             "Collection" => {
                 if let Some(manifest) =
-                    self.resource::<Collection>(Kind::Collection, value, &origin, problems)
+                    self.resource::<Collection>(Kind::Collection, value, &origin, source, problems)
                 {
                     set.collections.push(manifest);
                 }
@@ -177,15 +181,20 @@ impl<'a> Loader<'a> {
                     Kind::CollectionAlias,
                     value,
                     &origin,
+                    source,
                     problems,
                 ) {
                     set.aliases.push(manifest);
                 }
             }
             "RoutedAlias" => {
-                if let Some(manifest) =
-                    self.resource::<RoutedAlias>(Kind::RoutedAlias, value, &origin, problems)
-                {
+                if let Some(manifest) = self.resource::<RoutedAlias>(
+                    Kind::RoutedAlias,
+                    value,
+                    &origin,
+                    source,
+                    problems,
+                ) {
                     set.routed.push(manifest);
                 }
             }

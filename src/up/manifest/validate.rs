@@ -19,6 +19,7 @@ impl Loader<'_> {
         kind: Kind,
         mut value: Value,
         origin: &Origin,
+        source: Option<&str>,
         problems: &mut Vec<String>,
     ) -> Option<Manifest<K>>
     where
@@ -33,9 +34,24 @@ impl Loader<'_> {
             object.remove("status");
         }
         let key = check_metadata(&value, &mut errors);
-        let label = match &key {
-            Some(key) => format!("{origin}: {} {key}", kind.as_str()),
-            None => format!("{origin}: {}", kind.as_str()),
+        let what = match &key {
+            Some(key) => format!("{} {key}", kind.as_str()),
+            None => kind.as_str().to_string(),
+        };
+        let label = format!("{origin}: {what}");
+        // A problem with a field names the field's own line.
+        let located = |error: String| match source.and_then(|text| {
+            let path = super::locate::path_in_message(&error)?;
+            super::locate::field_line(text, origin.line, path)
+        }) {
+            Some(line) => format!(
+                "{}: {what}: {error}",
+                Origin {
+                    line,
+                    ..origin.clone()
+                }
+            ),
+            None => format!("{label}: {error}"),
         };
         let schema = match kind {
             Kind::Collection => self.collection.as_ref(),
@@ -66,7 +82,7 @@ impl Loader<'_> {
             }
         }
         if !errors.is_empty() {
-            problems.extend(errors.into_iter().map(|e| format!("{label}: {e}")));
+            problems.extend(errors.into_iter().map(located));
             return None;
         }
         let resource: K = match serde_json::from_value(value.clone()) {
@@ -78,7 +94,7 @@ impl Loader<'_> {
         };
         let engine_problems = resource.engine_problems();
         if !engine_problems.is_empty() {
-            problems.extend(engine_problems.into_iter().map(|e| format!("{label}: {e}")));
+            problems.extend(engine_problems.into_iter().map(located));
             return None;
         }
         Some(Manifest {
