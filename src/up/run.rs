@@ -1,11 +1,13 @@
 //! The `up` loop: embedded coordinator, reconcile passes on start, on file changes
-//! (debounced) and on a periodic resync, a status table after each change, graceful
-//! shutdown on SIGINT/SIGTERM.
+//! (debounced) and on a periodic resync; each engine call printed as `plan` lists it and
+//! the status table when a row changed; graceful shutdown on SIGINT/SIGTERM.
 //!
 //! Safety rules that the loop keeps:
-//! - A manifest set with any problem is not applied at all: a half-written or broken file
-//!   must never read as "these resources were deleted". Meanwhile the last accepted
-//!   manifests (kept in the state file) stay in force and are still resynced.
+//! - A file with any problem contributes nothing, and while any file is broken nothing is
+//!   deleted: a half-written or broken file must never read as "these resources were
+//!   deleted" (nor a resource that moved into it). The resources of broken files keep
+//!   their last accepted manifest (kept in the state file) and are still resynced; the
+//!   resources of valid files apply.
 //! - Deleting a file deletes its resources: the intent is rebuilt from the last accepted
 //!   manifest with `deleting` set, so its `deletionPolicy` applies, also when the file was
 //!   removed while `up` was not running.

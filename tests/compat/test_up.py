@@ -5,7 +5,10 @@ directory and loopback port, writes manifests, and watches the engine change thr
 pymilvus: collections and the alias appear, editing the alias target swaps it, removing a
 file applies the resource's deletionPolicy (Delete drops, Retain keeps), drift made with
 pymilvus is repaired at the resync, a file deleted while ``up`` was down is handled at the
-next start, and a broken file changes nothing. Every wait is bounded.
+next start, a broken file holds only its own resources (and every deletion) while the
+valid files apply, and a collection kept by Retain is taken back when its file returns.
+What ``up`` prints is checked too: each action as ``plan`` lists it, drift repairs named,
+the blocking file and the field's line. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -220,9 +223,20 @@ def test_up_creates_swaps_and_applies_deletion_policies(up, milvus):
     assert client.describe_collection("products")["collection_name"] == "products_v1"
     wait_for("the status table", lambda: "CollectionAlias default/products" in up.stdout(), up)
 
-    # The one-line swap.
+    out = up.stdout()
+    assert "create collection default products_v1 3 field(s), primary key id (for Collection default/products-v1)" in out, out
+    assert "create alias default products -> products_v1 (for CollectionAlias default/products)" in out, out
+
+    # The one-line swap: said as the action, not as a count.
     up.write("products.yaml", alias_manifest("products", "products_v2", "Delete"))
     wait_for("the swap to products_v2", lambda: alias_target(client, "products") == "products_v2", up)
+    wait_for(
+        "the swap printed",
+        lambda: "alter alias default products products_v1 -> products_v2 (for CollectionAlias default/products)"
+        in up.stdout(),
+        up,
+    )
+    assert "engine change(s)" not in up.stdout(), up.stdout()
     assert client.list_aliases("products_v1")["aliases"] == []
     assert client.list_aliases("products_v2")["aliases"] == ["products"]
 
@@ -270,6 +284,12 @@ def test_up_repairs_drift_at_the_resync(up, milvus):
     client.alter_alias("green", "live")
     assert alias_target(client, "live") == "green"
     wait_for("drift repaired", lambda: alias_target(client, "live") == "blue", up, timeout_s=10)
+    wait_for(
+        "the repair printed as such",
+        lambda: "drift repaired: alter alias default live green -> blue (for CollectionAlias default/live)"
+        in up.stdout(),
+        up,
+    )
 
 
 def test_up_restart_keeps_ownership_and_applies_deletions_made_while_down(up, milvus):
@@ -295,24 +315,85 @@ def test_up_restart_keeps_ownership_and_applies_deletions_made_while_down(up, mi
     wait_for("docs dropped (Delete)", lambda: not client.has_collection("docs"), up)
 
 
-def test_up_broken_manifest_changes_nothing(up, milvus):
+def test_up_broken_file_holds_its_own_resources_and_every_deletion(up, milvus):
     up.start()
     client = milvus()
     up.write("c.yaml", collection_manifest("kept", 8))
+    up.write("doomed.yaml", collection_manifest("doomed", 8, "Delete"))
     up.write("a.yaml", alias_manifest("kept-live", "kept"))
     wait_for("alias kept_live", lambda: alias_target(client, "kept_live") == "kept", up)
-    # A typo: the whole folder is refused, nothing is deleted, the error names the file.
-    up.write("a.yaml", alias_manifest("kept-live", "kept").replace("collection:", "colection:"))
-    wait_for("the error report", lambda: "manifests NOT applied" in up.stderr(), up)
+    wait_for("doomed created", lambda: client.has_collection("doomed"), up)
+
+    # A typo in a.yaml: its alias keeps its last accepted manifest; the report names the
+    # file and the line of the misspelt field (line 7), not the document's first line.
+    up.write("a.yaml", alias_manifest("kept-live", "other").replace("collection:", "colection:"))
+    wait_for("the block report", lambda: "BLOCKED by a.yaml" in up.stderr(), up)
     err = up.stderr()
-    assert "a.yaml: document 1 (line 1): CollectionAlias default/kept-live" in err, err
-    assert 'unknown field "spec.colection"' in err, err
+    assert 'a.yaml: document 1 (line 7): CollectionAlias default/kept-live: unknown field "spec.colection"' in err, err
+    assert "kept as last accepted (their file is broken or gone): CollectionAlias default/kept-live" in err, err
+    assert alias_target(client, "kept_live") == "kept"
+
+    # Meanwhile a valid file applies, and the report is repeated for that change.
+    up.write("fresh.yaml", collection_manifest("fresh", 8))
+    wait_for("fresh created while a.yaml is broken", lambda: client.has_collection("fresh"), up)
+    wait_for("the report repeated", lambda: up.stderr().count("BLOCKED by a.yaml") >= 2, up)
+    # But nothing is deleted while a file is broken: a resource may have moved into it.
+    up.remove("doomed.yaml")
+    wait_for(
+        "doomed held",
+        lambda: "kept as last accepted (their file is broken or gone): Collection default/doomed" in up.stderr(),
+        up,
+    )
     time.sleep(1.0)
+    assert client.has_collection("doomed") is True
     assert alias_target(client, "kept_live") == "kept"
-    # Fixed: applied again.
+
+    # Fixed: everything applies again, the held deletion too.
     up.write("a.yaml", alias_manifest("kept-live", "kept"))
-    wait_for("accepted again", lambda: "manifests accepted again" in up.stderr(), up)
+    wait_for("valid again", lambda: "every manifest file is valid again" in up.stderr(), up)
+    wait_for("doomed dropped (Delete)", lambda: not client.has_collection("doomed"), up)
     assert alias_target(client, "kept_live") == "kept"
+
+
+def test_up_takes_back_the_collection_it_retained(up, milvus):
+    """Removing a Retain collection's file and putting it back is an undo: the same
+    resource takes back the collection up created (same ID), without the adopt
+    annotation. A collection up never created still needs it."""
+    up.start()
+    client = milvus()
+    up.write("v2.yaml", collection_manifest("products-v2", 8, "Retain"))
+    wait_for("products_v2 created", lambda: client.has_collection("products_v2"), up)
+    created_id = client.describe_collection("products_v2")["collection_id"]
+    up.remove("v2.yaml")
+    wait_for("products-v2 deleted (Retain)", lambda: "DELETED (Retain: engine collection kept)" in up.stdout(), up)
+    assert client.describe_collection("products_v2")["collection_id"] == created_id
+
+    up.write("v2.yaml", collection_manifest("products-v2", 8, "Retain"))
+    wait_for(
+        "taken back",
+        lambda: f"took back collection default products_v2 (ID {created_id}) for Collection default/products-v2"
+        in up.stdout(),
+        up,
+    )
+    assert "AlreadyExists" not in up.stdout(), up.logs()
+    assert client.describe_collection("products_v2")["collection_id"] == created_id
+
+    # Made by someone else: adopting it still takes the annotation.
+    client.create_collection("foreign", dimension=8)
+    up.write("foreign.yaml", collection_manifest("foreign", 8))
+    wait_for("foreign refused", lambda: "collections.dev/adopt" in up.stdout(), up)
+
+    # Retained, then dropped and made again by someone else: not up's any more.
+    up.remove("v2.yaml")
+    wait_for("products-v2 deleted again", lambda: up.stdout().count("DELETED (Retain: engine collection kept)") >= 2, up)
+    client.drop_collection("products_v2")
+    client.create_collection("products_v2", dimension=8)
+    up.write("v2.yaml", collection_manifest("products-v2", 8, "Retain"))
+    wait_for(
+        "the replacement refused",
+        lambda: [line for line in up.stdout().splitlines() if "products-v2" in line and "AlreadyExists" in line],
+        up,
+    )
 
 
 def test_up_recognises_objects_sent_before_a_crash(up, milvus):

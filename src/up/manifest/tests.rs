@@ -312,3 +312,54 @@ fn edits_are_checked_like_updates() {
     );
     load(&[path], Some(&previous)).expect("deletionPolicy is mutable");
 }
+
+#[test]
+fn a_broken_file_holds_only_its_own_resources() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "a.yaml", COLLECTION);
+    let broken = write(
+        dir.path(),
+        "b.yaml",
+        &format!(
+            "{}---\n{ALIAS}",
+            COLLECTION
+                .replace("products-v1", "products-v2")
+                .replace("dim: 8", "dim: 1")
+        ),
+    );
+    // Defined again in a later file: that file is the broken one.
+    let again = write(dir.path(), "c.yaml", COLLECTION);
+    let loaded = load_by_file(&[dir.path().to_path_buf()], None);
+    let names: Vec<String> = loaded
+        .set
+        .collections
+        .iter()
+        .map(|m| m.resource.engine_name())
+        .collect();
+    assert_eq!(names, ["products_v1"], "{:?}", loaded.problems);
+    assert!(
+        loaded.set.aliases.is_empty(),
+        "b.yaml's valid alias is held too"
+    );
+    assert_eq!(
+        loaded.broken.iter().collect::<Vec<_>>(),
+        [&broken, &again],
+        "{:?}",
+        loaded.problems
+    );
+    assert_eq!(loaded.problems.len(), 2, "{:?}", loaded.problems);
+    // The field's own line (the `dim: 1` entry is on line 9), not the document's.
+    assert!(
+        loaded.problems[0].ends_with(
+            "b.yaml: document 1 (line 9): Collection default/products-v2: \
+             spec.fields[1].dim: must be at least 2, got 1"
+        ),
+        "{:?}",
+        loaded.problems
+    );
+    assert!(loaded.problems[1].contains("c.yaml: document 1"));
+    assert!(loaded.problems[1].contains("already defined in"));
+    // `load` (what `plan` uses) stays all or nothing.
+    let error = load(&[dir.path().to_path_buf()], None).expect_err("problems");
+    assert_eq!(error.problems, loaded.problems);
+}
