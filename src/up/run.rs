@@ -44,8 +44,8 @@ use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
 use crate::streaming::gate::StreamingGate;
 use tonic::service::interceptor::InterceptedService;
 
-/// Above this many resources the status table shows only the rows that changed.
-const FULL_TABLE_ROWS: usize = 50;
+/// The status table shows the rows that changed in a pass, at most this many.
+const SHOWN_ROWS: usize = 50;
 
 /// While a resource waits (for a target, for aliases to go), look again this often.
 const WAITING_RECHECK: Duration = Duration::from_secs(5);
@@ -1287,16 +1287,12 @@ impl Runner {
             "STATUS",
             "SERVING/LAST SWAP",
         ];
-        let mut shown: Vec<Vec<String>> = if total <= FULL_TABLE_ROWS {
-            rows.values().cloned().collect()
-        } else {
-            changed
-                .iter()
-                .filter_map(|id| rows.get(*id))
-                .take(FULL_TABLE_ROWS)
-                .cloned()
-                .collect()
-        };
+        let mut shown: Vec<Vec<String>> = changed
+            .iter()
+            .filter_map(|id| rows.get(*id))
+            .take(SHOWN_ROWS)
+            .cloned()
+            .collect();
         shown.extend(gone.iter().cloned());
         out.push('\n');
         out.push_str(&table::render_fitted(
@@ -1304,10 +1300,10 @@ impl Runner {
             &shown,
             table::output_width(),
         ));
-        if total > FULL_TABLE_ROWS && changed.len() > FULL_TABLE_ROWS {
+        if changed.len() > SHOWN_ROWS {
             out.push_str(&format!(
                 "... and {} more changed row(s)\n",
-                changed.len() - FULL_TABLE_ROWS
+                changed.len() - SHOWN_ROWS
             ));
         }
         out.push_str(&format!(
