@@ -47,6 +47,9 @@ use tonic::service::interceptor::InterceptedService;
 /// The status table shows the rows that changed in a pass, at most this many.
 const SHOWN_ROWS: usize = 50;
 
+/// Engine calls printed one line each per pass, at most (failures always are).
+const SHOWN_ACTIONS: usize = 100;
+
 /// While a resource waits (for a target, for aliases to go), look again this often.
 const WAITING_RECHECK: Duration = Duration::from_secs(5);
 
@@ -1270,8 +1273,21 @@ impl Runner {
         let vanished = self.printed.keys().any(|id| !rows.contains_key(id));
         let now = clock();
         let mut out = String::new();
+        // Every failure, and the first calls of a large pass (10,000 creates at a first
+        // start need no line each).
+        let (mut shown, mut quiet) = (0, 0);
         for line in lines {
-            out.push_str(&format!("[{now}] {line}\n"));
+            if shown < SHOWN_ACTIONS || line.starts_with("FAILED") {
+                out.push_str(&format!("[{now}] {line}\n"));
+                shown += 1;
+            } else {
+                quiet += 1;
+            }
+        }
+        if quiet > 0 {
+            out.push_str(&format!(
+                "[{now}] ... and {quiet} more engine call(s) in this pass\n"
+            ));
         }
         if changed.is_empty() && !vanished && gone.is_empty() {
             print!("{out}");
