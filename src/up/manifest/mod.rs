@@ -4,9 +4,9 @@
 //! document as ignored (a `Coordinator` is for `kubectl` users: `up` and `plan` talk to
 //! the one engine named on their command line).
 //!
-//! - [`walk`] finds the files (folder walk, size limit, file types);
-//! - [`parse`] splits a file into documents and `List` items and sorts them by kind;
-//! - [`validate`] checks each resource the way the API server would before anything
+//! - `walk.rs` finds the files (folder walk, size limit, file types);
+//! - `parse.rs` splits a file into documents and `List` items and sorts them by kind;
+//! - `validate.rs` checks each resource the way the API server would before anything
 //!   reaches the engine: the CRD's OpenAPI schema (types, unknown fields, patterns,
 //!   ranges; see [`super::schema`]), its CEL rules evaluated with `kube`'s `cel` feature
 //!   against the very CRDs `collection-operator crds` prints (so the messages are the
@@ -14,8 +14,10 @@
 //!   (what CreateCollection would refuse), so that an apply never stops half-way on
 //!   input it could have refused up front.
 //!
-//! Errors name the file, the document (1-based, counting non-empty documents) and its
-//! first line.
+//! Errors name the file, the document (1-based, counting non-empty documents) and a
+//! line: the field's own when the problem is about a field of a YAML document (`locate.rs`),
+//! else the document's first. [`load_by_file`] keeps the resources of the valid files
+//! (what `up` applies while another file is broken); [`load`] is all or nothing (`plan`).
 
 mod locate;
 mod parse;
