@@ -249,14 +249,16 @@ spec:
     let (code, stdout, stderr) = text(&plan(&[&bad], &url).await);
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
-    let prefix = format!(
-        "{}: document 2 (line 6): Collection default/products-v3",
-        bad.display()
-    );
-    for problem in [
-        "unknown field \"spec.fields[1].dimension\"",
-        "exactly one field must be the primary key",
+    // Each problem names the line of its field: the misspelt key is on line 13, the
+    // `fields:` list (where a primary key is missing) starts on line 11.
+    for (line, problem) in [
+        (13, "unknown field \"spec.fields[1].dimension\""),
+        (11, "exactly one field must be the primary key"),
     ] {
+        let prefix = format!(
+            "{}: document 2 (line {line}): Collection default/products-v3",
+            bad.display()
+        );
         assert!(
             stderr.contains(&format!("{prefix}: {problem}"))
                 || stderr
