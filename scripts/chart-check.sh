@@ -133,12 +133,12 @@ render upgrade --api-versions "$COORDINATOR_API"
 # --- 5. offline validation against Kubernetes 1.33 ------------------------------------------
 step "kubernetes-validate (Kubernetes $KUBE_VERSION, strict) + CRD schemas"
 "$PY" tests/chart/validate_manifests.py --kube-version "$KUBE_VERSION" \
-    "$RENDERED"/*.yaml crds/*.yaml examples/*.yaml examples/gitops/*.yaml \
+    "$RENDERED"/*.yaml crds/*.yaml examples/*.yaml examples/gitops/*.yaml examples-routed/*.yaml \
     || die "manifests do not validate against Kubernetes $KUBE_VERSION"
 
 # --- 6. yamllint --------------------------------------------------------------------------
 step "yamllint"
-"$VENV/bin/yamllint" --strict -c .yamllint "$RENDERED" crds examples .yamllint \
+"$VENV/bin/yamllint" --strict -c .yamllint "$RENDERED" crds examples examples-routed .yamllint \
     "$CHART/Chart.yaml" "$CHART/values.yaml" "$CHART/ci" || die "yamllint"
 "$PY" -c 'import json, sys; json.load(open(sys.argv[1]))' "$CHART/values.schema.json" \
     || die "$CHART/values.schema.json is not valid JSON"

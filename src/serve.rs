@@ -1,6 +1,6 @@
 //! What every gRPC server of this binary shares (the coordinator, the streaming node and
 //! the engine client that talks to them): the message size limit, binding the listen
-//! address, and stopping on SIGINT/SIGTERM. It sits below both servers so that neither
+//! address, stopping on SIGINT/SIGTERM, and the `grpc.health.v1` answer. It sits below both servers so that neither
 //! imports the other for these.
 
 use std::net::SocketAddr;
@@ -10,6 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 /// Address prefix of a Unix socket (`unix:/path/to.sock`); other addresses are
 /// `host:port` or a URL.
@@ -122,5 +125,58 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+/// What a server answers to `grpc.health.v1.Health`, per service name: Kubernetes `grpc:`
+/// probes (and load balancers) ask the server itself whether it serves, not merely whether
+/// its port accepts connections.
+#[tonic::async_trait]
+pub trait HealthSource: Send + Sync + 'static {
+    /// The status of `service`; `NOT_FOUND` for a name this server does not answer for.
+    async fn status(&self, service: &str) -> Result<ServingStatus, tonic::Status>;
+}
+
+/// `grpc.health.v1.Health` answering from a [`HealthSource`]. It belongs outside the
+/// authentication check of the server: a probe carries no credentials, and the answer is
+/// one of two words.
+pub struct HealthAnswer<S>(pub S);
+
+impl<S: HealthSource> HealthAnswer<S> {
+    /// The health service of `source`, to add to a server.
+    pub fn server(source: S) -> HealthServer<Self> {
+        HealthServer::new(Self(source))
+    }
+}
+
+type HealthStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl<S: HealthSource> Health for HealthAnswer<S> {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        let status = self.0.status(&request.into_inner().service).await?;
+        Ok(tonic::Response::new(HealthCheckResponse {
+            status: status as i32,
+        }))
+    }
+
+    type WatchStream = HealthStream;
+
+    /// The current status once: probes use `Check`, and a stream of changes would need a
+    /// notification the servers do not have.
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let status = self.0.status(&request.into_inner().service).await?;
+        let once = tokio_stream::once(Ok(HealthCheckResponse {
+            status: status as i32,
+        }));
+        Ok(tonic::Response::new(Box::pin(once)))
     }
 }

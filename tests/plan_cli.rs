@@ -297,7 +297,7 @@ async fn an_unreachable_engine_exits_1() {
 async fn plan_expands_a_routed_alias() {
     let server = common::InProcess::start().await;
     let url = format!("http://{}", server.addr);
-    let path = examples().join("routed").join("news.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-routed/news.yaml");
     let (code, stdout, stderr) = text(&plan(&[&path], &url).await);
     assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let created = stdout

@@ -12,6 +12,8 @@
 //! * An entry on the control channel with a TSO bound of 2^47 and an ID allocator at
 //!   i64::MAX (what only a holder of the internal credential could write) is refused by the
 //!   recovery: timestamps and IDs stay sane after the restart.
+//! * A node that requires credentials answers `grpc.health.v1` probes without one: ready
+//!   while it holds its coordinator session, alive throughout.
 
 mod common;
 
@@ -36,6 +38,9 @@ use collection_operator::streaming::client::{self, ClientError, Discovery, Produ
 use collection_operator::streaming::{PROP_TYPE, PROP_VCHANNEL, cchannel_name};
 use common::Client;
 use common::streaming::Proc;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 const CLIENT_TOKEN: &str = "client-s3cret";
 const INTERNAL_TOKEN: &str = "internal-s3cret";
@@ -401,4 +406,98 @@ async fn recovery_refuses_entries_with_a_wrapped_tso_or_id() {
             described.collection_id
         );
     }
+}
+
+/// `grpc.health.v1` status of `service` on a node, asked without any credential (as the
+/// kubelet's `grpc:` probe asks).
+async fn node_health(address: &str, service: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the node");
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("grpc.health.v1 Check without a credential")
+        .into_inner();
+    ServingStatus::try_from(reply.status).expect("a known status")
+}
+
+/// Polls `service` on `address` until it reports `want`.
+async fn await_health(address: &str, service: &str, want: ServingStatus) {
+    let deadline = Instant::now() + READY;
+    loop {
+        let status = node_health(address, service).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service:?} stayed {status:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A streaming node that requires credentials still answers the kubelet's health probes,
+/// which carry none: ready while it holds a session with the coordinator, not ready once
+/// the coordinator is gone (its lease lapses), ready again when a coordinator is back;
+/// alive throughout, so losing the coordinator never restarts the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_health_follows_its_coordinator_session_without_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let internal_tokens = write_tokens(dir.path(), "internal", INTERNAL_TOKEN);
+    let port = common::free_port();
+    let data_dir = dir.path().join("meta");
+    let flags = ["--internal-token-file", internal_tokens.as_str()];
+    let mut coordinator = Proc::coordinator_with(&data_dir, port, 1, 1000, &flags);
+    let node_flags = ["--auth-token-file", internal_tokens.as_str()];
+    let node = Proc::node_with(
+        &coordinator.address,
+        &dir.path().join("wal"),
+        "127.0.0.1",
+        &node_flags,
+    );
+    let ready = collection_operator::streaming::node::READY_HEALTH_SERVICES;
+    let live = collection_operator::streaming::node::LIVE_HEALTH_SERVICE;
+
+    for service in ready {
+        await_health(&node.address, service, ServingStatus::Serving).await;
+    }
+    assert_eq!(
+        node_health(&node.address, live).await,
+        ServingStatus::Serving
+    );
+
+    coordinator.kill9();
+    // The 1 s lease lapses without renewals.
+    await_health(&node.address, ready[0], ServingStatus::NotServing).await;
+    assert_eq!(
+        node_health(&node.address, ready[1]).await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        node_health(&node.address, live).await,
+        ServingStatus::Serving
+    );
+
+    let _coordinator = Proc::coordinator_with(&data_dir, port, 1, 1000, &flags);
+    await_health(&node.address, ready[0], ServingStatus::Serving).await;
+
+    // A name the node does not answer for is NOT_FOUND, as the health protocol asks.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.address))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let unknown = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "milvus.proto.milvus.MilvusService".into(),
+        })
+        .await
+        .expect_err("an unknown service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
 }

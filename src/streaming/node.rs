@@ -694,10 +694,13 @@ where
         + 'static,
     IoError: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let health = crate::serve::HealthAnswer::server(NodeHealth(node.clone()));
     let service = NodeService { node };
     let check = AuthInterceptor::new(accept);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Outside the auth check: Kubernetes probes carry no credentials.
+        .add_service(health)
         .add_service(StreamingNodeManagerServiceServer::with_interceptor(
             service.clone(),
             check.clone(),
@@ -710,6 +713,39 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("streaming node gRPC server failed")
+}
+
+/// Health service names that answer readiness: `SERVING` while the node holds a live
+/// session with the coordinator, so that pchannels can be placed on it.
+pub const READY_HEALTH_SERVICES: [&str; 2] =
+    ["", "milvus.proto.streaming.StreamingNodeHandlerService"];
+
+/// Health service name that answers liveness: `SERVING` whenever the server answers. A
+/// node that lost its coordinator registers again by itself; restarting it would not help.
+pub const LIVE_HEALTH_SERVICE: &str = "liveness";
+
+/// A streaming node's answer to `grpc.health.v1.Health`.
+struct NodeHealth(Arc<StreamingNode>);
+
+#[tonic::async_trait]
+impl crate::serve::HealthSource for NodeHealth {
+    async fn status(
+        &self,
+        service: &str,
+    ) -> Result<tonic_health::pb::health_check_response::ServingStatus, Status> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        if service == LIVE_HEALTH_SERVICE {
+            return Ok(ServingStatus::Serving);
+        }
+        if !READY_HEALTH_SERVICES.contains(&service) {
+            return Err(Status::not_found(format!("unknown service {service:?}")));
+        }
+        Ok(if self.0.leased() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        })
+    }
 }
 
 /// Runs a streaming node process until SIGINT/SIGTERM.

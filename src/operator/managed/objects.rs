@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
     SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -145,24 +145,15 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn tcp_probe(port: u16, period: i32) -> Probe {
-    Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::Int(port.into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        ..Default::default()
-    }
-}
-
-/// `grpc.health.v1` probe of the coordinator: fails when `CheckHealth` reports the store
-/// refusing writes, not only when the port is closed.
-fn grpc_probe(port: u16, period: i32, failures: i32) -> Probe {
+/// `grpc.health.v1` probe of `service` on `port`. The servers answer from their own state
+/// (the coordinator from `CheckHealth`, a streaming node from its session with the
+/// coordinator), so a probe fails when the server cannot do its job, not only when the
+/// port is closed.
+fn grpc_probe(port: u16, service: &str, period: i32, failures: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
             port: port.into(),
-            service: None,
+            service: (!service.is_empty()).then(|| service.to_string()),
         }),
         period_seconds: Some(period),
         timeout_seconds: Some(3),
@@ -470,10 +461,10 @@ pub fn managed_objects(
                             container_port: COORDINATOR_PORT.into(),
                             ..Default::default()
                         }]),
-                        readiness_probe: Some(grpc_probe(COORDINATOR_PORT, 5, 3)),
+                        readiness_probe: Some(grpc_probe(COORDINATOR_PORT, "", 5, 3)),
                         // A refused store for a minute: a restart may take the lease or the
                         // disk back; readiness alone would leave it out of the Service forever.
-                        liveness_probe: Some(grpc_probe(COORDINATOR_PORT, 10, 6)),
+                        liveness_probe: Some(grpc_probe(COORDINATOR_PORT, "", 10, 6)),
                         resources: Some(resources(
                             managed.resources.as_ref(),
                             &COORDINATOR_RESOURCES,
@@ -641,8 +632,18 @@ pub fn managed_objects(
                             container_port: STREAMING_PORT.into(),
                             ..Default::default()
                         }]),
-                        readiness_probe: Some(tcp_probe(STREAMING_PORT, 5)),
-                        liveness_probe: Some(tcp_probe(STREAMING_PORT, 10)),
+                        readiness_probe: Some(grpc_probe(
+                            STREAMING_PORT,
+                            crate::streaming::node::READY_HEALTH_SERVICES[0],
+                            5,
+                            3,
+                        )),
+                        liveness_probe: Some(grpc_probe(
+                            STREAMING_PORT,
+                            crate::streaming::node::LIVE_HEALTH_SERVICE,
+                            10,
+                            6,
+                        )),
                         resources: Some(resources(
                             managed.streaming.resources.as_ref(),
                             &STREAMING_RESOURCES,
@@ -1073,6 +1074,15 @@ mod tests {
             let grpc = probe.and_then(|p| p.grpc).expect("a grpc.health.v1 probe");
             assert_eq!(grpc.port, i32::from(COORDINATOR_PORT));
         }
+        // A streaming node is ready while it holds a coordinator session and alive while
+        // it answers: losing the coordinator must not restart it.
+        let node = pod_spec(&objects.streaming).containers[0].clone();
+        let probe = |probe: Option<Probe>| probe.and_then(|p| p.grpc).expect("a grpc probe");
+        let ready = probe(node.readiness_probe);
+        let live = probe(node.liveness_probe);
+        assert_eq!(ready.port, i32::from(STREAMING_PORT));
+        assert_eq!(ready.service, None);
+        assert_eq!(live.service.as_deref(), Some("liveness"));
     }
 
     #[test]
