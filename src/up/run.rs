@@ -872,11 +872,14 @@ impl Runner {
             wake: expanded.wake,
             ..Outcome::default()
         };
+        let mut created_collection = false;
         for ((action, result), drift) in plan.actions.iter().zip(results).zip(drift) {
             let id = action_key(action)
                 .and_then(|key| intents.resource(key))
                 .cloned();
             let text = table::action_line(&table::action_row(action, &intents));
+            created_collection |=
+                result.is_ok() && matches!(action, Action::CreateCollection { .. });
             match &result {
                 Ok(_) if drift => lines.push(format!("drift repaired: {text}")),
                 Ok(_) => lines.push(text),
@@ -933,6 +936,9 @@ impl Runner {
         // An index created or a load requested changes what the gate sees: look again
         // at once (a load still in progress then waits for the recheck).
         outcome.again |= serving_results.iter().any(Result::is_ok);
+        // A declared collection created in this pass gets its indexes and load in the
+        // next one: at once, not at the recheck.
+        outcome.again |= serving_plan.pending && created_collection;
         for ((key, database, name, action), result) in
             serving_plan.actions.iter().zip(serving_results)
         {
