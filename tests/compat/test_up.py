@@ -290,6 +290,15 @@ def test_up_repairs_drift_at_the_resync(up, milvus):
         in up.stdout(),
         up,
     )
+    # A collection dropped behind up's back is made again, and said so.
+    client.drop_collection("green")
+    wait_for("green made again", lambda: client.has_collection("green"), up, timeout_s=10)
+    wait_for(
+        "the re-creation printed as a repair",
+        lambda: "drift repaired: create collection default green 3 field(s), primary key id (for Collection default/green)"
+        in up.stdout(),
+        up,
+    )
 
 
 def test_up_restart_keeps_ownership_and_applies_deletions_made_while_down(up, milvus):
