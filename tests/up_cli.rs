@@ -169,7 +169,10 @@ fn a_broken_file_names_its_field_line_while_valid_files_apply() {
     });
     let (out, _) = up.output();
     assert!(
-        out.contains("create collection default green 2 field(s), primary key id (for Collection default/green)"),
+        out.contains(
+            "create collection default green 2 field(s), primary key id (for Collection \
+             default/green)"
+        ),
         "{out}"
     );
     assert!(!out.contains("engine change(s)"), "{out}");

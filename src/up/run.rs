@@ -577,15 +577,16 @@ impl Runner {
         let state = std::mem::take(&mut self.state);
         let folder = self.manifests.clone();
         let mut task = tokio::task::spawn_blocking(move || {
-            let loaded =
-                manifest::load_by_file(&[folder], Some(&state as &(dyn manifest::Previous + Sync)));
+            let previous: &(dyn manifest::Previous + Sync) = &state;
+            let loaded = manifest::load_by_file(&[folder], Some(previous));
             (state, loaded)
         });
         // A large folder takes a while: say so once rather than staying silent.
         let joined = tokio::select! {
             joined = &mut task => joined,
             _ = tokio::time::sleep(SLOW_STEP) => {
-                println!("up: [{}] reading the manifests in {}...", clock(), self.manifests.display());
+                let folder = self.manifests.display();
+                println!("up: [{}] reading the manifests in {folder}...", clock());
                 task.await
             }
         };
