@@ -181,14 +181,14 @@ mod tests {
     use super::*;
 
     const DOC: &str = "\
-apiVersion: collections.dev/v1alpha1
 kind: Collection
+apiVersion: collections.dev/v1alpha1
 metadata:
-  name: products-v1
+  name: docs
 spec:
-  coordinatorRef: {name: local}
+  coordinatorRef: {name: c1}
   fields:
-    - {name: id, dataType: Int64, isPrimaryKey: true}
+    - {name: pk, dataType: VarChar, maxLength: 64, isPrimaryKey: true}
     - name: embedding
       dataType: FloatVector
       dim: 1
