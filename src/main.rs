@@ -121,9 +121,10 @@ enum Command {
     Plan(collection_operator::up::PlanArgs),
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr, filtered by `RUST_LOG` or else at `default_level`.
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colours only for a person at a terminal: not in files, pipes or a pod's log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -163,7 +164,13 @@ fn private_files() {
 async fn main() -> anyhow::Result<()> {
     private_files();
     let cli = parse_arguments();
-    init_tracing(cli.log_format);
+    // `up` and `plan` tell a person on stdout what happens; their logs are for problems
+    // only. The servers and the operator log their steps, as a pod's log should.
+    let default_level = match cli.command {
+        Command::Up(_) | Command::Plan(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log_format, default_level);
     match cli.command {
         Command::Coordinator {
             data_dir,
