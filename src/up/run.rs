@@ -693,6 +693,25 @@ impl Runner {
         if self.last_problems.is_some() {
             return Ok(None);
         }
+        // The full read names files under `--manifests` as given; the watcher may name
+        // them from the absolute or resolved folder.
+        let roots: Vec<PathBuf> = [
+            std::path::absolute(&self.manifests).ok(),
+            std::fs::canonicalize(&self.manifests).ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|root| *root != self.manifests)
+        .collect();
+        let changed: BTreeSet<PathBuf> = changed
+            .into_iter()
+            .map(|path| {
+                roots
+                    .iter()
+                    .find_map(|root| path.strip_prefix(root).ok())
+                    .map_or_else(|| path.clone(), |rest| self.manifests.join(rest))
+            })
+            .collect();
         let mut files = Vec::new();
         for path in &changed {
             if path.extension().is_none() {
