@@ -714,12 +714,18 @@ impl Runner {
             .collect();
         let mut files = Vec::new();
         for path in &changed {
-            if path.extension().is_none() {
-                return Ok(None);
-            }
+            let manifest_name = path.extension().is_some();
             match std::fs::symlink_metadata(path) {
-                Ok(meta) if meta.is_file() => files.push(path.clone()),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(meta) if meta.is_file() && manifest_name => files.push(path.clone()),
+                // Not a manifest (an editor's test file without extension).
+                Ok(meta) if meta.is_file() => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    // A folder that went away takes its files with it.
+                    if !manifest_name && self.targets.declares_under(path) {
+                        return Ok(None);
+                    }
+                }
+                // A folder, a link, something unreadable: the full read decides.
                 Ok(_) | Err(_) => return Ok(None),
             }
         }

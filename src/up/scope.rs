@@ -176,6 +176,11 @@ impl Tracked {
         }
     }
 
+    /// Whether a file under `folder` declares a resource.
+    pub fn declares_under(&self, folder: &std::path::Path) -> bool {
+        self.files.keys().any(|path| path.starts_with(folder))
+    }
+
     /// Takes what the `changed` files declare now (`declared`, read from exactly those
     /// files) in place of what they declared before. `None`, and nothing recorded, when
     /// a file-by-file update cannot stand for a full read: a resource also declared by
@@ -230,6 +235,7 @@ impl Tracked {
 mod tests {
     use super::*;
     use crate::plan::ObjectKey;
+    use std::path::Path;
 
     fn id(kind: Kind, name: &str) -> ResourceId {
         ResourceId {
@@ -390,6 +396,8 @@ mod tests {
             .replace_files(&changed, vec![(path("c"), id(Kind::CollectionAlias, "b"))])
             .expect("a move");
         assert!(change.removed.is_empty());
+        assert!(tracked.declares_under(Path::new("m")));
+        assert!(!tracked.declares_under(Path::new("m/a")));
         // A deleted file removes all it declared; a RoutedAlias needs a full read.
         let changed: BTreeSet<PathBuf> = [path("c")].into();
         let change = tracked
