@@ -178,6 +178,18 @@ impl UpProcess {
                 continue;
             }
             let full = !line.contains("targeted=true");
+            let parts = [
+                "load_ms",
+                "observe_ms",
+                "plan_ms",
+                "apply_ms",
+                "save_ms",
+                "print_ms",
+            ]
+            .iter()
+            .map(|name| format!("{name}={}", field(&line, name).unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(" ");
             let actions = field(&line, "actions").unwrap_or(0);
             let (ended, done) = next()?;
             let elapsed = field(&done, "elapsed_ms").context("pass done without elapsed_ms")?;
@@ -186,6 +198,7 @@ impl UpProcess {
                 actions,
                 elapsed: Duration::from_millis(elapsed),
                 ended,
+                parts,
             });
         }
     }
@@ -215,6 +228,8 @@ struct Pass {
     actions: u64,
     elapsed: Duration,
     ended: Instant,
+    /// The pass's own split (`load_ms=… observe_ms=…`).
+    parts: String,
 }
 
 fn field(line: &str, name: &str) -> Option<u64> {
@@ -326,6 +341,11 @@ async fn measure(collections: usize, aliases: usize) -> anyhow::Result<Figures> 
     while resync.len() < RESYNCS {
         let pass = up.next_pass()?;
         if pass.full && pass.actions == 0 {
+            println!(
+                "  full pass {} ms: {}",
+                pass.elapsed.as_millis(),
+                pass.parts
+            );
             resync.push(pass.elapsed);
         }
     }
@@ -371,6 +391,12 @@ async fn measure(collections: usize, aliases: usize) -> anyhow::Result<Figures> 
                 break pass;
             }
         };
+        println!(
+            "  edit: visible after {} ms; its pass {} ms: {}",
+            edit_visible[edit_visible.len() - 1].as_millis(),
+            pass.elapsed.as_millis(),
+            pass.parts
+        );
         edit_full += usize::from(pass.full);
         edit_pass.push(pass.elapsed);
         // Let the pass's table print before the next edit.
