@@ -173,7 +173,19 @@ struct Up {
 
 impl Up {
     fn start(engine_port: u16, manifests: &Path, data: &Path, resync_secs: u64) -> Self {
+        Self::start_in(Path::new("."), engine_port, manifests, data, resync_secs)
+    }
+
+    /// [`Up::start`] in the working directory `cwd` (the paths may be relative to it).
+    fn start_in(
+        cwd: &Path,
+        engine_port: u16,
+        manifests: &Path,
+        data: &Path,
+        resync_secs: u64,
+    ) -> Self {
         let mut child = Command::new(common::binary())
+            .current_dir(cwd)
             .arg("up")
             .arg("--manifests")
             .arg(manifests)
@@ -343,5 +355,44 @@ async fn an_edit_reconciles_its_resources_and_the_resync_repairs_drift_anywhere(
     assert!(line.contains("targeted=false"), "{line}");
     assert_eq!(field(&line, "actions"), Some(1), "{line}");
     assert_eq!(engine.target("alias_099").await, "coll_49");
+    assert_eq!(engine.target("alias_000").await, "coll_01");
+}
+
+/// `up --manifests manifests` from the folder above: the watcher's paths and the full
+/// read's name the same files differently; an edit is still a targeted pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_under_a_relative_folder_is_targeted() {
+    let engine = CountingEngine::start().await;
+    let root = tempfile::tempdir().expect("tmp");
+    let manifests = root.path().join("manifests");
+    std::fs::create_dir_all(manifests.join("collections")).expect("mkdir");
+    std::fs::create_dir_all(manifests.join("aliases")).expect("mkdir");
+    for index in 0..2 {
+        std::fs::write(
+            manifests.join(format!("collections/coll-{index:02}.yaml")),
+            collection_yaml(index),
+        )
+        .expect("write");
+        std::fs::write(alias_file(&manifests, index), alias_yaml(index, index)).expect("write");
+    }
+    let up = Up::start_in(
+        root.path(),
+        engine.port,
+        Path::new("manifests"),
+        Path::new("data"),
+        3600,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.target("alias_001").await != "coll_01" {
+        assert!(Instant::now() < deadline, "up did not converge");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Passes that follow at once (none is due for an hour otherwise) are over by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while up.passes.try_recv().is_ok() {}
+    std::fs::write(alias_file(&manifests, 0), alias_yaml(0, 1)).expect("edit");
+    let line = up.next_pass(Duration::from_secs(10));
+    assert!(line.contains("targeted=true"), "{line}");
+    assert_eq!(field(&line, "actions"), Some(1), "{line}");
     assert_eq!(engine.target("alias_000").await, "coll_01");
 }
