@@ -3,7 +3,7 @@
 //! Every request names its database in the `db_name` field (not only the header), so
 //! DescribeAlias/ListAliases are scoped correctly on Milvus versions that ignore the header.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use prost::Message;
@@ -437,6 +437,67 @@ impl EngineClient {
             .into_inner();
         check("ListDatabases", response.status)?;
         Ok(response.db_names.into_iter().collect())
+    }
+
+    /// Every collection of `database` with its ID (ShowCollections), or `None` if the
+    /// database does not exist. One call, whatever the number of names a pass involves.
+    pub async fn collection_ids(
+        &mut self,
+        database: &str,
+    ) -> Result<Option<BTreeMap<String, i64>>, ClientError> {
+        let request = self.request(ShowCollectionsRequest {
+            db_name: database.to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .show_collections(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("ShowCollections", response.status) {
+            Ok(()) => Ok(Some(
+                response
+                    .collection_names
+                    .into_iter()
+                    .zip(response.collection_ids)
+                    .collect(),
+            )),
+            Err(ClientError::Engine { code, .. }) if code == code::DATABASE_NOT_FOUND => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The alias names of `database` (ListAliases), or of one collection of it when
+    /// `collection` is given; `None` if the database (or that collection) does not exist.
+    /// Milvus answers names only, no targets. Milvus 2.3.5 does not implement it
+    /// (`internal/proxy/impl.go`, `Proxy.ListAliases` answers ServiceUnavailable): that
+    /// comes back as an [`ClientError::Engine`], and callers observe name by name instead.
+    pub async fn alias_names(
+        &mut self,
+        database: &str,
+        collection: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ClientError> {
+        let request = self.request(ListAliasesRequest {
+            db_name: database.to_string(),
+            collection_name: collection.unwrap_or_default().to_string(),
+            ..Default::default()
+        });
+        let response = self
+            .rpc
+            .list_aliases(request)
+            .await
+            .map_err(|s| self.transport(s))?
+            .into_inner();
+        match check("ListAliases", response.status) {
+            Ok(()) => Ok(Some(response.aliases)),
+            Err(ClientError::Engine { code, .. })
+                if code == code::DATABASE_NOT_FOUND || code == code::COLLECTION_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// One collection (by its real name; an alias name is not resolved), or `None`.

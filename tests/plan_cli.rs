@@ -323,6 +323,53 @@ async fn plan_expands_a_routed_alias() {
     server.stop().await;
 }
 
+/// `plan` finds a routed series by listing its database, so a collection of the series
+/// older than the last `maxCollections` intervals (left over by an earlier, longer
+/// retention) shows, and is retired like any other: here dropped (deletionPolicy Delete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_sees_a_routed_collection_older_than_max_collections() {
+    let server = common::InProcess::start().await;
+    let url = format!("http://{}", server.addr);
+    let mut client = server.client().await;
+    // The first day of a daily series that started in 2020, years beyond a window of 2.
+    let old = "news_20200101T000000Z";
+    common::create_collection_in(&mut client, "default", old).await;
+    common::create_collection_in(&mut client, "default", "unrelated_20200101T000000Z").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("news.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: collections.dev/v1alpha1
+kind: RoutedAlias
+metadata:
+  name: news
+spec:
+  coordinatorRef: {name: local}
+  start: \"2020-01-01\"
+  interval: 1d
+  autoDeleteAge: 1d
+  maxCollections: 2
+  deletionPolicy: Delete
+  template:
+    fields:
+      - {name: id, dataType: Int64, isPrimaryKey: true}
+      - {name: v, dataType: FloatVector, dim: 4}
+",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = text(&plan(&[&path], &url).await);
+    assert_eq!(code, 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        row(&stdout, "drop collection", old).is_some(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("unrelated_"),
+        "another name is not part of the series:\n{stdout}"
+    );
+    server.stop().await;
+}
+
 /// The binary run with `args` and no engine settings from the environment.
 fn run_binary(args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(common::binary())

@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod routed;
 mod run;
 pub mod schema;
+mod scope;
 pub mod serving;
 pub mod state;
 pub mod table;

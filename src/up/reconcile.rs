@@ -12,7 +12,8 @@ use super::manifest::{Kind, ResourceId};
 use crate::client::{Applied, ClientError, EngineClient};
 use crate::crd::{Collection, CollectionAlias, SwapGuards};
 use crate::plan::{
-    Action, AliasIntent, CollectionIntent, ObjectKey, Observed, Plan, intent::key_of, plan_all,
+    Action, AliasIntent, CollectionIntent, ObjectKey, Observed, ObservedCollection, Plan,
+    intent::key_of, plan_all,
 };
 
 /// Engine calls in flight at once. Enough to fill the engine's group commit; small enough
@@ -148,12 +149,173 @@ impl Intents {
     }
 }
 
-/// Observes the databases and exactly the names the intents involve, with up to
-/// [`CONCURRENCY`] describes in flight. Collections first: their descriptions list the
-/// aliases pointing at them, which answers most alias lookups without a DescribeAlias
-/// (with 10,000 aliases over 1,000 collections, 12,000 calls instead of 22,000).
+/// From this many names on, a pass lists each database (ShowCollections, ListAliases)
+/// instead of describing each name: a few calls per database instead of one per name.
+pub const LISTING_FROM: usize = 64;
+
+/// Observes the databases and the names the intents involve. A small set (a pass after
+/// one file edit) is described name by name; a large one (a full pass) is listed per
+/// database, with details fetched only where the listing does not settle the decision.
+/// On an engine without ListAliases (Milvus 2.3.5) the large set is described name by
+/// name too.
 pub async fn observe(client: &EngineClient, intents: &Intents) -> Result<Observed, ClientError> {
     let (collections, aliases) = intents.names();
+    if collections.len() + aliases.len() >= LISTING_FROM {
+        match observe_listed(client, intents, &collections, &aliases).await {
+            Err(ClientError::Engine {
+                rpc: "ListAliases",
+                code,
+                message,
+            }) => {
+                tracing::debug!(code, %message, "no ListAliases: observing name by name");
+            }
+            listed => return listed,
+        }
+    }
+    observe_names(client, collections, aliases).await
+}
+
+/// The full observation from listings. ShowCollections settles every collection name
+/// (existence and ID) and every alias name that is not a collection; ListAliases says
+/// which alias names exist. Only the targets of existing aliases need more: per alias
+/// (DescribeAlias) or per collection (ListAliases of one collection), whichever makes
+/// fewer calls in that database. A collection the intents delete also needs every alias
+/// pointing at it (a drop waits for them), including aliases no manifest names.
+async fn observe_listed(
+    client: &EngineClient,
+    intents: &Intents,
+    collections: &BTreeSet<Name>,
+    aliases: &BTreeSet<Name>,
+) -> Result<Observed, ClientError> {
+    let mut observed = Observed {
+        databases: client.clone().databases().await?,
+        ..Default::default()
+    };
+    let involved: BTreeSet<&String> = collections
+        .iter()
+        .chain(aliases)
+        .map(|(database, _)| database)
+        .filter(|database| observed.databases.contains(*database))
+        .collect();
+    let deleting: BTreeSet<Name> = intents
+        .collections
+        .iter()
+        .filter(|intent| intent.deleting)
+        .map(|intent| (intent.database.clone(), intent.name.clone()))
+        .collect();
+    for database in involved {
+        let mut client = client.clone();
+        let Some(ids) = client.collection_ids(database).await? else {
+            continue;
+        };
+        let Some(listed) = client.alias_names(database, None).await? else {
+            continue;
+        };
+        for key in collections.range((database.clone(), String::new())..) {
+            if key.0 != *database {
+                break;
+            }
+            if let Some(id) = ids.get(&key.1) {
+                observed.collections.insert(
+                    key.clone(),
+                    ObservedCollection {
+                        id: *id,
+                        aliases: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+        let listed: HashSet<String> = listed.into_iter().collect();
+        let wanted: Vec<String> = aliases
+            .range((database.clone(), String::new())..)
+            .take_while(|(d, _)| d == database)
+            .map(|(_, alias)| alias.clone())
+            .filter(|alias| listed.contains(alias))
+            .collect();
+        let dropping: Vec<String> = deleting
+            .range((database.clone(), String::new())..)
+            .take_while(|(d, _)| d == database)
+            .map(|(_, name)| name.clone())
+            .filter(|name| ids.contains_key(name))
+            .collect();
+        if wanted.is_empty() && dropping.is_empty() {
+            continue;
+        }
+        // alias -> target, for the aliases learned in this database.
+        let mut targets: HashMap<String, String> = HashMap::new();
+        if ids.len() < wanted.len() + dropping.len() {
+            let mut found = futures::stream::iter(ids.keys())
+                .map(|collection| {
+                    let mut client = client.clone();
+                    async move {
+                        let names = client.alias_names(database, Some(collection)).await?;
+                        Ok::<_, ClientError>((collection, names.unwrap_or_default()))
+                    }
+                })
+                .buffer_unordered(CONCURRENCY);
+            while let Some(result) = found.next().await {
+                let (collection, names) = result?;
+                for alias in names {
+                    targets.insert(alias, collection.clone());
+                }
+            }
+        } else {
+            let mut found = futures::stream::iter(&wanted)
+                .map(|alias| {
+                    let mut client = client.clone();
+                    async move {
+                        let target = client.alias_target(database, alias).await?;
+                        Ok::<_, ClientError>(target.map(|t| (alias.clone(), t)))
+                    }
+                })
+                .buffer_unordered(CONCURRENCY);
+            while let Some(result) = found.next().await {
+                if let Some((alias, target)) = result? {
+                    targets.insert(alias, target);
+                }
+            }
+            drop(found);
+            let mut found = futures::stream::iter(&dropping)
+                .map(|name| {
+                    let mut client = client.clone();
+                    async move {
+                        let described = client.collection(database, name).await?;
+                        Ok::<_, ClientError>(described.map(|c| (name, c.aliases)))
+                    }
+                })
+                .buffer_unordered(CONCURRENCY);
+            while let Some(result) = found.next().await {
+                if let Some((name, names)) = result? {
+                    for alias in names {
+                        targets.insert(alias, name.clone());
+                    }
+                }
+            }
+        }
+        for (alias, target) in targets {
+            let key = (database.clone(), alias);
+            if let Some(collection) = observed
+                .collections
+                .get_mut(&(database.clone(), target.clone()))
+            {
+                collection.aliases.insert(key.1.clone());
+            }
+            if aliases.contains(&key) {
+                observed.aliases.insert(key, target);
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Describes exactly the names involved, with up to [`CONCURRENCY`] calls in flight.
+/// Collections first: their descriptions list the aliases pointing at them, which
+/// answers most alias lookups without a DescribeAlias.
+async fn observe_names(
+    client: &EngineClient,
+    collections: BTreeSet<Name>,
+    aliases: BTreeSet<Name>,
+) -> Result<Observed, ClientError> {
     let mut observed = Observed {
         databases: client.clone().databases().await?,
         ..Default::default()

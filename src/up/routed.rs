@@ -17,20 +17,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::manifest::{Kind, ResourceId};
-use super::reconcile::{CONCURRENCY, Intents};
+use super::reconcile::Intents;
 use super::state::{Record, State};
 use crate::client::{ClientError, EngineClient};
 use crate::crd::{Collection, RoutedAlias};
 use crate::plan::ObjectKey;
 use crate::plan::routed::{
-    Member, RoutedObserved, RoutedPlan, RoutedVerdict, Schedule, collection_name, plan_routed,
-    start_of,
+    Member, RoutedObserved, RoutedPlan, RoutedVerdict, Schedule, plan_routed, start_of,
 };
 
 /// What expanding the routed aliases of `up`'s state did.
@@ -269,47 +267,17 @@ pub async fn push_intents(
     let alias = routed.engine_name();
     let database = routed.spec.database.clone();
     let mut observed = RoutedObserved::default();
-    let databases = client.clone().databases().await?;
-    if let Ok(schedule) = Schedule::from_spec(&routed.spec)
-        && databases.contains(&database)
+    // Every collection of the series, from one listing of its database: also those
+    // older than the last `maxCollections` intervals (left by a shorter retention, or
+    // kept by a Retain policy), which the plan must show.
+    if Schedule::from_spec(&routed.spec).is_ok()
+        && let Some(listed) = client.clone().collection_ids(&database).await?
     {
-        let newest = now
-            .checked_add(schedule.preemptive)
-            .ok()
-            .and_then(|t| schedule.index_at(t));
-        let mut names: Vec<String> = Vec::new();
-        if let Some(newest) = newest {
-            let span = i64::try_from(schedule.max_collections).unwrap_or(i64::MAX);
-            let lowest = newest.saturating_sub(span).max(0);
-            names.extend(
-                (lowest..=newest)
-                    .filter_map(|k| schedule.boundary(k))
-                    .map(|start| collection_name(&alias, start)),
-            );
-        }
         let target = client.clone().alias_target(&database, &alias).await?;
-        if let Some(target) = &target
-            && start_of(&alias, target).is_some()
-            && !names.contains(target)
-        {
-            names.push(target.clone());
-        }
         observed.alias_bound = target.clone();
         observed.alias_desired = target;
-        let mut found = futures::stream::iter(names)
-            .map(|name| {
-                let mut client = client.clone();
-                let database = database.clone();
-                async move {
-                    let exists = client.collection(&database, &name).await?.is_some();
-                    Ok::<_, ClientError>(exists.then_some(name))
-                }
-            })
-            .buffer_unordered(CONCURRENCY);
-        while let Some(result) = found.next().await {
-            if let Some(name) = result?
-                && let Some(start) = start_of(&alias, &name)
-            {
+        for name in listed.into_keys() {
+            if let Some(start) = start_of(&alias, &name) {
                 observed.members.push(Member {
                     resource: String::new(),
                     collection: name,

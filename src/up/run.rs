@@ -14,7 +14,7 @@
 //! - A pass that has started is finished before shutdown (a second signal exits at once;
 //!   the pending marks of [`super::state`] cover that case).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::UpArgs;
 use super::manifest::{self, Kind, ResourceId};
 use super::reconcile::{self, Intents, action_key};
+use super::scope;
 use super::serving;
 use super::state::{self, Record, State};
 use super::table;
@@ -388,21 +389,28 @@ fn report_wal_task(outcome: Result<anyhow::Result<()>, tokio::task::JoinError>) 
     }
 }
 
-/// Watches the manifest folder; every relevant event sends a unit on `tx`. `None` if the
-/// platform watcher cannot start (then only the periodic resync picks up changes).
-fn watch_folder(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+/// Watches the manifest folder; every relevant event sends the paths it names on `tx`
+/// (none: re-read everything). `None` if the platform watcher cannot start (then only
+/// the periodic resync picks up changes).
+fn watch_folder(
+    path: &Path,
+    tx: mpsc::UnboundedSender<Vec<PathBuf>>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let relevant = match event {
+        let changed = match event {
+            Ok(event) if matches!(event.kind, EventKind::Access(_)) => None,
+            Ok(event) if event.paths.is_empty() => Some(Vec::new()),
             Ok(event) => {
-                !matches!(event.kind, EventKind::Access(_))
-                    && (event.paths.is_empty() || event.paths.iter().any(|p| may_matter(p)))
+                let paths: Vec<PathBuf> =
+                    event.paths.into_iter().filter(|p| may_matter(p)).collect();
+                (!paths.is_empty()).then_some(paths)
             }
             // A watcher error (e.g. an overflowed queue): re-read to be safe.
-            Err(_) => true,
+            Err(_) => Some(Vec::new()),
         };
-        if relevant {
-            let _ = tx.send(());
+        if let Some(paths) = changed {
+            let _ = tx.send(paths);
         }
     });
     let mut watcher = match watcher {
@@ -432,15 +440,43 @@ fn may_matter(path: &Path) -> bool {
     !hidden && matches!(extension, None | Some("yaml" | "yml" | "json"))
 }
 
-/// Waits until no event arrived for `quiet` (at most 2 s or 4 × `quiet` in all).
-async fn settle(rx: &mut mpsc::UnboundedReceiver<()>, quiet: Duration) {
+/// Waits until no event arrived for `quiet` (at most 2 s or 4 × `quiet` in all); the
+/// pass to run then covers the paths of `first` and of every event meanwhile.
+async fn settle(
+    rx: &mut mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    quiet: Duration,
+    first: Vec<PathBuf>,
+) -> Trigger {
+    let mut changed = Some(BTreeSet::new());
+    let mut add = |paths: Vec<PathBuf>| {
+        // An event naming no path: anything may have changed.
+        if paths.is_empty() {
+            changed = None;
+        }
+        if let Some(changed) = &mut changed {
+            changed.extend(paths);
+        }
+    };
+    add(first);
     let deadline = Instant::now() + (quiet * 4).max(Duration::from_secs(2));
     while Instant::now() < deadline {
         match tokio::time::timeout(quiet, rx.recv()).await {
-            Ok(Some(())) => continue,
+            Ok(Some(paths)) => add(paths),
             Ok(None) | Err(_) => break,
         }
     }
+    changed.map_or(Trigger::Full, Trigger::Files)
+}
+
+/// What a pass covers.
+#[derive(Debug)]
+enum Trigger {
+    /// Every manifest and every resource (start, resync, recheck, retry).
+    Full,
+    /// The resources of these changed files and what depends on them.
+    Files(BTreeSet<PathBuf>),
+    /// These resources again, files unchanged (a targeted pass asked to look again).
+    Again(BTreeSet<ResourceId>),
 }
 
 /// How a pass ended, for scheduling the next one.
@@ -475,6 +511,9 @@ struct Runner {
     dirty: bool,
     /// Status rows of the routed aliases, from the last expansion.
     routed_rows: BTreeMap<ResourceId, Vec<String>>,
+    /// Which file declares what, and the engine names of every resource: what a file
+    /// change touches.
+    targets: scope::Tracked,
 }
 
 fn now_rfc3339() -> String {
@@ -505,6 +544,7 @@ impl Runner {
             last_waits: BTreeMap::new(),
             dirty: false,
             routed_rows: BTreeMap::new(),
+            targets: scope::Tracked::default(),
         }
     }
 
@@ -517,12 +557,17 @@ impl Runner {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _watcher = watch_folder(&self.manifests, tx);
         let mut retry = FIRST_RETRY;
+        let mut trigger = Trigger::Full;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let started = Instant::now();
-            let delay = match self.pass().await {
+            let mut again = Trigger::Full;
+            let delay = match self
+                .pass(std::mem::replace(&mut trigger, Trigger::Full))
+                .await
+            {
                 Ok(outcome) if outcome.failed => {
                     let delay = retry.min(resync);
                     retry = (retry * 2).min(resync);
@@ -530,6 +575,9 @@ impl Runner {
                 }
                 Ok(outcome) => {
                     retry = FIRST_RETRY;
+                    if let Some(scope) = self.targets.last_scope.take() {
+                        again = Trigger::Again(scope);
+                    }
                     let delay = if outcome.again {
                         Duration::ZERO
                     } else if outcome.waiting {
@@ -553,9 +601,12 @@ impl Runner {
             );
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = tokio::time::sleep(delay) => {}
-                Some(()) = rx.recv() => {
-                    settle(&mut rx, debounce).await;
+                // Looking again at once stays with the resources of a targeted pass.
+                _ = tokio::time::sleep(delay) => if delay.is_zero() {
+                    trigger = again;
+                },
+                Some(paths) = rx.recv() => {
+                    trigger = settle(&mut rx, debounce, paths).await;
                     self.file_event = true;
                 }
             }
@@ -602,6 +653,23 @@ impl Runner {
             }
             self.last_ignored = set.ignored.clone();
         }
+        self.targets.set_files(
+            set.collections
+                .iter()
+                .map(|m| (&m.origin, manifest::id_of(Kind::Collection, &m.resource)))
+                .chain(set.aliases.iter().map(|m| {
+                    (
+                        &m.origin,
+                        manifest::id_of(Kind::CollectionAlias, &m.resource),
+                    )
+                }))
+                .chain(
+                    set.routed
+                        .iter()
+                        .map(|m| (&m.origin, manifest::id_of(Kind::RoutedAlias, &m.resource))),
+                )
+                .map(|(origin, id)| (origin.path.clone(), id)),
+        );
         let since = now_rfc3339();
         let mut present = std::collections::HashSet::new();
         let documents = set
@@ -620,34 +688,7 @@ impl Runner {
                     .map(|m| (manifest::id_of(Kind::RoutedAlias, &m.resource), m.object)),
             );
         for (id, object) in documents {
-            match self.state.records.get_mut(&id) {
-                Some(record) => {
-                    if record.manifest != object || record.deleted || record.owner.is_some() {
-                        // A file now declares it: it is the file's, no longer generated.
-                        record.manifest = object;
-                        record.deleted = false;
-                        record.owner = None;
-                        self.dirty = true;
-                    }
-                }
-                None => {
-                    self.state.records.insert(
-                        id.clone(),
-                        Record {
-                            since: since.clone(),
-                            manifest: object,
-                            deleted: false,
-                            collection_id: None,
-                            bound: None,
-                            pending: None,
-                            owner: None,
-                            release_at: None,
-                            last_swap: None,
-                        },
-                    );
-                    self.dirty = true;
-                }
-            }
+            self.dirty |= accept(&mut self.state, &id, object, &since);
             present.insert(id);
         }
         let mut held = Vec::new();
@@ -681,11 +722,140 @@ impl Runner {
         Ok(())
     }
 
-    /// Builds the intents of every record: current manifests, and deleted ones until
-    /// their deletion is handled.
-    fn intents(&self) -> anyhow::Result<Intents> {
+    /// Reads only the `changed` files into the state, for a pass targeted at them.
+    /// Returns the resources whose record changed, or `None` (and changes nothing) when
+    /// only a full read can tell: manifests with problems (now or still), a folder, a
+    /// link, a RoutedAlias, a resource crossing into a file from an unchanged one.
+    async fn read_changed(
+        &mut self,
+        changed: BTreeSet<PathBuf>,
+    ) -> anyhow::Result<Option<BTreeSet<ResourceId>>> {
+        if self.last_problems.is_some() {
+            return Ok(None);
+        }
+        // The full read names files under `--manifests` as given; the watcher may name
+        // them from the absolute or resolved folder.
+        let roots: Vec<PathBuf> = [
+            std::path::absolute(&self.manifests).ok(),
+            std::fs::canonicalize(&self.manifests).ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|root| *root != self.manifests)
+        .collect();
+        let changed: BTreeSet<PathBuf> = changed
+            .into_iter()
+            .map(|path| {
+                roots
+                    .iter()
+                    .find_map(|root| path.strip_prefix(root).ok())
+                    .map_or_else(|| path.clone(), |rest| self.manifests.join(rest))
+            })
+            .collect();
+        let mut files = Vec::new();
+        for path in &changed {
+            let manifest_name = path.extension().is_some();
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_file() && manifest_name => files.push(path.clone()),
+                // Not a manifest (an editor's test file without extension).
+                Ok(meta) if meta.is_file() => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    // A folder that went away takes its files with it.
+                    if !manifest_name && self.targets.declares_under(path) {
+                        return Ok(None);
+                    }
+                }
+                // A folder, a link, something unreadable: the full read decides.
+                Ok(_) | Err(_) => return Ok(None),
+            }
+        }
+        let state = std::mem::take(&mut self.state);
+        let (state, loaded) = tokio::task::spawn_blocking(move || {
+            let loaded = if files.is_empty() {
+                Ok(manifest::ManifestSet::default())
+            } else {
+                manifest::load(&files, Some(&state as &(dyn manifest::Previous + Sync)))
+            };
+            (state, loaded)
+        })
+        .await
+        .context("manifest loading task failed (the state of this run is lost)")?;
+        self.state = state;
+        let Ok(set) = loaded else {
+            return Ok(None);
+        };
+        if !set.routed.is_empty() || !set.ignored.is_empty() {
+            return Ok(None);
+        }
+        let documents: Vec<(PathBuf, ResourceId, serde_json::Value)> = set
+            .collections
+            .into_iter()
+            .map(|m| {
+                let id = manifest::id_of(Kind::Collection, &m.resource);
+                (m.origin.path, id, m.object)
+            })
+            .chain(set.aliases.into_iter().map(|m| {
+                let id = manifest::id_of(Kind::CollectionAlias, &m.resource);
+                (m.origin.path, id, m.object)
+            }))
+            .collect();
+        let declared = documents
+            .iter()
+            .map(|(path, id, _)| (path.clone(), id.clone()))
+            .collect();
+        let Some(change) = self.targets.replace_files(&changed, declared) else {
+            return Ok(None);
+        };
+        let since = now_rfc3339();
+        let mut touched = BTreeSet::new();
+        for (_, id, object) in documents {
+            if accept(&mut self.state, &id, object, &since) {
+                self.dirty = true;
+                touched.insert(id);
+            }
+        }
+        for id in change.removed {
+            if let Some(record) = self.state.records.get_mut(&id)
+                && !record.deleted
+                && record.owner.is_none()
+            {
+                record.deleted = true;
+                self.dirty = true;
+                touched.insert(id);
+            }
+        }
+        Ok(Some(touched))
+    }
+
+    /// The resources a pass after a change of `changed` plans: those, and what their
+    /// engine names before and after the change touch (see [`scope`]).
+    fn scope_of(&mut self, changed: BTreeSet<ResourceId>) -> anyhow::Result<BTreeSet<ResourceId>> {
+        let now: HashMap<ResourceId, scope::Footprint> =
+            scope::footprints(&self.intents(Some(&changed))?)
+                .into_iter()
+                .collect();
+        let mut names = Vec::new();
+        for id in &changed {
+            let before = self.targets.index.footprint(id).cloned();
+            let after = now.get(id).cloned();
+            names.extend(scope::changed_names(before.as_ref(), after.as_ref()));
+            self.targets.index.set(id.clone(), after);
+        }
+        let mut touched = self.targets.index.touched(&names);
+        touched.extend(changed);
+        Ok(touched)
+    }
+
+    /// Builds the intents of every record (or of those in `scope`): current manifests,
+    /// and deleted ones until their deletion is handled.
+    fn intents(&self, scope: Option<&BTreeSet<ResourceId>>) -> anyhow::Result<Intents> {
         let mut intents = Intents::default();
-        let records = || self.state.records.iter();
+        let records = || {
+            self.state
+                .records
+                .iter()
+                .filter(move |(id, _)| scope.is_none_or(|scope| scope.contains(*id)))
+        };
         for (id, record) in records().filter(|(id, _)| id.kind == Kind::Collection) {
             let collection = Collection::deserialize(&record.manifest).with_context(|| {
                 format!("{}: recorded manifest of {id}", self.state_path.display())
@@ -713,9 +883,23 @@ impl Runner {
         Ok(intents)
     }
 
-    async fn pass(&mut self) -> anyhow::Result<Outcome> {
+    async fn pass(&mut self, trigger: Trigger) -> anyhow::Result<Outcome> {
         let started = Instant::now();
-        self.read_manifests().await?;
+        self.targets.last_scope = None;
+        let mut scope = match trigger {
+            Trigger::Full => None,
+            Trigger::Files(paths) => match self.read_changed(paths).await? {
+                Some(changed) => Some(self.scope_of(changed)?),
+                None => {
+                    tracing::debug!("changed files need a full read");
+                    None
+                }
+            },
+            Trigger::Again(scope) => Some(scope),
+        };
+        if scope.is_none() {
+            self.read_manifests().await?;
+        }
         let expanded = super::routed::expand(
             &mut self.state,
             k8s_openapi::jiff::Timestamp::now(),
@@ -730,8 +914,16 @@ impl Runner {
                 (id, row)
             })
             .collect();
+        if expanded.changed {
+            // A routed alias's schedule moved: its generated resources may be anywhere.
+            scope = None;
+        }
         let loaded = started.elapsed();
-        let mut intents = self.intents()?;
+        let mut intents = self.intents(scope.as_ref())?;
+        if scope.is_none() {
+            self.targets.index = scope::Index::of(&intents);
+        }
+        self.targets.last_scope = scope.clone();
         let observed = reconcile::observe(&self.client, &intents)
             .await
             .context("observing the engine")?;
@@ -1043,9 +1235,11 @@ impl Runner {
             &errors,
             &released,
             &lines,
+            scope.is_some(),
         );
         self.note_waits(&intents, &serving_plan);
         tracing::debug!(
+            targeted = scope.is_some(),
             resources = intents.collections.len() + intents.aliases.len(),
             actions = plan.actions.len(),
             load_ms = loaded.as_millis() as u64,
@@ -1200,8 +1394,14 @@ impl Runner {
         errors: &HashMap<ResourceId, String>,
         released: &[(ResourceId, Record)],
         lines: &[String],
+        partial: bool,
     ) {
-        let mut rows: BTreeMap<ResourceId, Vec<String>> = BTreeMap::new();
+        // A targeted pass recomputes only its resources' rows.
+        let mut rows: BTreeMap<ResourceId, Vec<String>> = if partial {
+            self.printed.clone()
+        } else {
+            BTreeMap::new()
+        };
         for intent in &intents.collections {
             let Some(id) = intents.resource(&intent.key) else {
                 continue;
@@ -1258,6 +1458,7 @@ impl Runner {
         }
         let mut gone: Vec<Vec<String>> = Vec::new();
         for (id, record) in released {
+            rows.remove(id);
             gone.push(vec![
                 id.to_string(),
                 record
@@ -1432,6 +1633,39 @@ async fn verify_swap(
             "DescribeCollection through alias {alias} found no collection"
         )),
         Err(error) => Err(format!("DescribeCollection through alias {alias}: {error}")),
+    }
+}
+
+/// Takes a manifest a file declares into its record; `true` if the record changed.
+fn accept(state: &mut State, id: &ResourceId, object: serde_json::Value, since: &str) -> bool {
+    match state.records.get_mut(id) {
+        Some(record) => {
+            if record.manifest != object || record.deleted || record.owner.is_some() {
+                // A file now declares it: it is the file's, no longer generated.
+                record.manifest = object;
+                record.deleted = false;
+                record.owner = None;
+                return true;
+            }
+            false
+        }
+        None => {
+            state.records.insert(
+                id.clone(),
+                Record {
+                    since: since.to_string(),
+                    manifest: object,
+                    deleted: false,
+                    collection_id: None,
+                    bound: None,
+                    pending: None,
+                    owner: None,
+                    release_at: None,
+                    last_swap: None,
+                },
+            );
+            true
+        }
     }
 }
 
