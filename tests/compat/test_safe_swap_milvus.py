@@ -157,6 +157,12 @@ class UpOnEngine:
         return [line for line in self.stdout().splitlines() if line.startswith(prefix)]
 
 
+def is_ready(status_line: str) -> bool:
+    """Whether a status line of up says READY, in the table (a column) or in the one line
+    per resource up prints when the table does not fit (`status: READY;`)."""
+    return re.search(r"(^|\s|status: )READY(\s|;|$)", status_line) is not None
+
+
 def load_state(client: MilvusClient, collection: str) -> str:
     return str(client.get_load_state(collection)["state"]).rsplit(".", 1)[-1].rstrip(">")
 
@@ -286,7 +292,7 @@ def test_alias_moves_only_to_a_serving_full_target_and_the_old_one_is_released_l
     assert load_state(client, v2) == "Loaded"
     wait_for(
         "up reports the alias Ready on v2",
-        lambda: (s := up.alias_statuses("products")) and " READY " in s[-1] and f"-> {v2} verified" in s[-1],
+        lambda: (s := up.alias_statuses("products")) and is_ready(s[-1]) and f"-> {v2} verified" in s[-1],
         up, timeout_s=WAIT_S)
     # Right after Ready, a search through the alias answers from v2.
     assert search_ids(client, alias, v2_vectors[11])[0] == V2_ID_BASE + 11
