@@ -129,6 +129,11 @@ impl Writer {
         }
         if removed > 0 {
             tracing::debug!(removed, "compacted the DDL log");
+            // A checkpoint now, not at the next write: the deleted history's space is free
+            // (and a sparse file compacted) even when no DDL follows.
+            if let Err(error) = self.store.checkpoint() {
+                tracing::warn!(%error, "checkpoint after compacting the DDL log failed");
+            }
         }
     }
 }
