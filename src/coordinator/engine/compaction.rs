@@ -1,17 +1,13 @@
-//! History compaction: what the DDL log keeps is bounded by age, count and bytes, in the
-//! store (by the writer) and in memory (on the writer and on replicas).
+//! The history bounds: which DDL log records are kept, by age, count and bytes. The writer
+//! compacts the store and its table by them, a replica its table.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::meta::Timestamp;
-use crate::meta::change::ddl_log_key;
 use crate::meta::tso;
-use crate::store::WriteBatch;
 
 use super::EngineConfig;
-use super::writer::Writer;
 
 /// The DDL log records whose history is kept, oldest first, with their encoded sizes:
 /// what compaction trims by age, count and bytes.
@@ -81,59 +77,4 @@ impl RetainedLog {
 pub(super) fn history_horizon(retention: Duration, committed: Timestamp) -> Timestamp {
     let retention_ms = retention.as_millis() as u64;
     tso::compose(tso::now_ms().saturating_sub(retention_ms), 0).min(committed)
-}
-
-impl Writer {
-    /// Compacts history every compaction interval, and as soon as the DDL log is over its
-    /// count or byte bound (so that what a restart replays stays bounded however fast
-    /// DDL arrives).
-    pub(super) fn maybe_compact(&mut self) {
-        if self.last_compaction.elapsed() < self.config.compaction_interval
-            && !self.log.over(&self.config)
-        {
-            return;
-        }
-        self.last_compaction = Instant::now();
-        let committed = self.shared.committed.load(Ordering::Acquire);
-        let by_time = history_horizon(self.config.history_retention, committed);
-        let horizon = self.log.horizon(by_time, &self.config);
-        self.shared.table.write().compact(horizon);
-        self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
-        // Old history need not go atomically: delete it in commits the store accepts
-        // (etcd caps the operations of one transaction), oldest first, forgetting each
-        // record only once its deletion is durable.
-        let chunk = self.store.max_ops_per_commit().unwrap_or(usize::MAX).max(1);
-        let mut removed = 0;
-        loop {
-            let expired: Vec<Timestamp> = self
-                .log
-                .records
-                .iter()
-                .map(|(ts, _)| *ts)
-                .take_while(|ts| *ts <= horizon)
-                .take(chunk)
-                .collect();
-            if expired.is_empty() {
-                break;
-            }
-            let mut batch = WriteBatch::default();
-            for ts in &expired {
-                batch.delete(ddl_log_key(*ts));
-            }
-            if let Err(error) = self.store.commit(&batch) {
-                tracing::warn!(%error, "compacting the DDL log failed; will retry");
-                break;
-            }
-            self.log.drop_oldest(expired.len());
-            removed += expired.len();
-        }
-        if removed > 0 {
-            tracing::debug!(removed, "compacted the DDL log");
-            // A checkpoint now, not at the next write: the deleted history's space is free
-            // (and a sparse file compacted) even when no DDL follows.
-            if let Err(error) = self.store.checkpoint() {
-                tracing::warn!(%error, "checkpoint after compacting the DDL log failed");
-            }
-        }
-    }
 }

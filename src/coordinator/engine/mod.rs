@@ -11,15 +11,16 @@
 //! see a change that is not yet durable, and a failed commit is undone by removing the
 //! versions above it.
 //!
-//! The parts, by responsibility: `writer` (the writer thread and the write path),
-//! `ddl_log` (DDL through the WAL: the control channel and the writer's sync with it),
-//! `recovery` (rebuilding the table from the store), `compaction` (the history bounds),
-//! `replica` (following an elected leader's log and taking over from it).
+//! The parts, by responsibility: `writer` (the writer thread, the write path, history
+//! compaction), `compaction` (the history bounds), `ddl_log` (DDL through the WAL: the log
+//! interface), `sync` (the writer completing DDL the log holds), `recovery` (rebuilding the
+//! table from the store), `replica` (following an elected leader's log and taking over).
 
 mod compaction;
 mod ddl_log;
 mod recovery;
 mod replica;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -19,7 +19,7 @@ use crate::meta::{Ddl, MetaError, MetaResult, PlanContext, Timestamp};
 use crate::proto::records::{DdlRecord, DdlWalEntry, Mutation};
 use crate::store::{MetaStore, StoreError, WriteBatch};
 
-use super::compaction::RetainedLog;
+use super::compaction::{RetainedLog, history_horizon};
 use super::ddl_log::{DdlLog, FAILPOINT_ENV};
 use super::recovery::RecoveryStats;
 use super::{Engine, EngineConfig, EngineError, FIRST_ID, Job, Shared, decode_u64};
@@ -409,6 +409,59 @@ impl Writer {
             .store(allocation.last, Ordering::Release);
         for (reply, outcome) in outcomes {
             let _ = reply.send(outcome);
+        }
+    }
+
+    /// Compacts history every compaction interval, and as soon as the DDL log is over its
+    /// count or byte bound (so that what a restart replays stays bounded however fast
+    /// DDL arrives).
+    pub(super) fn maybe_compact(&mut self) {
+        if self.last_compaction.elapsed() < self.config.compaction_interval
+            && !self.log.over(&self.config)
+        {
+            return;
+        }
+        self.last_compaction = Instant::now();
+        let committed = self.shared.committed.load(Ordering::Acquire);
+        let by_time = history_horizon(self.config.history_retention, committed);
+        let horizon = self.log.horizon(by_time, &self.config);
+        self.shared.table.write().compact(horizon);
+        self.shared.horizon.fetch_max(horizon, Ordering::AcqRel);
+        // Old history need not go atomically: delete it in commits the store accepts
+        // (etcd caps the operations of one transaction), oldest first, forgetting each
+        // record only once its deletion is durable.
+        let chunk = self.store.max_ops_per_commit().unwrap_or(usize::MAX).max(1);
+        let mut removed = 0;
+        loop {
+            let expired: Vec<Timestamp> = self
+                .log
+                .records
+                .iter()
+                .map(|(ts, _)| *ts)
+                .take_while(|ts| *ts <= horizon)
+                .take(chunk)
+                .collect();
+            if expired.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::default();
+            for ts in &expired {
+                batch.delete(ddl_log_key(*ts));
+            }
+            if let Err(error) = self.store.commit(&batch) {
+                tracing::warn!(%error, "compacting the DDL log failed; will retry");
+                break;
+            }
+            self.log.drop_oldest(expired.len());
+            removed += expired.len();
+        }
+        if removed > 0 {
+            tracing::debug!(removed, "compacted the DDL log");
+            // A checkpoint now, not at the next write: the deleted history's space is free
+            // (and a sparse file compacted) even when no DDL follows.
+            if let Err(error) = self.store.checkpoint() {
+                tracing::warn!(%error, "checkpoint after compacting the DDL log failed");
+            }
         }
     }
 }
