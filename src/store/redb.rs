@@ -818,13 +818,7 @@ mod tests {
             "most of the 100 MiB written is still in the file: {grown} bytes"
         );
         let store = RedbStore::open(dir.path()).expect("reopen");
-        let shrunk = std::fs::metadata(&path).expect("size").len();
-        assert!(
-            shrunk < 16 << 20,
-            "the reopened file gave the free space back: {grown} -> {shrunk} bytes"
-        );
-        assert!(store.scan_prefix("h/").expect("scan").is_empty());
-        assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
+        assert_compacted(&store, grown, "the reopened file");
     }
 
     /// Fills `store` with 100 values of 1 MiB between small ones (so that freeing the large
@@ -849,6 +843,19 @@ mod tests {
         store.commit(&delete).expect("delete");
     }
 
+    /// The file gave the space of the deleted large values back, and kept the small ones.
+    fn assert_compacted(store: &RedbStore, grown: u64, which: &str) {
+        let shrunk = std::fs::metadata(store.data_dir.join(FILE_NAME))
+            .expect("size")
+            .len();
+        assert!(
+            shrunk < 16 << 20,
+            "{which} gave the free space back: {grown} -> {shrunk} bytes"
+        );
+        assert!(store.scan_prefix("h/").expect("scan").is_empty());
+        assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
+    }
+
     #[test]
     fn a_file_mostly_free_is_compacted_at_a_checkpoint_while_the_store_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -866,13 +873,7 @@ mod tests {
             "the deletion is not checkpointed yet: {grown} bytes"
         );
         store.checkpoint().expect("checkpoint");
-        let shrunk = std::fs::metadata(&path).expect("size").len();
-        assert!(
-            shrunk < 16 << 20,
-            "the running store gave the free space back: {grown} -> {shrunk} bytes"
-        );
-        assert!(store.scan_prefix("h/").expect("scan").is_empty());
-        assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
+        assert_compacted(&store, grown, "the running store");
         store
             .commit(&batch(&[("after", Some(b"compaction"))]))
             .expect("writes go on after the compaction");
