@@ -119,8 +119,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Writes a batch atomically; when this returns `Ok` the batch survives a crash.
     fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
 
-    /// Makes everything committed so far cheap to recover (called at shutdown). Stores
-    /// whose commits need no recovery work keep the default.
+    /// Makes everything committed so far cheap to recover (called at shutdown, and after
+    /// history was deleted, so that its space is reclaimed without waiting for a write).
+    /// Stores whose commits need no recovery work keep the default.
     fn checkpoint(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -62,9 +62,10 @@ const REMEDY: &str = "restore the data directory from a backup, or start once wi
 /// redb's page cache.
 const REDB_CACHE_BYTES: usize = 64 << 20;
 
-/// A redb file whose free space exceeds both this and its live data is compacted when
-/// the store opens: history that compaction deleted gives its disk space back.
-const COMPACT_AT_OPEN_FREE_BYTES: u64 = 16 << 20;
+/// A redb file whose free space exceeds both this and its live data is compacted (when
+/// the store opens, and at a checkpoint): history that compaction deleted gives its disk
+/// space back.
+const COMPACT_FREE_BYTES: u64 = 16 << 20;
 
 /// Sizes and intervals of the store.
 #[derive(Debug, Clone)]
@@ -77,6 +78,10 @@ pub struct RedbOptions {
     /// values failing their checksum, commit log records after a damaged one, a log whose
     /// redb file is gone. Without it, damage refuses the open.
     pub repair: bool,
+    /// Shortest time between two looks, at a checkpoint, at whether the redb file is sparse
+    /// enough to compact (a look walks redb's page trees; a compaction pauses writes and
+    /// store reads while it copies the live pages).
+    pub compact_check_interval: Duration,
 }
 
 impl Default for RedbOptions {
@@ -85,6 +90,7 @@ impl Default for RedbOptions {
             commit_log_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(1),
             repair: false,
+            compact_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -93,6 +99,11 @@ struct LogState {
     log: CommitLog,
     next_sequence: u64,
     last_checkpoint: Instant,
+    /// When a checkpoint last looked at whether the file is sparse.
+    last_compact_check: Instant,
+    /// Bytes of entries replaced or removed since that look: a look needs at least
+    /// [`COMPACT_FREE_BYTES`] of them to find a sparse file.
+    freed_since_check: u64,
     /// Set when a failed write could not be taken back out of the commit log: its outcome
     /// is only known after a restart replays the log, so no more writes are taken.
     poisoned: Option<String>,
@@ -146,22 +157,24 @@ fn damaged_value(data_dir: &Path, key: &str) -> StoreError {
     ))
 }
 
+/// Writes `ops` into the meta table; returns the bytes of the entries they replaced or
+/// removed (what the checkpoint's compaction check counts).
 fn write_ops(
     txn: &WriteTransaction,
     ops: impl Iterator<Item = (String, Option<Vec<u8>>)>,
-) -> Result<(), redb::Error> {
+) -> Result<u64, redb::Error> {
     let mut table = txn.open_table(META)?;
+    let mut freed = 0u64;
     for (key, value) in ops {
-        match value {
-            Some(value) => {
-                table.insert(key.as_str(), sealed(&key, &value).as_slice())?;
-            }
-            None => {
-                table.remove(key.as_str())?;
-            }
+        let old = match value {
+            Some(value) => table.insert(key.as_str(), sealed(&key, &value).as_slice())?,
+            None => table.remove(key.as_str())?,
+        };
+        if let Some(old) = old {
+            freed += (key.len() + old.value().len()) as u64;
         }
     }
-    Ok(())
+    Ok(freed)
 }
 
 /// redb, opened and brought up to the commit log, with the log positioned for appends.
@@ -400,6 +413,8 @@ impl RedbStore {
                 log: loaded.log,
                 next_sequence: loaded.next_sequence,
                 last_checkpoint: Instant::now(),
+                last_compact_check: Instant::now(),
+                freed_since_check: 0,
                 poisoned: None,
                 failed: None,
             }),
@@ -423,20 +438,23 @@ impl RedbStore {
         }
         drop(state);
         if checkpointed.is_ok() {
-            store.compact_if_sparse(&data_dir.join(FILE_NAME))?;
+            store.compact_if_sparse()?;
             store.hold_reserve();
         }
         Ok(store)
     }
 
-    /// redb reuses freed pages but never gives them back to the file system while it
-    /// runs; a file mostly made of free space (after large history was compacted) is
-    /// compacted here, before anything else holds a transaction.
-    fn compact_if_sparse(&self, path: &Path) -> Result<(), StoreError> {
-        let file_bytes = std::fs::metadata(path)
+    /// redb reuses freed pages but gives them back to the file system only when compacted;
+    /// a file mostly made of free space (after large history was deleted) is compacted
+    /// here. Called when the store opens, and after a checkpoint with the commit lock held:
+    /// redb's compaction needs the database to itself, which the write lock on `db` gives
+    /// (every read holds the read lock for the whole of its transaction).
+    fn compact_if_sparse(&self) -> Result<(), StoreError> {
+        let path = self.data_dir.join(FILE_NAME);
+        let file_bytes = std::fs::metadata(&path)
             .map_err(io_error(format!("reading the size of {}", path.display())))?
             .len();
-        if file_bytes < COMPACT_AT_OPEN_FREE_BYTES {
+        if file_bytes < COMPACT_FREE_BYTES {
             return Ok(());
         }
         let mut db = self.db.write();
@@ -452,12 +470,12 @@ impl RedbStore {
                 stats.fragmented_bytes(),
             )
         };
-        if free < COMPACT_AT_OPEN_FREE_BYTES || free < live {
+        if free < COMPACT_FREE_BYTES || free < live {
             return Ok(());
         }
         let started = Instant::now();
         db.compact().map_err(redb::Error::from)?;
-        let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let after = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         tracing::info!(
             before_bytes = file_bytes,
             after_bytes = after,
@@ -526,6 +544,16 @@ impl RedbStore {
             .reset()
             .map_err(io_error("resetting the commit log"))?;
         state.last_checkpoint = Instant::now();
+        if state.freed_since_check >= COMPACT_FREE_BYTES
+            && state.last_compact_check.elapsed() >= self.options.compact_check_interval
+        {
+            state.last_compact_check = Instant::now();
+            state.freed_since_check = 0;
+            if let Err(error) = self.compact_if_sparse() {
+                // Nothing is lost: the checkpoint is durable, and the file only stays large.
+                tracing::warn!(%error, "compacting the meta store file failed; will retry");
+            }
+        }
         Ok(())
     }
 
@@ -587,7 +615,7 @@ impl RedbStore {
                     txn.set_durability(Durability::None)
                         .map_err(redb::Error::from)?;
                 }
-                write_ops(
+                let freed = write_ops(
                     &txn,
                     batch
                         .ops
@@ -595,12 +623,14 @@ impl RedbStore {
                         .map(|op| (op.key.clone(), op.value.clone())),
                 )?;
                 txn.commit().map_err(redb::Error::from)?;
-                Ok(())
+                Ok(freed)
             })
         };
         if !state.log.fits(payload.len()) {
             // Larger than the whole log: write it as one durable redb commit instead.
-            return apply(true).inspect_err(|error| self.note_failure(state, error));
+            let freed = apply(true).inspect_err(|error| self.note_failure(state, error))?;
+            state.freed_since_check += freed;
+            return Ok(());
         }
         let sequence = state.next_sequence;
         let logged_at = state.log.used();
@@ -616,21 +646,25 @@ impl RedbStore {
             }
         })?;
         state.next_sequence += 1;
-        if let Err(error) = apply(false) {
-            self.note_failure(state, &error);
-            // Take the batch back out of the log, so that no restart applies it.
-            if let Err(retract) = state.log.retract(logged_at) {
-                let reason = format!(
-                    "redb refused a logged batch ({error}) and taking it back out of the \
+        let freed = match apply(false) {
+            Ok(freed) => freed,
+            Err(error) => {
+                self.note_failure(state, &error);
+                // Take the batch back out of the log, so that no restart applies it.
+                if let Err(retract) = state.log.retract(logged_at) {
+                    let reason = format!(
+                        "redb refused a logged batch ({error}) and taking it back out of the \
                      commit log failed ({retract}); restart to replay the commit log"
-                );
-                tracing::error!(%reason, "meta store stops taking writes");
-                state.poisoned = Some(reason);
+                    );
+                    tracing::error!(%reason, "meta store stops taking writes");
+                    state.poisoned = Some(reason);
+                    return Err(error);
+                }
+                state.next_sequence = sequence;
                 return Err(error);
             }
-            state.next_sequence = sequence;
-            return Err(error);
-        }
+        };
+        state.freed_since_check += freed;
         if state.last_checkpoint.elapsed() >= self.options.checkpoint_interval
             && let Err(error) = self.checkpoint_locked(state)
         {
@@ -748,6 +782,7 @@ mod tests {
             commit_log_bytes: 8 * 4096,
             checkpoint_interval: Duration::from_secs(3600),
             repair: false,
+            ..RedbOptions::default()
         };
         {
             let store = RedbStore::open_with(dir.path(), options.clone()).expect("open");
@@ -773,27 +808,9 @@ mod tests {
     fn a_file_mostly_free_is_compacted_when_the_store_opens() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE_NAME);
-        let big = vec![7u8; 1 << 20];
         {
             let store = RedbStore::open(dir.path()).expect("open");
-            // Small live records between the large ones: freeing the large ones leaves
-            // holes, not a free tail redb could cut by itself.
-            for i in 0..100 {
-                store
-                    .commit(&batch(&[(&format!("h/{i:03}"), Some(&big))]))
-                    .expect("commit");
-                store.checkpoint().expect("checkpoint");
-                store
-                    .commit(&batch(&[(&format!("k/{i:03}"), Some(b"small"))]))
-                    .expect("commit");
-                store.checkpoint().expect("checkpoint");
-            }
-            store.checkpoint().expect("checkpoint");
-            let mut delete = WriteBatch::default();
-            for i in 0..100 {
-                delete.delete(format!("h/{i:03}"));
-            }
-            store.commit(&delete).expect("delete");
+            fill_and_delete_large_values(&store);
         }
         let grown = std::fs::metadata(&path).expect("size").len();
         assert!(
@@ -801,12 +818,71 @@ mod tests {
             "most of the 100 MiB written is still in the file: {grown} bytes"
         );
         let store = RedbStore::open(dir.path()).expect("reopen");
-        let shrunk = std::fs::metadata(&path).expect("size").len();
+        assert_compacted(&store, grown, "the reopened file");
+    }
+
+    /// Fills `store` with 100 values of 1 MiB between small ones (so that freeing the large
+    /// ones leaves holes, not a free tail redb could cut by itself), then deletes the large
+    /// ones.
+    fn fill_and_delete_large_values(store: &RedbStore) {
+        let big = vec![7u8; 1 << 20];
+        for i in 0..100 {
+            store
+                .commit(&batch(&[(&format!("h/{i:03}"), Some(&big))]))
+                .expect("commit");
+            store.checkpoint().expect("checkpoint");
+            store
+                .commit(&batch(&[(&format!("k/{i:03}"), Some(b"small"))]))
+                .expect("commit");
+            store.checkpoint().expect("checkpoint");
+        }
+        let mut delete = WriteBatch::default();
+        for i in 0..100 {
+            delete.delete(format!("h/{i:03}"));
+        }
+        store.commit(&delete).expect("delete");
+    }
+
+    /// The file gave the space of the deleted large values back, and kept the small ones.
+    fn assert_compacted(store: &RedbStore, grown: u64, which: &str) {
+        let shrunk = std::fs::metadata(store.data_dir.join(FILE_NAME))
+            .expect("size")
+            .len();
         assert!(
             shrunk < 16 << 20,
-            "the reopened file gave the free space back: {grown} -> {shrunk} bytes"
+            "{which} gave the free space back: {grown} -> {shrunk} bytes"
         );
         assert!(store.scan_prefix("h/").expect("scan").is_empty());
+        assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
+    }
+
+    #[test]
+    fn a_file_mostly_free_is_compacted_at_a_checkpoint_while_the_store_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        let options = RedbOptions {
+            checkpoint_interval: Duration::from_secs(3600),
+            compact_check_interval: Duration::ZERO,
+            ..RedbOptions::default()
+        };
+        let store = RedbStore::open_with(dir.path(), options.clone()).expect("open");
+        fill_and_delete_large_values(&store);
+        let grown = std::fs::metadata(&path).expect("size").len();
+        assert!(
+            grown > 64 << 20,
+            "the deletion is not checkpointed yet: {grown} bytes"
+        );
+        store.checkpoint().expect("checkpoint");
+        assert_compacted(&store, grown, "the running store");
+        store
+            .commit(&batch(&[("after", Some(b"compaction"))]))
+            .expect("writes go on after the compaction");
+        drop(store);
+        let store = RedbStore::open_with(dir.path(), options).expect("reopen");
+        assert_eq!(
+            store.get("after").expect("get"),
+            Some(b"compaction".to_vec())
+        );
         assert_eq!(store.scan_prefix("k/").expect("scan").len(), 100);
     }
 }
