@@ -179,6 +179,21 @@ pub enum Action {
 }
 
 impl Action {
+    /// The RPC the action makes, for logs, events and metrics (`Adopt…` make none; the
+    /// name still labels them).
+    pub fn rpc_name(&self) -> &'static str {
+        match self {
+            Action::CreateDatabase { .. } => "CreateDatabase",
+            Action::CreateCollection { .. } => "CreateCollection",
+            Action::AdoptCollection { .. } => "AdoptCollection",
+            Action::CreateAlias { .. } => "CreateAlias",
+            Action::AlterAlias { .. } => "AlterAlias",
+            Action::AdoptAlias { .. } => "AdoptAlias",
+            Action::DropAlias { .. } => "DropAlias",
+            Action::DropCollection { .. } => "DropCollection",
+        }
+    }
+
     /// The resource an action is for (`None` for CreateDatabase, which serves several).
     pub fn key(&self) -> Option<&ObjectKey> {
         match self {

@@ -1115,7 +1115,7 @@ impl Runner {
                     {
                         record.pending = None;
                     }
-                    let text = format!("{}: {error}", verb(action));
+                    let text = format!("{}: {error}", action.rpc_name());
                     match id {
                         Some(id) => {
                             errors.insert(id, text);
@@ -1738,17 +1738,4 @@ fn status_text(verdict: Option<&Verdict>, error: Option<&String>, deleted: bool)
 
 fn retained_id_text(id: Option<i64>) -> String {
     id.map(|id| id.to_string()).unwrap_or_default()
-}
-
-fn verb(action: &Action) -> &'static str {
-    match action {
-        Action::CreateDatabase { .. } => "CreateDatabase",
-        Action::CreateCollection { .. } => "CreateCollection",
-        Action::AdoptCollection { .. } => "AdoptCollection",
-        Action::CreateAlias { .. } => "CreateAlias",
-        Action::AlterAlias { .. } => "AlterAlias",
-        Action::AdoptAlias { .. } => "AdoptAlias",
-        Action::DropAlias { .. } => "DropAlias",
-        Action::DropCollection { .. } => "DropCollection",
-    }
 }
