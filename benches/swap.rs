@@ -22,9 +22,6 @@ use collection_operator::operator::{Shutdown, run_controllers};
 use collection_operator::proto::api::DescribeAliasRequest;
 use common::InProcess;
 use common::fake_api::FakeApi;
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 
 fn ready(object: &Option<Value>) -> bool {
@@ -105,15 +102,14 @@ async fn run(swaps: usize, gated: bool) -> anyhow::Result<(Vec<Duration>, f64, f
                "switchPolicy": policy}),
         json!({}),
     );
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(api.clone().serve(handle));
+    let client = api.connect().await;
     let args = common::fake_api::operator_args(Duration::from_secs(60), 16);
     let (trigger, shutdown) = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
     let controller_metrics = metrics.clone();
     let controllers = tokio::spawn(async move {
         run_controllers(
-            Client::new(service, "default"),
+            client,
             &args,
             controller_metrics,
             Arc::new(Health::default()),
@@ -172,6 +168,10 @@ async fn run(swaps: usize, gated: bool) -> anyhow::Result<(Vec<Duration>, f64, f
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=collection_operator::operator=debug` shows each step of each swap, timed.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let swaps: usize = std::env::var("SWAPS")
         .ok()
         .and_then(|v| v.parse().ok())

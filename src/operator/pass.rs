@@ -227,6 +227,7 @@ async fn run<K: EngineResource>(
     api: &Api<K>,
     deleting: bool,
 ) -> Result<Requeue, Error> {
+    let started = Instant::now();
     let object = view.known.clone();
     let namespace = object.namespace().unwrap_or_default();
     let coordinator_name = &object.coordinator_ref().name;
@@ -237,10 +238,12 @@ async fn run<K: EngineResource>(
         Ok(engine) => engine,
         Err(error) => return view.fail(api, ctx, error).await,
     };
+    step(K::CONTROLLER, started, "engine connection ready");
     let mut gathered = match object.gather(ctx, &mut engine, deleting).await {
         Ok(gathered) => gathered,
         Err(error) => return view.fail(api, ctx, error).await,
     };
+    step(K::CONTROLLER, started, "engine observed");
     let (actions, mut verdict) = K::plan(&gathered);
     let executed = execute(
         ctx,
@@ -260,8 +263,10 @@ async fn run<K: EngineResource>(
     if deleting {
         return cleaned_up(&view, ctx, api, &gathered, verdict, executed).await;
     }
+    step(K::CONTROLLER, started, "engine work done");
     let status = object.status(&gathered, &verdict, &executed, ctx.now());
     view.write(api, ctx, status).await?;
+    step(K::CONTROLLER, started, "status written");
     if let Some((_, error)) = executed.failure {
         return Err(error.into());
     }
@@ -397,8 +402,16 @@ pub async fn execute(
         return executed;
     }
     for action in actions {
+        let sent = Instant::now();
+        tracing::debug!(object, call = action_name(&action), "engine call sent");
         match engine.apply(&action).await {
             Ok(applied) => {
+                tracing::debug!(
+                    object,
+                    call = action_name(&action),
+                    rpc_us = sent.elapsed().as_micros() as u64,
+                    "engine call acknowledged"
+                );
                 let event = mutation_event(&action, recorded, &applied);
                 tracing::info!(object, reason = %event.reason, "{}", event.note);
                 ctx.metrics.mutation(&event_label(&event, &action));
@@ -415,6 +428,17 @@ pub async fn execute(
         }
     }
     executed
+}
+
+/// Logs a step of a pass with the time since the pass started (debug level: with
+/// `RUST_LOG=collection_operator::operator=debug` the path of a change reads from the
+/// watch event through the queue to each engine call and the status write).
+fn step(controller: &str, started: Instant, what: &str) {
+    tracing::debug!(
+        controller,
+        since_start_us = started.elapsed().as_micros() as u64,
+        "{what}"
+    );
 }
 
 /// The metrics label of a mutation: drift corrections apart, else the action's name.
