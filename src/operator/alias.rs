@@ -404,15 +404,25 @@ impl CollectionAlias {
         let exists = observed
             .collections
             .contains_key(&(database.clone(), target_name.clone()));
-        let target_observed = if exists {
-            engine.serving(database, target_name).await?
-        } else {
-            ServingObservation::default()
-        };
-        let current_observed = match current {
-            Some(name) => Some(engine.serving(database, name).await?),
-            None => None,
-        };
+        // The two reads are independent: run them at once on the shared connection (a
+        // swap waits for the gate, so its latency is the slower read, not the sum).
+        let mut current_engine = engine.clone();
+        let (target_observed, current_observed) = tokio::join!(
+            async {
+                if exists {
+                    engine.serving(database, target_name).await
+                } else {
+                    Ok(ServingObservation::default())
+                }
+            },
+            async {
+                match current {
+                    Some(name) => current_engine.serving(database, name).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+        );
+        let (target_observed, current_observed) = (target_observed?, current_observed?);
         let managing = lookup::collections_named(
             &ctx.stores,
             &self.namespace().unwrap_or_default(),
@@ -466,20 +476,22 @@ async fn confirm_swap(
             intent.alias, intent.database, intent.target
         )
     };
-    let target = engine
-        .alias_target(&intent.database, &intent.alias)
-        .await
-        .map_err(|error| unconfirmed(format!("DescribeAlias failed: {error}")))?;
+    // Both reads at once on the shared connection: the swap is Ready one round trip
+    // sooner.
+    let mut resolving = engine.clone();
+    let (target, resolved) = tokio::join!(
+        engine.alias_target(&intent.database, &intent.alias),
+        resolving.resolve(&intent.database, &intent.alias),
+    );
+    let target = target.map_err(|error| unconfirmed(format!("DescribeAlias failed: {error}")))?;
     if target.as_deref() != Some(intent.target.as_str()) {
         return Err(unconfirmed(format!(
             "DescribeAlias answers {}",
             target.as_deref().unwrap_or("no alias")
         )));
     }
-    let resolved = engine
-        .resolve(&intent.database, &intent.alias)
-        .await
-        .map_err(|error| unconfirmed(format!("DescribeCollection failed: {error}")))?;
+    let resolved =
+        resolved.map_err(|error| unconfirmed(format!("DescribeCollection failed: {error}")))?;
     match resolved {
         Some((name, id)) if name == intent.target && expected_id.is_none_or(|e| e == id) => Ok(()),
         Some((name, id)) => Err(unconfirmed(format!(

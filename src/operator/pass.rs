@@ -92,7 +92,8 @@ pub trait EngineResource:
     fn recorded(gathered: &Self::Gathered) -> Option<String>;
     /// Whether the resource asks for no engine changes.
     fn paused(gathered: &Self::Gathered) -> bool;
-    /// After the engine calls: e.g. ask other controllers to look again.
+    /// After the pass (its status written, or its clean-up done): e.g. ask other
+    /// controllers to look again.
     fn applied(&self, _ctx: &Context, _gathered: &Self::Gathered, _executed: &Executed) {}
     /// After the plan's actions (not in a clean-up pass): engine work that depends on
     /// them, e.g. indexes and load after a create, or reading back an alias just moved.
@@ -254,19 +255,25 @@ async fn run<K: EngineResource>(
         !deleting && K::paused(&gathered),
     )
     .await;
-    object.applied(ctx, &gathered, &executed);
-    if !deleting && !K::paused(&gathered) {
+    if deleting {
+        object.applied(ctx, &gathered, &executed);
+        return cleaned_up(&view, ctx, api, &gathered, verdict, executed).await;
+    }
+    if !K::paused(&gathered) {
         object
             .follow_up(ctx, &mut engine, &mut gathered, &mut verdict, &executed)
             .await;
     }
-    if deleting {
-        return cleaned_up(&view, ctx, api, &gathered, verdict, executed).await;
-    }
     step(K::CONTROLLER, started, "engine work done");
     let status = object.status(&gathered, &verdict, &executed, ctx.now());
-    view.write(api, ctx, status).await?;
+    let written = view.write(api, ctx, status).await;
     step(K::CONTROLLER, started, "status written");
+    // Other objects' passes (e.g. the collections whose alias lists a swap changed) are
+    // asked for only now: started earlier, they read the engine and write their statuses
+    // while this pass still confirms its change and writes its own status, and delay
+    // the moment it reports Ready.
+    object.applied(ctx, &gathered, &executed);
+    written?;
     if let Some((_, error)) = executed.failure {
         return Err(error.into());
     }
