@@ -275,11 +275,13 @@ impl EngineResource for CollectionAlias {
             message,
         } = &*verdict
         {
-            ctx.publish(
-                &EventSpec::warning("SwapBlocked", "AlterAlias", message.clone()),
-                &regarding,
-            )
-            .await;
+            if !already_blocked_by(self, message) {
+                ctx.publish(
+                    &EventSpec::warning("SwapBlocked", "AlterAlias", message.clone()),
+                    &regarding,
+                )
+                .await;
+            }
             return;
         }
         if executed.failure.is_some() {
@@ -459,6 +461,25 @@ impl CollectionAlias {
             self.spec.guards.as_ref(),
         ))
     }
+}
+
+/// Whether the status already reports the swap blocked for the same reason as `message`:
+/// the Warning Event is published once per distinct reason, not at every recheck while
+/// the gate stays shut. Numbers do not make a reason distinct (row counts grow while a
+/// target fills); the status message still carries the latest ones.
+fn already_blocked_by(alias: &CollectionAlias, message: &str) -> bool {
+    let reason_of = |text: &str| -> String {
+        text.chars()
+            .filter(|c| !c.is_ascii_digit() && *c != ',' && *c != '.')
+            .collect()
+    };
+    alias.status.as_ref().is_some_and(|status| {
+        status.conditions.iter().any(|condition| {
+            condition.type_ == super::status::READY
+                && condition.reason == Reason::SwapBlocked.as_str()
+                && reason_of(&condition.message) == reason_of(message)
+        })
+    })
 }
 
 /// Reads the alias back after a swap: DescribeAlias names the target, and DescribeCollection
