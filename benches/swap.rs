@@ -6,11 +6,12 @@
 //! for a kube-apiserver, whose own latency this figure does not include; the e2e suite
 //! (tests/e2e) measures the same against a real cluster.
 //!
-//! Build profile matters more than anything else here: in a debug build (`cargo test
-//! --benches` runs it so) a gated swap took p50 ~90 ms before the concurrent gate and
-//! read-back reads, against ~11 ms in release — the order of the ~100 ms the e2e suite
-//! measured while it ran debug binaries. `RUST_LOG=collection_operator::operator=debug`
-//! prints each step of each swap with its timing.
+//! The figures depend on the build and the machine's load: on an idle machine a gated
+//! swap takes p50 ~6 ms in release and ~20-30 ms in a debug build (`cargo test
+//! --benches`); with other builds sharing the two cores, debug reaches ~90 ms. Queue
+//! wait (watch event to reconcile start) stays in the low milliseconds throughout.
+//! `RUST_LOG=collection_operator::operator=debug` prints each step of each swap with its
+//! timing.
 //!
 //! Run twice: with the serving gate off (`WhenTargetReady`) and on (`WhenTargetServing`,
 //! collections with an index and `load: Always`), with the engine calls each swap costs.
