@@ -1594,6 +1594,36 @@ async fn a_row_guard_blocks_the_swap_with_the_numbers_and_a_warning() {
         requeue,
         kube::runtime::controller::Action::requeue(Duration::from_secs(5))
     );
+
+    // The recheck (the informer cache now holding the written status) finds the gate
+    // shut for the same reason: no second Warning, and the status is already right, so
+    // nothing is written at all.
+    object.status = Some(serde_json::from_value(status.clone()).expect("a status"));
+    let (result, ()) = tokio::join!(
+        alias::reconcile(Arc::new(object.clone()), h.ctx.clone()),
+        h.api.expect_silence()
+    );
+    result.expect("recheck");
+
+    // Other numbers, same reason: the status message follows, still no new Warning.
+    object.spec.guards =
+        Some(serde_json::from_value(json!({"minRowCount": 2000})).expect("guards"));
+    object.metadata.generation = Some(3);
+    let (result, status) = tokio::join!(
+        alias::reconcile(Arc::new(object.clone()), h.ctx.clone()),
+        async {
+            let status = h.api.expect_status(&object, "collectionaliases").await;
+            h.api.expect_silence().await;
+            status
+        }
+    );
+    result.expect("recheck with other numbers");
+    assert!(
+        condition(&status, "Ready")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2,000")),
+        "{status}"
+    );
 }
 
 #[tokio::test]

@@ -13,10 +13,7 @@ use collection_operator::operator::context::{CacheSync, Hints, Settings, Stores}
 use collection_operator::operator::metrics::Metrics;
 use collection_operator::operator::{Context, filled_store, routed};
 use common::fake_api::{FakeApi, NS};
-use http::{Request, Response};
 use jiff::Timestamp;
-use kube::Client;
-use kube::client::Body;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
@@ -36,12 +33,10 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(spec: Value) -> Self {
+    async fn start(spec: Value) -> Self {
         let api = FakeApi::default();
         api.create("routedaliases", "news", spec, json!({}));
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        tokio::spawn(api.clone().serve(handle));
-        let client = Client::new(service, "default");
+        let client = api.connect().await;
         let (coordinator_store, _) = filled_store::<Coordinator>([]);
         let (collection_store, collections) = filled_store::<Collection>([]);
         let (alias_store, aliases) = filled_store::<CollectionAlias>([]);
@@ -172,7 +167,7 @@ fn spec(extra: Value) -> Value {
 
 #[tokio::test]
 async fn creates_owned_collections_routes_the_alias_and_requeues_at_each_boundary() {
-    let mut h = Harness::start(spec(json!({})));
+    let mut h = Harness::start(spec(json!({}))).await;
     let uid = h.routed().metadata.uid.expect("uid");
 
     // 09:30: the current interval's collection, as an owned Collection; back at 09:50.
@@ -279,7 +274,8 @@ async fn creates_owned_collections_routes_the_alias_and_requeues_at_each_boundar
 async fn retires_collections_past_their_age_but_not_the_aliased_one() {
     let mut h = Harness::start(spec(
         json!({"autoDeleteAge": "1h", "preemptiveCreate": "0s"}),
-    ));
+    ))
+    .await;
     for start in ["09", "10", "11"] {
         h.pass(&format!("2026-11-22T{start}:00:00Z")).await;
         h.collection_ready(&format!("news-20261122t{start}0000z"));
@@ -323,7 +319,7 @@ async fn retires_collections_past_their_age_but_not_the_aliased_one() {
 
 #[tokio::test]
 async fn max_collections_reached_is_ready_false_with_a_warning_event() {
-    let mut h = Harness::start(spec(json!({"maxCollections": 1, "preemptiveCreate": "0s"})));
+    let mut h = Harness::start(spec(json!({"maxCollections": 1, "preemptiveCreate": "0s"}))).await;
     h.pass("2026-11-22T09:00:00Z").await;
     h.collection_ready("news-20261122t090000z");
     h.pass("2026-11-22T09:00:01Z").await;
@@ -354,7 +350,7 @@ async fn max_collections_reached_is_ready_false_with_a_warning_event() {
 
 #[tokio::test]
 async fn a_same_named_alias_it_does_not_own_is_a_conflict() {
-    let mut h = Harness::start(spec(json!({"preemptiveCreate": "0s"})));
+    let mut h = Harness::start(spec(json!({"preemptiveCreate": "0s"}))).await;
     h.api.create(
         "collectionaliases",
         "news",

@@ -14,9 +14,6 @@ use collection_operator::operator::{Shutdown, run_controllers};
 use collection_operator::proto::api::{AlterAliasRequest, DescribeAliasRequest};
 use common::InProcess;
 use common::fake_api::FakeApi;
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -102,15 +99,25 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         json!({}),
     );
 
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(api.clone().serve(handle));
-    let client = Client::new(service, "default");
+    let client = api.connect().await;
     let args = common::fake_api::operator_args(Duration::from_secs(1), 4);
     let health = Arc::new(Health::default());
     let (trigger, shutdown) = Shutdown::new();
+    let metrics = Arc::new(Metrics::new());
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_addr = metrics_listener.local_addr().expect("addr");
+    tokio::spawn(collection_operator::operator::http::serve(
+        metrics_listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone().wait(),
+    ));
     let controllers = tokio::spawn({
         let health = health.clone();
-        async move { run_controllers(client, &args, Arc::new(Metrics::new()), health, shutdown).await }
+        let metrics = metrics.clone();
+        async move { run_controllers(client, &args, metrics, health, shutdown).await }
     });
 
     // Converge: the collection is created and Ready, then (gated on it) the alias is bound.
@@ -189,6 +196,114 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         "resync passes of objects in sync write nothing"
     );
 
+    // /metrics: controller-runtime's families beside ours, counting the same passes.
+    let text = scrape(metrics_addr).await;
+    for family in [
+        "# TYPE controller_runtime_reconcile counter",
+        "# TYPE controller_runtime_reconcile_time_seconds histogram",
+        "# TYPE workqueue_depth gauge",
+        "# TYPE workqueue_adds counter",
+        "# TYPE workqueue_queue_duration_seconds histogram",
+        "# TYPE collection_operator_queue_wait_seconds histogram",
+    ] {
+        assert!(text.contains(family), "no {family:?} in\n{text}");
+    }
+    for controller in ["collection", "collectionalias", "coordinator"] {
+        let label = format!("controller=\"{controller}\"");
+        let runtime_total: f64 = ["success", "error", "requeue", "requeue_after"]
+            .iter()
+            .map(|result| {
+                sample(
+                    &text,
+                    "controller_runtime_reconcile_total",
+                    &format!("{label},result=\"{result}\""),
+                )
+            })
+            .sum();
+        assert!(
+            runtime_total >= 2.0,
+            "{controller}: {runtime_total} reconciles"
+        );
+        // (Resync passes keep running while the text is encoded: a pass that ends between
+        // two families shows in the later one only.)
+        let timed_reconciles = sample(
+            &text,
+            "controller_runtime_reconcile_time_seconds_count",
+            &label,
+        );
+        assert!(
+            (timed_reconciles - runtime_total).abs() <= 1.0,
+            "{controller}: {timed_reconciles} reconcile times for {runtime_total} reconciles"
+        );
+        // The drift repair came from the 1 s resync: requeue_after passes.
+        assert!(
+            sample(
+                &text,
+                "controller_runtime_reconcile_total",
+                &format!("{label},result=\"requeue_after\"")
+            ) >= 1.0
+        );
+        // Errors count the `error` results (a family shows once it has a sample).
+        assert_eq!(
+            sample(&text, "controller_runtime_reconcile_errors_total", &label),
+            sample(
+                &text,
+                "controller_runtime_reconcile_total",
+                &format!("{label},result=\"error\"")
+            ),
+        );
+        let queue = format!("name=\"{controller}\",controller=\"{controller}\"");
+        let adds = sample(&text, "workqueue_adds_total", &queue);
+        // Every pass was asked for (watch event, mapped change, hint, or a requeue
+        // that came due); asks merged while waiting are one add; what is not finished
+        // waits (the depth) or runs (at most one pass per object, three objects).
+        let depth = sample(&text, "workqueue_depth", &queue);
+        assert!((0.0..=3.0).contains(&depth), "{controller}: depth {depth}");
+        assert!(
+            adds >= runtime_total && adds <= runtime_total + depth + 3.0,
+            "{controller}: {adds} adds for {runtime_total} reconciles, depth {depth}"
+        );
+        // Triggered starts are timed; the 5 ms bucket holds nearly all of them.
+        let timed = sample(&text, "workqueue_queue_duration_seconds_count", &queue);
+        assert!(timed >= 1.0 && timed <= adds, "{controller}: {timed} timed");
+        let waits = sample(
+            &text,
+            "collection_operator_queue_wait_seconds_count",
+            &label,
+        );
+        assert!(
+            (waits - timed).abs() <= 1.0,
+            "{controller}: {waits} vs {timed}"
+        );
+    }
+    let alias_passes = sample(
+        &text,
+        "collection_operator_reconciles_total",
+        "controller=\"collectionalias\"",
+    );
+    let alias_runtime: f64 = ["success", "error", "requeue", "requeue_after"]
+        .iter()
+        .map(|result| {
+            sample(
+                &text,
+                "controller_runtime_reconcile_total",
+                &format!("controller=\"collectionalias\",result=\"{result}\""),
+            )
+        })
+        .sum();
+    assert!(
+        alias_passes >= 2.0 && (alias_passes - alias_runtime).abs() <= 1.0,
+        "both families count the same passes: {alias_passes} vs {alias_runtime}"
+    );
+    assert!(
+        text.contains(
+            "controller_runtime_reconcile_time_seconds_bucket{le=\"0.005\",controller=\"collection\"}"
+        ) || text.contains(
+            "controller_runtime_reconcile_time_seconds_bucket{controller=\"collection\",le=\"0.005\"}"
+        ),
+        "controller-runtime's first bucket"
+    );
+
     // Delete the alias (policy Delete): the engine alias goes, then the resource.
     api.delete("collectionaliases", "products");
     eventually("the alias resource is gone", || async {
@@ -218,6 +333,35 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         .expect("controllers stop on shutdown")
         .expect("join")
         .expect("controllers");
+}
+
+/// `GET /metrics` over a plain TCP connection.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
+}
+
+/// The value of the sample `name{labels}` (0 when absent).
+fn sample(text: &str, name: &str, labels: &str) -> f64 {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn engine_has_collection(engine: &InProcess, name: &str) -> bool {
@@ -265,9 +409,7 @@ async fn a_routed_alias_rolls_over_on_the_real_controllers() {
     spec["template"] = json!({"fields": collection_spec()["fields"]});
     api.create("routedaliases", "news", spec, json!({}));
 
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(api.clone().serve(handle));
-    let client = Client::new(service, "default");
+    let client = api.connect().await;
     let args = common::fake_api::operator_args(Duration::from_secs(30), 4);
     let (trigger, shutdown) = Shutdown::new();
     let controllers = tokio::spawn(async move {

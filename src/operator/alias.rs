@@ -275,11 +275,13 @@ impl EngineResource for CollectionAlias {
             message,
         } = &*verdict
         {
-            ctx.publish(
-                &EventSpec::warning("SwapBlocked", "AlterAlias", message.clone()),
-                &regarding,
-            )
-            .await;
+            if !already_blocked_by(self, message) {
+                ctx.publish(
+                    &EventSpec::warning("SwapBlocked", "AlterAlias", message.clone()),
+                    &regarding,
+                )
+                .await;
+            }
             return;
         }
         if executed.failure.is_some() {
@@ -404,15 +406,25 @@ impl CollectionAlias {
         let exists = observed
             .collections
             .contains_key(&(database.clone(), target_name.clone()));
-        let target_observed = if exists {
-            engine.serving(database, target_name).await?
-        } else {
-            ServingObservation::default()
-        };
-        let current_observed = match current {
-            Some(name) => Some(engine.serving(database, name).await?),
-            None => None,
-        };
+        // The two reads are independent: run them at once on the shared connection (a
+        // swap waits for the gate, so its latency is the slower read, not the sum).
+        let mut current_engine = engine.clone();
+        let (target_observed, current_observed) = tokio::join!(
+            async {
+                if exists {
+                    engine.serving(database, target_name).await
+                } else {
+                    Ok(ServingObservation::default())
+                }
+            },
+            async {
+                match current {
+                    Some(name) => current_engine.serving(database, name).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+        );
+        let (target_observed, current_observed) = (target_observed?, current_observed?);
         let managing = lookup::collections_named(
             &ctx.stores,
             &self.namespace().unwrap_or_default(),
@@ -451,6 +463,25 @@ impl CollectionAlias {
     }
 }
 
+/// Whether the status already reports the swap blocked for the same reason as `message`:
+/// the Warning Event is published once per distinct reason, not at every recheck while
+/// the gate stays shut. Numbers do not make a reason distinct (row counts grow while a
+/// target fills); the status message still carries the latest ones.
+fn already_blocked_by(alias: &CollectionAlias, message: &str) -> bool {
+    let reason_of = |text: &str| -> String {
+        text.chars()
+            .filter(|c| !c.is_ascii_digit() && *c != ',' && *c != '.')
+            .collect()
+    };
+    alias.status.as_ref().is_some_and(|status| {
+        status.conditions.iter().any(|condition| {
+            condition.type_ == super::status::READY
+                && condition.reason == Reason::SwapBlocked.as_str()
+                && reason_of(&condition.message) == reason_of(message)
+        })
+    })
+}
+
 /// Reads the alias back after a swap: DescribeAlias names the target, and DescribeCollection
 /// through the alias answers with the target's name and collection ID. `Err`: what the
 /// engine said instead.
@@ -466,20 +497,22 @@ async fn confirm_swap(
             intent.alias, intent.database, intent.target
         )
     };
-    let target = engine
-        .alias_target(&intent.database, &intent.alias)
-        .await
-        .map_err(|error| unconfirmed(format!("DescribeAlias failed: {error}")))?;
+    // Both reads at once on the shared connection: the swap is Ready one round trip
+    // sooner.
+    let mut resolving = engine.clone();
+    let (target, resolved) = tokio::join!(
+        engine.alias_target(&intent.database, &intent.alias),
+        resolving.resolve(&intent.database, &intent.alias),
+    );
+    let target = target.map_err(|error| unconfirmed(format!("DescribeAlias failed: {error}")))?;
     if target.as_deref() != Some(intent.target.as_str()) {
         return Err(unconfirmed(format!(
             "DescribeAlias answers {}",
             target.as_deref().unwrap_or("no alias")
         )));
     }
-    let resolved = engine
-        .resolve(&intent.database, &intent.alias)
-        .await
-        .map_err(|error| unconfirmed(format!("DescribeCollection failed: {error}")))?;
+    let resolved =
+        resolved.map_err(|error| unconfirmed(format!("DescribeCollection failed: {error}")))?;
     match resolved {
         Some((name, id)) if name == intent.target && expected_id.is_none_or(|e| e == id) => Ok(()),
         Some((name, id)) => Err(unconfirmed(format!(

@@ -297,7 +297,9 @@ pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, String> {
     }
 }
 
-/// One connection in use, timing its calls.
+/// One connection in use, timing its calls. A clone shares the connection (HTTP/2
+/// multiplexes), so independent reads of one pass can run at once.
+#[derive(Clone)]
 pub struct Engine {
     client: EngineClient,
     metrics: Arc<Metrics>,

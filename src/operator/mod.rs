@@ -38,6 +38,7 @@ pub mod lookup;
 pub mod managed;
 pub mod metrics;
 pub mod pass;
+pub mod queue;
 pub mod routed;
 pub mod status;
 
@@ -47,9 +48,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource};
@@ -66,6 +68,7 @@ use context::{Cache, CacheSync, Hints, Settings, Stores};
 use events::Reporter;
 use http::Health;
 use metrics::Metrics;
+use queue::WorkQueue;
 
 /// Field manager of every status write (and the Event reporter's name).
 pub const FIELD_MANAGER: &str = "collection-operator";
@@ -341,6 +344,57 @@ async fn log_results<K, E>(
     }
 }
 
+/// Records every object a trigger stream yields as asked for in `queue`.
+fn enqueued<K: Resource<DynamicType = ()>>(
+    queue: Arc<WorkQueue>,
+    cause: &'static str,
+) -> impl FnMut(&K) {
+    move |object| queue.add(&reflector::ObjectRef::from_obj(object), cause)
+}
+
+/// Records every reference a hint stream yields as asked for in `queue`.
+fn enqueued_ref<K: Resource<DynamicType = ()>>(
+    queue: Arc<WorkQueue>,
+    cause: &'static str,
+) -> impl FnMut(&reflector::ObjectRef<K>) {
+    move |object| queue.add(object, cause)
+}
+
+/// A `watches_stream` mapper that also records the objects it asks for in `queue`.
+fn mapped<T, K, I>(
+    queue: Arc<WorkQueue>,
+    cause: &'static str,
+    mapper: impl Fn(T) -> I + Send + Sync + 'static,
+) -> impl Fn(T) -> Vec<reflector::ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()>,
+    I: IntoIterator<Item = reflector::ObjectRef<K>>,
+{
+    move |changed| {
+        let objects: Vec<_> = mapper(changed).into_iter().collect();
+        for object in &objects {
+            queue.add(object, cause);
+        }
+        objects
+    }
+}
+
+/// A reconciler timed through `queue` (queue wait, duration, result; see [`queue`]).
+fn timed<K, F, Fut>(
+    queue: Arc<WorkQueue>,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Requeue, Error>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Requeue, Error>> + Send + 'static,
+{
+    move |object, ctx| {
+        let key = reflector::ObjectRef::from_obj(&*object).to_string();
+        Box::pin(queue.clone().run(key, reconcile(object, ctx)))
+    }
+}
+
 /// Marks `cache` as synced when its reflector has applied a complete list.
 fn synced<K>(
     sync: CacheSync,
@@ -408,18 +462,23 @@ pub async fn run_controllers(
         });
     }
     let controller_config = ControllerConfig::default().concurrency(args.concurrency);
+    let coordinator_queue = WorkQueue::new(coordinator::CONTROLLER, ctx.metrics.clone());
+    let collection_queue = WorkQueue::new(collection::CONTROLLER, ctx.metrics.clone());
+    let alias_queue = WorkQueue::new(alias::CONTROLLER, ctx.metrics.clone());
+    let routed_queue = WorkQueue::new(routed::CONTROLLER, ctx.metrics.clone());
 
     let coordinators = watcher(api::<Coordinator>(&client, namespace), watch_config.clone())
         .default_backoff()
         .reflect(coordinator_writer)
         .inspect(synced(sync.clone(), Cache::Coordinators))
         .applied_objects()
-        .predicate_filter(own_changes(), Default::default());
+        .predicate_filter(own_changes(), Default::default())
+        .inspect_ok(enqueued(coordinator_queue.clone(), "watch"));
     let coordinator_controller = Controller::for_stream(coordinators, coordinator_store)
         .with_config(controller_config.clone())
         .graceful_shutdown_on(shutdown.clone().wait())
         .run(
-            coordinator::reconcile,
+            timed(coordinator_queue, coordinator::reconcile),
             coordinator::error_policy,
             ctx.clone(),
         )
@@ -430,7 +489,8 @@ pub async fn run_controllers(
         .reflect(collection_writer)
         .inspect(synced(sync.clone(), Cache::Collections))
         .applied_objects()
-        .predicate_filter(own_changes(), Default::default());
+        .predicate_filter(own_changes(), Default::default())
+        .inspect_ok(enqueued(collection_queue.clone(), "watch"));
     let coordinator_changes = watcher(api::<Coordinator>(&client, namespace), watch_config.clone())
         .default_backoff()
         .touched_objects()
@@ -439,12 +499,26 @@ pub async fn run_controllers(
         let mapper_ctx = ctx.clone();
         Controller::for_stream(collections, collection_store)
             .with_config(controller_config.clone())
-            .watches_stream(coordinator_changes, move |coordinator| {
-                collection::collections_for_coordinator(&mapper_ctx, &coordinator)
-            })
-            .reconcile_on(ReceiverStream::new(receivers.collections))
+            .watches_stream(
+                coordinator_changes,
+                mapped(
+                    collection_queue.clone(),
+                    "coordinator",
+                    move |coordinator| {
+                        collection::collections_for_coordinator(&mapper_ctx, &coordinator)
+                    },
+                ),
+            )
+            .reconcile_on(
+                ReceiverStream::new(receivers.collections)
+                    .inspect(enqueued_ref(collection_queue.clone(), "hint")),
+            )
             .graceful_shutdown_on(shutdown.clone().wait())
-            .run(collection::reconcile, collection::error_policy, ctx.clone())
+            .run(
+                timed(collection_queue, collection::reconcile),
+                collection::error_policy,
+                ctx.clone(),
+            )
             .for_each(log_results)
     };
 
@@ -456,7 +530,8 @@ pub async fn run_controllers(
     .reflect(alias_writer)
     .inspect(synced(sync.clone(), Cache::Aliases))
     .applied_objects()
-    .predicate_filter(own_changes(), Default::default());
+    .predicate_filter(own_changes(), Default::default())
+    .inspect_ok(enqueued(alias_queue.clone(), "watch"));
     let target_changes = watcher(api::<Collection>(&client, namespace), watch_config.clone())
         .default_backoff()
         .touched_objects()
@@ -470,15 +545,28 @@ pub async fn run_controllers(
         let coordinator_ctx = ctx.clone();
         Controller::for_stream(aliases, alias_store)
             .with_config(controller_config.clone())
-            .watches_stream(target_changes, move |collection| {
-                alias::aliases_for_collection(&target_ctx, &collection)
-            })
-            .watches_stream(coordinator_changes, move |coordinator| {
-                alias::aliases_for_coordinator(&coordinator_ctx, &coordinator)
-            })
-            .reconcile_on(ReceiverStream::new(receivers.aliases))
+            .watches_stream(
+                target_changes,
+                mapped(alias_queue.clone(), "target", move |collection| {
+                    alias::aliases_for_collection(&target_ctx, &collection)
+                }),
+            )
+            .watches_stream(
+                coordinator_changes,
+                mapped(alias_queue.clone(), "coordinator", move |coordinator| {
+                    alias::aliases_for_coordinator(&coordinator_ctx, &coordinator)
+                }),
+            )
+            .reconcile_on(
+                ReceiverStream::new(receivers.aliases)
+                    .inspect(enqueued_ref(alias_queue.clone(), "hint")),
+            )
             .graceful_shutdown_on(shutdown.clone().wait())
-            .run(alias::reconcile, alias::error_policy, ctx.clone())
+            .run(
+                timed(alias_queue, alias::reconcile),
+                alias::error_policy,
+                ctx.clone(),
+            )
             .for_each(log_results)
     };
 
@@ -490,7 +578,8 @@ pub async fn run_controllers(
         .default_backoff()
         .reflect(routed_writer)
         .applied_objects()
-        .predicate_filter(own_changes(), Default::default());
+        .predicate_filter(own_changes(), Default::default())
+        .inspect_ok(enqueued(routed_queue.clone(), "watch"));
     let member_changes = watcher(api::<Collection>(&client, namespace), watch_config.clone())
         .default_backoff()
         .touched_objects()
@@ -501,10 +590,24 @@ pub async fn run_controllers(
         .predicate_filter(alias_binding, Default::default());
     let routed_controller = Controller::for_stream(routed, routed_store)
         .with_config(controller_config)
-        .watches_stream(member_changes, |collection| routed::owner_of(&collection))
-        .watches_stream(alias_changes, |alias| routed::owner_of(&alias))
+        .watches_stream(
+            member_changes,
+            mapped(routed_queue.clone(), "member", |collection| {
+                routed::owner_of(&collection)
+            }),
+        )
+        .watches_stream(
+            alias_changes,
+            mapped(routed_queue.clone(), "alias", |alias| {
+                routed::owner_of(&alias)
+            }),
+        )
         .graceful_shutdown_on(shutdown.clone().wait())
-        .run(routed::reconcile, routed::error_policy, ctx.clone())
+        .run(
+            timed(routed_queue, routed::reconcile),
+            routed::error_policy,
+            ctx.clone(),
+        )
         .for_each(log_results);
 
     tracing::info!(

@@ -92,7 +92,8 @@ pub trait EngineResource:
     fn recorded(gathered: &Self::Gathered) -> Option<String>;
     /// Whether the resource asks for no engine changes.
     fn paused(gathered: &Self::Gathered) -> bool;
-    /// After the engine calls: e.g. ask other controllers to look again.
+    /// After the pass (its status written, or its clean-up done): e.g. ask other
+    /// controllers to look again.
     fn applied(&self, _ctx: &Context, _gathered: &Self::Gathered, _executed: &Executed) {}
     /// After the plan's actions (not in a clean-up pass): engine work that depends on
     /// them, e.g. indexes and load after a create, or reading back an alias just moved.
@@ -227,6 +228,7 @@ async fn run<K: EngineResource>(
     api: &Api<K>,
     deleting: bool,
 ) -> Result<Requeue, Error> {
+    let started = Instant::now();
     let object = view.known.clone();
     let namespace = object.namespace().unwrap_or_default();
     let coordinator_name = &object.coordinator_ref().name;
@@ -237,10 +239,12 @@ async fn run<K: EngineResource>(
         Ok(engine) => engine,
         Err(error) => return view.fail(api, ctx, error).await,
     };
+    step(K::CONTROLLER, started, "engine connection ready");
     let mut gathered = match object.gather(ctx, &mut engine, deleting).await {
         Ok(gathered) => gathered,
         Err(error) => return view.fail(api, ctx, error).await,
     };
+    step(K::CONTROLLER, started, "engine observed");
     let (actions, mut verdict) = K::plan(&gathered);
     let executed = execute(
         ctx,
@@ -251,17 +255,25 @@ async fn run<K: EngineResource>(
         !deleting && K::paused(&gathered),
     )
     .await;
-    object.applied(ctx, &gathered, &executed);
-    if !deleting && !K::paused(&gathered) {
+    if deleting {
+        object.applied(ctx, &gathered, &executed);
+        return cleaned_up(&view, ctx, api, &gathered, verdict, executed).await;
+    }
+    if !K::paused(&gathered) {
         object
             .follow_up(ctx, &mut engine, &mut gathered, &mut verdict, &executed)
             .await;
     }
-    if deleting {
-        return cleaned_up(&view, ctx, api, &gathered, verdict, executed).await;
-    }
+    step(K::CONTROLLER, started, "engine work done");
     let status = object.status(&gathered, &verdict, &executed, ctx.now());
-    view.write(api, ctx, status).await?;
+    let written = view.write(api, ctx, status).await;
+    step(K::CONTROLLER, started, "status written");
+    // Other objects' passes (e.g. the collections whose alias lists a swap changed) are
+    // asked for only now: started earlier, they read the engine and write their statuses
+    // while this pass still confirms its change and writes its own status, and delay
+    // the moment it reports Ready.
+    object.applied(ctx, &gathered, &executed);
+    written?;
     if let Some((_, error)) = executed.failure {
         return Err(error.into());
     }
@@ -397,8 +409,16 @@ pub async fn execute(
         return executed;
     }
     for action in actions {
+        let sent = Instant::now();
+        tracing::debug!(object, call = action_name(&action), "engine call sent");
         match engine.apply(&action).await {
             Ok(applied) => {
+                tracing::debug!(
+                    object,
+                    call = action_name(&action),
+                    rpc_us = sent.elapsed().as_micros() as u64,
+                    "engine call acknowledged"
+                );
                 let event = mutation_event(&action, recorded, &applied);
                 tracing::info!(object, reason = %event.reason, "{}", event.note);
                 ctx.metrics.mutation(&event_label(&event, &action));
@@ -415,6 +435,17 @@ pub async fn execute(
         }
     }
     executed
+}
+
+/// Logs a step of a pass with the time since the pass started (debug level: with
+/// `RUST_LOG=collection_operator::operator=debug` the path of a change reads from the
+/// watch event through the queue to each engine call and the status write).
+fn step(controller: &str, started: Instant, what: &str) {
+    tracing::debug!(
+        controller,
+        since_start_us = started.elapsed().as_micros() as u64,
+        "{what}"
+    );
 }
 
 /// The metrics label of a mutation: drift corrections apart, else the action's name.

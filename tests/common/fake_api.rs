@@ -1,17 +1,42 @@
 //! A small in-memory Kubernetes API server (list, watch, JSON and apply patches, status,
-//! Events) for the resources the operator uses, served behind `tower-test`: the operator
-//! runs against it as against a kube-apiserver. Shared by tests/operator_run.rs and
-//! benches/swap.rs.
+//! Events) for the resources the operator uses, served over HTTP on a loopback port: the
+//! operator runs against it through kube's own client stack (hyper connector, HTTP/1.1,
+//! connection pool) as against a kube-apiserver. Shared by tests/operator_run.rs,
+//! tests/operator_routed.rs and benches/swap.rs.
+//!
+//! What it copies from the real API server because latency and correctness depend on it:
+//! - a watch is one long-lived chunked response; each event is written (and flushed) as it
+//!   happens, one JSON line per chunk, until `timeoutSeconds`;
+//! - `resourceVersion` is one counter over all objects; a watch from version N sends the
+//!   changes after N, a watch from `0` or none starts with the current objects as `ADDED`,
+//!   and a version older than the compaction point ends the watch with a `410 Expired`
+//!   `ERROR` event;
+//! - `allowWatchBookmarks=true` gets `BOOKMARK` events carrying the current version;
+//! - accepted connections set `TCP_NODELAY`, as Go's net/http does, while the client keeps
+//!   whatever its connector sets, so Nagle's algorithm on the client side shows here as it
+//!   does against a real cluster;
+//! - HTTP/1.1 and HTTP/2 are both served (the real one offers both; kube's client speaks
+//!   HTTP/1.1).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
-use kube::client::Body;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::Client;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
 
 pub const NS: &str = "test";
 pub const GROUP_PATH: &str = "/apis/collections.dev/v1alpha1/namespaces/test/";
@@ -24,7 +49,18 @@ pub struct State {
     pub log: Vec<(u64, String, Value)>,
     pub events: Vec<Value>,
     pub status_writes: usize,
+    /// Watches from a version below this one are answered `410 Expired`.
+    pub compacted: u64,
+    /// Watches opened so far (each kube watcher reopens its watch after a timeout or an
+    /// error; more than one per watcher means the stream broke).
+    pub watches_opened: usize,
 }
+
+/// How often a watch that allows bookmarks gets one (the real API server sends one about
+/// every minute; shorter here so tests pass through kube's bookmark handling).
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+
+type ResponseBody = BoxBody<Bytes, Infallible>;
 
 /// An API server that keeps objects in memory and serves what the operator uses.
 #[derive(Clone, Default)]
@@ -127,31 +163,185 @@ impl FakeApi {
             .collect()
     }
 
-    pub async fn serve(self, mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>) {
-        while let Some((request, responder)) = handle.next_request().await {
+    /// Serves this API server on a loopback port and returns a kube client for it, built
+    /// the way `Client::try_default` builds one (kube's own connector and middleware).
+    pub async fn connect(&self) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(self.clone().serve(listener));
+        client_for(addr)
+    }
+
+    /// Accepts connections until the process ends.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
             let api = self.clone();
             tokio::spawn(async move {
-                let (status, body) = api.handle(request).await;
-                let response = Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(body))
-                    .expect("response");
-                responder.send_response(response);
+                let service = hyper::service::service_fn(move |request| {
+                    let api = api.clone();
+                    async move { Ok::<_, Infallible>(api.respond(request).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     }
 
-    pub async fn handle(&self, request: Request<Body>) -> (u16, Vec<u8>) {
+    async fn respond(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let (parts, body) = request.into_parts();
-        let body = body.collect_bytes().await.unwrap_or_default();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let body = body
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        let query = parts.uri.query().unwrap_or_default();
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let watched = parts
+            .uri
+            .path()
+            .strip_prefix(GROUP_PATH)
+            .filter(|rest| !rest.contains('/'))
+            .map(str::to_string);
+        if parts.method == http::Method::GET
+            && param("watch") == Some("true")
+            && let Some(plural) = watched
+        {
+            let since = param("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let timeout = param("timeoutSeconds")
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_secs(1800), Duration::from_secs);
+            let bookmarks = param("allowWatchBookmarks") == Some("true");
+            let (sender, receiver) = mpsc::channel::<Bytes>(64);
+            self.state.lock().watches_opened += 1;
+            tokio::spawn(
+                self.clone()
+                    .watch(plural, since, timeout, bookmarks, sender),
+            );
+            let stream = ReceiverStream::new(receiver).map(|chunk| Ok(Frame::data(chunk)));
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(StreamBody::new(stream).boxed())
+                .expect("response");
+        }
+        let (status, body) = self.handle(&parts, &body);
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)).boxed())
+            .expect("response")
+    }
+
+    /// Streams the changes of `plural` after version `since`, each as soon as it is
+    /// recorded, until `timeout` or until the client goes.
+    async fn watch(
+        self,
+        plural: String,
+        since: u64,
+        timeout: Duration,
+        bookmarks: bool,
+        sender: mpsc::Sender<Bytes>,
+    ) {
+        let line = |value: Value| Bytes::from(format!("{value}\n"));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut next_bookmark = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
+        let mut sent = since;
+        let (initial, expired): (Vec<Bytes>, bool) = {
+            let state = self.state.lock();
+            if since != 0 && since < state.compacted {
+                let error = json!({"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "Expired", "code": 410,
+                    "message": format!("too old resource version: {since} ({})", state.compacted),
+                }});
+                (vec![line(error)], true)
+            } else if since == 0 {
+                sent = state.revision;
+                let added = state
+                    .objects
+                    .iter()
+                    .filter(|((kind, _), _)| *kind == plural)
+                    .map(|(_, object)| line(json!({"type": "ADDED", "object": object})))
+                    .collect();
+                (added, false)
+            } else {
+                (Vec::new(), false)
+            }
+        };
+        for chunk in initial {
+            if sender.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        if expired {
+            return;
+        }
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let chunks: Vec<Bytes> = {
+                let state = self.state.lock();
+                let chunks = state
+                    .log
+                    .iter()
+                    .filter(|(revision, kind, _)| *revision > sent && *kind == plural)
+                    .map(|(_, _, event)| line(event.clone()))
+                    .collect();
+                sent = state.revision;
+                chunks
+            };
+            for chunk in chunks {
+                if sender.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.min(next_bookmark)) => {}
+                () = sender.closed() => return,
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            if now >= next_bookmark {
+                next_bookmark = now + BOOKMARK_INTERVAL;
+                if bookmarks {
+                    let bookmark = json!({"type": "BOOKMARK", "object": {
+                        "apiVersion": "collections.dev/v1alpha1",
+                        "kind": kind_of(&plural),
+                        "metadata": {"resourceVersion": sent.to_string()},
+                    }});
+                    if sender.send(line(bookmark)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one request that is not a watch.
+    pub fn handle(&self, parts: &http::request::Parts, body: &[u8]) -> (u16, Vec<u8>) {
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let apply = parts
             .headers
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
         let path = parts.uri.path().to_string();
-        let query = parts.uri.query().unwrap_or_default().to_string();
         let method = parts.method.as_str().to_string();
         let json = |value: Value| serde_json::to_vec(&value).unwrap_or_default();
         let not_found = || {
@@ -173,29 +363,6 @@ impl FakeApi {
         };
         let segments: Vec<&str> = rest.split('/').collect();
         match (method.as_str(), segments.as_slice()) {
-            ("GET", [plural]) if query.contains("watch=true") => {
-                let since: u64 = query
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("resourceVersion="))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let deadline = Instant::now() + Duration::from_millis(300);
-                loop {
-                    let notified = self.changed.notified();
-                    let lines: Vec<String> = self
-                        .state
-                        .lock()
-                        .log
-                        .iter()
-                        .filter(|(revision, kind, _)| *revision > since && kind == plural)
-                        .map(|(_, _, event)| event.to_string())
-                        .collect();
-                    if !lines.is_empty() || Instant::now() >= deadline {
-                        return (200, lines.join("\n").into_bytes());
-                    }
-                    let _ = tokio::time::timeout_at(deadline.into(), notified).await;
-                }
-            }
             ("GET", [plural]) => {
                 let state = self.state.lock();
                 let items: Vec<Value> = state
@@ -377,4 +544,13 @@ pub fn operator_args(
             renew_grace: Duration::from_secs(5),
         },
     }
+}
+
+/// A kube client for an API server at `addr`, built like `Client::try_default` builds
+/// one from a kubeconfig (kube's connector, timeouts and middleware).
+pub fn client_for(addr: SocketAddr) -> Client {
+    let url: http::Uri = format!("http://{addr}").parse().expect("url");
+    let mut config = kube::Config::new(url);
+    config.default_namespace = "default".to_string();
+    Client::try_from(config).expect("client")
 }

@@ -166,6 +166,7 @@ def operator(release, namespace, coordinator, workdir):
     wait_until("operator /readyz", lambda: _ready(metrics_port) or (proc.proc.poll() is not None and proc.tail()),
                timeout_s=120)
     assert proc.proc.poll() is None, proc.tail()
+    proc.metrics_port = metrics_port
     yield proc
     proc.stop()
 

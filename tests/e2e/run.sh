@@ -43,8 +43,12 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$want" ]; the
     echo "$want" > "$VENV/.requirements.sha256"
 fi
 
-cargo build --locked
-export COLLECTION_OPERATOR_BIN="${COLLECTION_OPERATOR_BIN:-$REPO_ROOT/target/debug/collection-operator}"
+# Release binaries: the swap latency printed here is what a deployment sees. Debug builds
+# of the coordinator and operator make a gated swap 3-5 times slower (benches/swap.rs on
+# an idle machine: p50 ~6 ms release, ~20-30 ms debug; ~90 ms debug while other builds
+# share the cores).
+cargo build --locked --release
+export COLLECTION_OPERATOR_BIN="${COLLECTION_OPERATOR_BIN:-$REPO_ROOT/target/release/collection-operator}"
 # The suite installs with the Helm chart; scripts/chart-check.sh fetches the pinned helm.
 E2E_HELM="$(CHART_TOOLS_ONLY=1 scripts/chart-check.sh)"
 export E2E_HELM

@@ -43,6 +43,29 @@ def gone(custom, namespace: str, kind: str, name: str) -> bool:
         return exc.status == 404
 
 
+def print_operator_timings(port: int) -> None:
+    """Mean queue wait, reconcile time and engine RPC time from the operator's /metrics
+    (where the swap latency goes)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"(\w+)_(sum|count)\{(.*)\} (\S+)$", line)
+        if match:
+            sums[f"{match[1]}{{{match[3]}}}_{match[2]}"] = float(match[4])
+    for key, total in sorted(sums.items()):
+        if not key.endswith("_sum") or not key.startswith((
+                "collection_operator_queue_wait_seconds", "controller_runtime_reconcile_time_seconds",
+                "collection_operator_engine_rpc_duration_seconds")):
+            continue
+        count = sums.get(key[:-4] + "_count", 0)
+        if count:
+            print(f"  {key[:-4]}: mean {total / count * 1000:.2f} ms over {count:.0f}")
+
+
 def test_blue_green_swap_and_cleanup(custom, namespace, coordinator, operator, examples):
     engine = MilvusClient(coordinator)
     # The Coordinator resources of examples/ point at an in-cluster address; here the
@@ -98,6 +121,8 @@ def test_blue_green_swap_and_cleanup(custom, namespace, coordinator, operator, e
     p99 = latencies_ms[min(len(latencies_ms) - 1, int(len(latencies_ms) * 0.99))]
     print(f"\nswap latency, manifest change -> AlterAlias applied and Ready, {SWAPS} swaps: "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    if operator is not None:
+        print_operator_timings(operator.metrics_port)
 
     # Delete everything; no finalizer may hang.
     for kind in ("CollectionAlias", "Collection"):
