@@ -16,7 +16,7 @@ use kube::{Client, ResourceExt};
 use parking_lot::Mutex;
 
 use super::error::Error;
-use super::events::{action_name, is_rpc};
+use super::events::is_rpc;
 use super::metrics::Metrics;
 use crate::client::{Applied, ClientError, Credentials, EngineClient};
 use crate::crd::Coordinator;
@@ -347,7 +347,7 @@ impl Engine {
         let started = Instant::now();
         let result = self.client.apply(action).await;
         if is_rpc(action) {
-            self.after(action_name(action), started, &result);
+            self.after(action.rpc_name(), started, &result);
         }
         result
     }

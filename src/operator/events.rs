@@ -77,20 +77,6 @@ impl EventSpec {
     }
 }
 
-/// The RPC an action makes (`Adopt…` make none; the name still labels the event).
-pub fn action_name(action: &Action) -> &'static str {
-    match action {
-        Action::CreateDatabase { .. } => "CreateDatabase",
-        Action::CreateCollection { .. } => "CreateCollection",
-        Action::AdoptCollection { .. } => "AdoptCollection",
-        Action::CreateAlias { .. } => "CreateAlias",
-        Action::AlterAlias { .. } => "AlterAlias",
-        Action::AdoptAlias { .. } => "AdoptAlias",
-        Action::DropAlias { .. } => "DropAlias",
-        Action::DropCollection { .. } => "DropCollection",
-    }
-}
-
 /// Whether an action makes an engine RPC (adoption only records ownership in status).
 pub fn is_rpc(action: &Action) -> bool {
     !matches!(
@@ -103,7 +89,7 @@ pub fn is_rpc(action: &Action) -> bool {
 /// the pass (the collection ID it owned, or the target its alias was bound to): an action
 /// that restores it is drift correction and says so.
 pub fn mutation_event(action: &Action, recorded: Option<&str>, applied: &Applied) -> EventSpec {
-    let name = action_name(action);
+    let name = action.rpc_name();
     let id = applied
         .collection_id
         .map(|id| format!(" (ID {id})"))

@@ -33,7 +33,7 @@ use super::backoff::{Backoff, next_resync};
 use super::context::{Context, Remembered};
 use super::engine::Engine;
 use super::error::Error;
-use super::events::{EventSpec, action_name, failure_event, mutation_event};
+use super::events::{EventSpec, failure_event, mutation_event};
 use super::lookup;
 use super::status::{Outcome, apply_status};
 use crate::client::{Applied, ClientError};
@@ -410,12 +410,12 @@ pub async fn execute(
     }
     for action in actions {
         let sent = Instant::now();
-        tracing::debug!(object, call = action_name(&action), "engine call sent");
+        tracing::debug!(object, call = action.rpc_name(), "engine call sent");
         match engine.apply(&action).await {
             Ok(applied) => {
                 tracing::debug!(
                     object,
-                    call = action_name(&action),
+                    call = action.rpc_name(),
                     rpc_us = sent.elapsed().as_micros() as u64,
                     "engine call acknowledged"
                 );
@@ -427,7 +427,7 @@ pub async fn execute(
             }
             Err(error) => {
                 tracing::warn!(object, %error, "engine call failed");
-                let event = failure_event(action_name(&action), &error);
+                let event = failure_event(action.rpc_name(), &error);
                 ctx.recorder.publish(&event, regarding).await;
                 executed.failure = Some((action, error));
                 break;
@@ -453,6 +453,6 @@ fn event_label(event: &EventSpec, action: &Action) -> String {
     if event.reason == "DriftCorrected" {
         "DriftCorrected".to_string()
     } else {
-        action_name(action).to_string()
+        action.rpc_name().to_string()
     }
 }
