@@ -128,6 +128,27 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A connection a tonic server can serve: TCP, a Unix socket, a TLS stream.
+pub trait ServerIo:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + tonic::transport::server::Connected
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> ServerIo for T where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// What a server answers to `grpc.health.v1.Health`, per service name: Kubernetes `grpc:`
 /// probes (and load balancers) ask the server itself whether it serves, not merely whether
 /// its port accepts connections.

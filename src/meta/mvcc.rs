@@ -80,13 +80,7 @@ impl<K: Eq + Hash + Clone, V> MvccMap<K, V> {
                 self.with_history.remove(&key);
                 continue;
             };
-            // The newest version at or before the horizon is still visible there.
-            let visible = versions
-                .iter()
-                .rposition(|(ts, _)| *ts <= horizon)
-                .unwrap_or(0);
-            versions.drain(..visible);
-            if versions.len() == 1 && versions[0].1.is_none() {
+            if forget_before(versions, horizon) == 0 {
                 self.entries.remove(&key);
             }
             match self.entries.get(&key) {
@@ -130,6 +124,22 @@ fn visible<V>(versions: &Versions<V>, at: Timestamp) -> Option<&V> {
         .rev()
         .find(|(ts, _)| *ts <= at)
         .and_then(|(_, value)| value.as_ref())
+}
+
+/// Drops the versions older than `horizon` but the newest of them, which is still
+/// visible there. Returns how many remain; 0 when only a deletion was left, which no
+/// read at or after `horizon` can tell from no key at all.
+fn forget_before<V>(versions: &mut Versions<V>, horizon: Timestamp) -> usize {
+    let visible = versions
+        .iter()
+        .rposition(|(ts, _)| *ts <= horizon)
+        .unwrap_or(0);
+    versions.drain(..visible);
+    if versions.len() == 1 && versions[0].1.is_none() {
+        0
+    } else {
+        versions.len()
+    }
 }
 
 impl<G: Eq + Hash + Clone, M: Ord + Hash + Clone> MvccSet<G, M> {
@@ -191,17 +201,11 @@ impl<G: Eq + Hash + Clone, M: Ord + Hash + Clone> MvccSet<G, M> {
             };
             let remaining = match members.get_mut(&member) {
                 Some(versions) => {
-                    let visible = versions
-                        .iter()
-                        .rposition(|(ts, _)| *ts <= horizon)
-                        .unwrap_or(0);
-                    versions.drain(..visible);
-                    if versions.len() == 1 && versions[0].1.is_none() {
+                    let remaining = forget_before(versions, horizon);
+                    if remaining == 0 {
                         members.remove(&member);
-                        0
-                    } else {
-                        versions.len()
                     }
+                    remaining
                 }
                 None => 0,
             };

@@ -686,12 +686,7 @@ pub async fn serve_incoming<Io, IoError>(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()>
 where
-    Io: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
+    Io: crate::serve::ServerIo,
     IoError: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let health = crate::serve::HealthAnswer::server(NodeHealth(node.clone()));

@@ -216,17 +216,22 @@ pub fn expand(state: &mut State, now: Timestamp, since: &str) -> anyhow::Result<
     Ok(expanded)
 }
 
+/// A Ready member of `alias`'s series named `collection`, if the name is one of its series.
+fn ready_member(alias: &str, collection: String) -> Option<Member> {
+    let start = start_of(alias, &collection)?;
+    Some(Member {
+        resource: String::new(),
+        collection,
+        start,
+        ready: true,
+        deleting: false,
+    })
+}
+
 fn generated(manifest: Value, since: &str, owner: &str) -> Record {
     Record {
-        since: since.to_string(),
-        manifest,
-        deleted: false,
-        collection_id: None,
-        bound: None,
-        pending: None,
         owner: Some(owner.to_string()),
-        release_at: None,
-        last_swap: None,
+        ..Record::accepted(manifest, since)
     }
 }
 
@@ -276,35 +281,22 @@ pub async fn push_intents(
         let target = client.clone().alias_target(&database, &alias).await?;
         observed.alias_bound = target.clone();
         observed.alias_desired = target;
-        for name in listed.into_keys() {
-            if let Some(start) = start_of(&alias, &name) {
-                observed.members.push(Member {
-                    resource: String::new(),
-                    collection: name,
-                    start,
-                    ready: true,
-                    deleting: false,
-                });
-            }
-        }
+        observed.members.extend(
+            listed
+                .into_keys()
+                .filter_map(|name| ready_member(&alias, name)),
+        );
     }
     let plan = plan_routed(routed, now, &observed);
     // What up reaches in its next pass: the collections created by this plan are Ready,
     // and the alias may move to one of them. `plan` shows both steps at once, as the
     // whole-set plan counts a collection created earlier in the plan as existing.
     let mut ahead = observed.clone();
-    for collection in &plan.create {
-        let name = collection.engine_name();
-        if let Some(start) = start_of(&alias, &name) {
-            ahead.members.push(Member {
-                resource: String::new(),
-                collection: name,
-                start,
-                ready: true,
-                deleting: false,
-            });
-        }
-    }
+    ahead.members.extend(
+        plan.create
+            .iter()
+            .filter_map(|collection| ready_member(&alias, collection.engine_name())),
+    );
     let alias_target = plan_routed(routed, now, &ahead).alias_target;
     let member_of = |member: &Member| {
         let stamp = crate::plan::routed::stamp(member.start);
@@ -338,42 +330,30 @@ mod tests {
     use super::*;
 
     fn routed_record(deleted: bool) -> Record {
+        let manifest = serde_json::json!({
+            "apiVersion": "collections.dev/v1alpha1",
+            "kind": "RoutedAlias",
+            "metadata": {"name": "news"},
+            "spec": {
+                "coordinatorRef": {"name": "local"},
+                "start": "2026-11-22T00:00:00Z",
+                "interval": "1h",
+                "autoDeleteAge": "1h",
+                "deletionPolicy": "Delete",
+                "template": {"fields": [
+                    {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
+                    {"name": "v", "dataType": "FloatVector", "dim": 4}
+                ]}
+            }
+        });
         Record {
-            since: "2026-11-22T00:00:00Z".into(),
-            manifest: serde_json::json!({
-                "apiVersion": "collections.dev/v1alpha1",
-                "kind": "RoutedAlias",
-                "metadata": {"name": "news"},
-                "spec": {
-                    "coordinatorRef": {"name": "local"},
-                    "start": "2026-11-22T00:00:00Z",
-                    "interval": "1h",
-                    "autoDeleteAge": "1h",
-                    "deletionPolicy": "Delete",
-                    "template": {"fields": [
-                        {"name": "id", "dataType": "Int64", "isPrimaryKey": true},
-                        {"name": "v", "dataType": "FloatVector", "dim": 4}
-                    ]}
-                }
-            }),
             deleted,
-            collection_id: None,
-            bound: None,
-            pending: None,
-            owner: None,
-            release_at: None,
-            last_swap: None,
+            ..Record::accepted(manifest, "2026-11-22T00:00:00Z")
         }
     }
 
     fn id(kind: Kind, name: &str) -> ResourceId {
-        ResourceId {
-            kind,
-            key: ObjectKey {
-                namespace: "default".into(),
-                name: name.into(),
-            },
-        }
+        ResourceId::new(kind, "default", name)
     }
 
     fn ts(text: &str) -> Timestamp {

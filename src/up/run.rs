@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -342,12 +341,7 @@ fn spawn_endpoint<Io, IoError>(
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>>
 where
-    Io: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
+    Io: crate::serve::ServerIo,
     IoError: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
     tokio::spawn(async move {
@@ -857,9 +851,7 @@ impl Runner {
                 .filter(move |(id, _)| scope.is_none_or(|scope| scope.contains(*id)))
         };
         for (id, record) in records().filter(|(id, _)| id.kind == Kind::Collection) {
-            let collection = Collection::deserialize(&record.manifest).with_context(|| {
-                format!("{}: recorded manifest of {id}", self.state_path.display())
-            })?;
+            let collection: Collection = recorded(&self.state_path, id, record)?;
             let has_timestamp = collection.metadata.creation_timestamp.is_some();
             let intent = intents.push_collection(&collection);
             intent.deleting = record.deleted;
@@ -869,9 +861,7 @@ impl Runner {
             }
         }
         for (id, record) in records().filter(|(id, _)| id.kind == Kind::CollectionAlias) {
-            let alias = CollectionAlias::deserialize(&record.manifest).with_context(|| {
-                format!("{}: recorded manifest of {id}", self.state_path.display())
-            })?;
+            let alias: CollectionAlias = recorded(&self.state_path, id, record)?;
             let has_timestamp = alias.metadata.creation_timestamp.is_some();
             let intent = intents.push_alias(&alias);
             intent.deleting = record.deleted;
@@ -935,10 +925,7 @@ impl Runner {
         // stopped in between) are ours if the engine shows exactly what we sent.
         for index in 0..intents.collections.len() {
             let key = intents.collections[index].key.clone();
-            let Some(record) = intents
-                .resource(&key)
-                .and_then(|id| self.state.records.get_mut(id))
-            else {
+            let Some(record) = self.state.record_mut(&intents, &key) else {
                 continue;
             };
             if record.pending.as_deref() != Some(PENDING_CREATE) {
@@ -960,10 +947,7 @@ impl Runner {
         }
         for index in 0..intents.aliases.len() {
             let key = intents.aliases[index].key.clone();
-            let Some(record) = intents
-                .resource(&key)
-                .and_then(|id| self.state.records.get_mut(id))
-            else {
+            let Some(record) = self.state.record_mut(&intents, &key) else {
                 continue;
             };
             let intent = &mut intents.aliases[index];
@@ -1152,9 +1136,7 @@ impl Runner {
         }
         for (key, decision) in &serving_plan.collections {
             let release_at = decision.release_at.map(|at| at.to_string());
-            if let Some(record) = intents
-                .resource(key)
-                .and_then(|id| self.state.records.get_mut(id))
+            if let Some(record) = self.state.record_mut(&intents, key)
                 && record.release_at != release_at
             {
                 record.release_at = release_at;
@@ -1369,10 +1351,7 @@ impl Runner {
             if !serving_plan.gates.contains_key(&intent.key) {
                 continue;
             }
-            let Some(record) = intents
-                .resource(&intent.key)
-                .and_then(|id| self.state.records.get_mut(id))
-            else {
+            let Some(record) = self.state.record_mut(intents, &intent.key) else {
                 continue;
             };
             let Some(from) = record.bound.clone() else {
@@ -1403,10 +1382,7 @@ impl Runner {
             BTreeMap::new()
         };
         for intent in &intents.collections {
-            let Some(id) = intents.resource(&intent.key) else {
-                continue;
-            };
-            let Some(record) = self.state.records.get(id) else {
+            let Some((id, record)) = self.state.of(intents, &intent.key) else {
                 continue;
             };
             let target = record
@@ -1414,23 +1390,12 @@ impl Runner {
                 .clone()
                 .unwrap_or_else(|| "-".to_string());
             let status = status_text(verdicts.get(&intent.key), errors.get(id), record.deleted);
-            rows.insert(
-                id.clone(),
-                vec![
-                    id.to_string(),
-                    intent.database.clone(),
-                    intent.name.clone(),
-                    target,
-                    status,
-                    serving_plan.collection_text(&intent.key),
-                ],
-            );
+            let serving = serving_plan.collection_text(&intent.key);
+            let row = [&intent.database, &intent.name, &target, &status, &serving];
+            rows.insert(id.clone(), status_row(id, row));
         }
         for intent in &intents.aliases {
-            let Some(id) = intents.resource(&intent.key) else {
-                continue;
-            };
-            let Some(record) = self.state.records.get(id) else {
+            let Some((id, record)) = self.state.of(intents, &intent.key) else {
                 continue;
             };
             let target = match &record.bound {
@@ -1439,17 +1404,9 @@ impl Runner {
                 None => format!("- (wants {})", intent.target),
             };
             let status = status_text(verdicts.get(&intent.key), errors.get(id), record.deleted);
-            rows.insert(
-                id.clone(),
-                vec![
-                    id.to_string(),
-                    intent.database.clone(),
-                    intent.alias.clone(),
-                    target,
-                    status,
-                    swap_text(record.last_swap.as_ref()),
-                ],
-            );
+            let swap = swap_text(record.last_swap.as_ref());
+            let row = [&intent.database, &intent.alias, &target, &status, &swap];
+            rows.insert(id.clone(), status_row(id, row));
         }
         for (id, row) in &self.routed_rows {
             let mut row = row.clone();
@@ -1586,6 +1543,24 @@ fn blocked_report(
     out
 }
 
+/// The manifest `up` last accepted for `id`, as its kind.
+fn recorded<T: serde::de::DeserializeOwned>(
+    state_path: &Path,
+    id: &ResourceId,
+    record: &Record,
+) -> anyhow::Result<T> {
+    T::deserialize(&record.manifest)
+        .with_context(|| format!("{}: recorded manifest of {id}", state_path.display()))
+}
+
+/// A row of the status table: the resource, then database, engine name, target or ID,
+/// status, and serving state or last swap.
+fn status_row(id: &ResourceId, cells: [&String; 5]) -> Vec<String> {
+    std::iter::once(id.to_string())
+        .chain(cells.into_iter().cloned())
+        .collect()
+}
+
 /// The last swap of an alias: `v1 -> v2 verified 12:00:07` (or `applied`, or
 /// `requested` while the gate holds it).
 fn swap_text(swap: Option<&crate::crd::LastSwap>) -> String {
@@ -1650,20 +1625,9 @@ fn accept(state: &mut State, id: &ResourceId, object: serde_json::Value, since: 
             false
         }
         None => {
-            state.records.insert(
-                id.clone(),
-                Record {
-                    since: since.to_string(),
-                    manifest: object,
-                    deleted: false,
-                    collection_id: None,
-                    bound: None,
-                    pending: None,
-                    owner: None,
-                    release_at: None,
-                    last_swap: None,
-                },
-            );
+            state
+                .records
+                .insert(id.clone(), Record::accepted(object, since));
             true
         }
     }
@@ -1681,42 +1645,30 @@ fn engine_name_of(id: &ResourceId, record: &Record) -> String {
 }
 
 fn deleted_text(kind: Kind, record: &Record) -> String {
-    let policy = record
-        .manifest
-        .pointer("/spec/deletionPolicy")
-        .and_then(|v| v.as_str());
+    let policy = record.manifest.pointer("/spec/deletionPolicy").cloned();
+    // The policy as the CRD reads it: absent or unknown is the kind's default.
+    fn read<P: serde::de::DeserializeOwned + Default>(policy: Option<serde_json::Value>) -> P {
+        policy
+            .and_then(|p| serde_json::from_value(p).ok())
+            .unwrap_or_default()
+    }
     match kind {
-        Kind::Collection => {
-            let policy: CollectionDeletionPolicy = policy
-                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
-                .unwrap_or_default();
-            match policy {
-                CollectionDeletionPolicy::Retain => "DELETED (Retain: engine collection kept)",
-                CollectionDeletionPolicy::Delete => "DELETED (Delete: engine collection dropped)",
+        Kind::Collection => match read(policy) {
+            CollectionDeletionPolicy::Retain => "DELETED (Retain: engine collection kept)",
+            CollectionDeletionPolicy::Delete => "DELETED (Delete: engine collection dropped)",
+        },
+        Kind::RoutedAlias => match read(policy) {
+            CollectionDeletionPolicy::Retain => {
+                "DELETED (alias dropped; Retain: its collections kept)"
             }
-        }
-        Kind::RoutedAlias => {
-            let policy: CollectionDeletionPolicy = policy
-                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
-                .unwrap_or_default();
-            match policy {
-                CollectionDeletionPolicy::Retain => {
-                    "DELETED (alias dropped; Retain: its collections kept)"
-                }
-                CollectionDeletionPolicy::Delete => {
-                    "DELETED (alias and, Delete, its collections dropped)"
-                }
+            CollectionDeletionPolicy::Delete => {
+                "DELETED (alias and, Delete, its collections dropped)"
             }
-        }
-        Kind::CollectionAlias => {
-            let policy: AliasDeletionPolicy = policy
-                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok())
-                .unwrap_or_default();
-            match policy {
-                AliasDeletionPolicy::Retain => "DELETED (Retain: engine alias kept)",
-                AliasDeletionPolicy::Delete => "DELETED (Delete: engine alias dropped)",
-            }
-        }
+        },
+        Kind::CollectionAlias => match read(policy) {
+            AliasDeletionPolicy::Retain => "DELETED (Retain: engine alias kept)",
+            AliasDeletionPolicy::Delete => "DELETED (Delete: engine alias dropped)",
+        },
     }
     .to_string()
 }

@@ -234,17 +234,10 @@ impl Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ObjectKey;
     use std::path::Path;
 
     fn id(kind: Kind, name: &str) -> ResourceId {
-        ResourceId {
-            kind,
-            key: ObjectKey {
-                namespace: "default".into(),
-                name: name.into(),
-            },
-        }
+        ResourceId::new(kind, "default", name)
     }
 
     fn name(text: &str) -> Name {

@@ -75,6 +75,21 @@ pub struct Record {
 }
 
 impl Record {
+    /// A resource first seen at `since` with `manifest`, nothing owned yet.
+    pub fn accepted(manifest: Value, since: &str) -> Self {
+        Self {
+            since: since.to_string(),
+            manifest,
+            deleted: false,
+            collection_id: None,
+            bound: None,
+            pending: None,
+            owner: None,
+            release_at: None,
+            last_swap: None,
+        }
+    }
+
     /// Runs the alias status's swap bookkeeping (`swap_requested`, `swap_applied`,
     /// `swap_verified`) on the recorded last swap, so `up` records swaps exactly as the
     /// controller does.
@@ -147,6 +162,25 @@ pub fn path_in(data_dir: &Path) -> PathBuf {
 }
 
 impl State {
+    /// The record of the resource behind a plan's object `key`, to change.
+    pub fn record_mut(
+        &mut self,
+        intents: &super::reconcile::Intents,
+        key: &ObjectKey,
+    ) -> Option<&mut Record> {
+        self.records.get_mut(intents.resource(key)?)
+    }
+
+    /// The resource behind a plan's object `key`, and its record.
+    pub fn of<'a>(
+        &'a self,
+        intents: &'a super::reconcile::Intents,
+        key: &ObjectKey,
+    ) -> Option<(&'a ResourceId, &'a Record)> {
+        let id = intents.resource(key)?;
+        Some((id, self.records.get(id)?))
+    }
+
     /// Reads the state file; a missing file is an empty state (first start).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = match std::fs::read_to_string(path) {
@@ -269,15 +303,11 @@ mod tests {
                 },
             },
             Record {
-                since: "2026-01-01T00:00:00Z".into(),
-                manifest: serde_json::json!({"kind": "CollectionAlias"}),
-                deleted: false,
-                collection_id: None,
                 bound: Some("products_v1".into()),
-                pending: None,
-                owner: None,
-                release_at: None,
-                last_swap: None,
+                ..Record::accepted(
+                    serde_json::json!({"kind": "CollectionAlias"}),
+                    "2026-01-01T00:00:00Z",
+                )
             },
         );
         state.records.insert(

@@ -212,26 +212,26 @@ impl Engine {
             .map_err(|_| MetaError::not_ready("meta writer stopped"))
     }
 
-    /// Runs a DDL; resolves once it is durable (or refused). Returns its timestamp.
-    pub async fn execute(&self, ddl: Ddl) -> MetaResult<Timestamp> {
+    /// Hands a DDL to the writer; the receiver gets its outcome once it is durable.
+    fn submit_ddl(&self, ddl: Ddl) -> MetaResult<oneshot::Receiver<MetaResult<Timestamp>>> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Ddl {
             ddl: Box::new(ddl),
             reply,
         })?;
-        answer
+        Ok(answer)
+    }
+
+    /// Runs a DDL; resolves once it is durable (or refused). Returns its timestamp.
+    pub async fn execute(&self, ddl: Ddl) -> MetaResult<Timestamp> {
+        self.submit_ddl(ddl)?
             .await
             .map_err(|_| MetaError::not_ready("meta writer stopped"))?
     }
 
     /// [`Engine::execute`] for callers outside an async runtime.
     pub fn execute_blocking(&self, ddl: Ddl) -> MetaResult<Timestamp> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Ddl {
-            ddl: Box::new(ddl),
-            reply,
-        })?;
-        answer
+        self.submit_ddl(ddl)?
             .blocking_recv()
             .map_err(|_| MetaError::not_ready("meta writer stopped"))?
     }

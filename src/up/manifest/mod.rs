@@ -73,6 +73,19 @@ pub struct ResourceId {
     pub key: ObjectKey,
 }
 
+impl ResourceId {
+    /// The resource `kind` `namespace/name`.
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            key: ObjectKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            },
+        }
+    }
+}
+
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.kind.as_str(), self.key)
