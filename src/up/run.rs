@@ -508,6 +508,9 @@ struct Runner {
     /// Which file declares what, and the engine names of every resource: what a file
     /// change touches.
     targets: scope::Tracked,
+    /// Each manifest file's verdict as of the last full read, so that a full read
+    /// re-reads only the files that changed.
+    file_cache: manifest::FileCache,
 }
 
 fn now_rfc3339() -> String {
@@ -539,6 +542,7 @@ impl Runner {
             dirty: false,
             routed_rows: BTreeMap::new(),
             targets: scope::Tracked::default(),
+            file_cache: manifest::FileCache::default(),
         }
     }
 
@@ -620,11 +624,12 @@ impl Runner {
         // rather than copied: with 10,000 resources a copy per pass costs more memory
         // than everything else up keeps.
         let state = std::mem::take(&mut self.state);
+        let mut cache = std::mem::take(&mut self.file_cache);
         let folder = self.manifests.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             let previous: &(dyn manifest::Previous + Sync) = &state;
-            let loaded = manifest::load_by_file(&[folder], Some(previous));
-            (state, loaded)
+            let loaded = manifest::load_by_file_cached(&[folder], Some(previous), &mut cache);
+            (state, cache, loaded)
         });
         // A large folder takes a while: say so once rather than staying silent.
         let joined = tokio::select! {
@@ -635,9 +640,15 @@ impl Runner {
                 task.await
             }
         };
-        let (state, loaded) =
+        let (state, cache, loaded) =
             joined.context("manifest loading task failed (the state of this run is lost)")?;
         self.state = state;
+        self.file_cache = cache;
+        tracing::debug!(
+            files = loaded.set.files,
+            read = loaded.read,
+            "manifests read"
+        );
         let file_event = std::mem::take(&mut self.file_event);
         let blocked = !loaded.problems.is_empty();
         let set = loaded.set;

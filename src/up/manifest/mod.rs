@@ -19,6 +19,7 @@
 //! else the document's first. [`load_by_file`] keeps the resources of the valid files
 //! (what `up` applies while another file is broken); [`load`] is all or nothing (`plan`).
 
+mod cache;
 mod locate;
 mod parse;
 mod validate;
@@ -27,12 +28,14 @@ mod walk;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::crd::{Collection, CollectionAlias, RoutedAlias};
 use crate::plan::ObjectKey;
+pub use cache::FileCache;
+use cache::{FileVerdict, Identity};
 use parse::Loader;
 pub use validate::Checked;
 pub use walk::{DEFAULT_MAX_FILE_BYTES, set_max_file_bytes};
@@ -190,6 +193,8 @@ pub struct Loaded {
     pub problems: Vec<String>,
     /// Files with a problem: none of their resources is in `set`.
     pub broken: BTreeSet<PathBuf>,
+    /// Files read and checked (the others' verdicts came from the cache).
+    pub read: usize,
 }
 
 /// Reads and validates every manifest under `paths`; any problem is an error (what
@@ -216,12 +221,51 @@ pub fn load(
 /// (parsing and CEL dominate `up`'s pass over 10,000 files); the result and the order
 /// of problems are the same either way.
 pub fn load_by_file(paths: &[PathBuf], previous: Option<&(dyn Previous + Sync)>) -> Loaded {
+    load_by_file_cached(paths, previous, &mut FileCache::default())
+}
+
+/// [`load_by_file`], re-reading only the files whose verdict in `cache` no longer holds
+/// (see [`cache`]); the result is the same as reading everything. Checks across files
+/// (a resource defined twice, one that moved, a file that is gone) run over the whole
+/// set every time.
+pub fn load_by_file_cached(
+    paths: &[PathBuf],
+    previous: Option<&(dyn Previous + Sync)>,
+    cache: &mut FileCache,
+) -> Loaded {
     let mut problems = Vec::new();
     let mut files = Vec::new();
     for path in paths {
         collect(path, &mut files, &mut problems);
     }
-    let workers = if files.len() >= PARALLEL_FROM {
+    cache.begin(max_file_bytes());
+    let now = std::time::SystemTime::now();
+    // Identities are taken before the files are read: a write in between leaves a
+    // verdict newer than its identity, which only costs a read next time.
+    let mut verdicts: Vec<Option<(Option<Identity>, FileVerdict)>> = files
+        .iter()
+        .map(|file| {
+            let identity = (file.as_os_str() != "-")
+                .then(|| cache.identity(file, now))
+                .flatten()?;
+            let (identity, verdict) = cache.take(file, &identity, previous)?;
+            Some((Some(identity), verdict))
+        })
+        .collect();
+    cache.forget_rest();
+    let to_read: Vec<(usize, Option<Identity>)> = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(_, verdict)| verdict.is_none())
+        .map(|(index, _)| {
+            let file = &files[index];
+            let identity = (file.as_os_str() != "-")
+                .then(|| cache.identity(file, now))
+                .flatten();
+            (index, identity)
+        })
+        .collect();
+    let workers = if to_read.len() >= PARALLEL_FROM {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -229,42 +273,76 @@ pub fn load_by_file(paths: &[PathBuf], previous: Option<&(dyn Previous + Sync)>)
     } else {
         1
     };
-    let chunk = files.len().div_ceil(workers).max(1);
-    let parts: Vec<Loaded> = if workers == 1 {
-        vec![load_files(&files, previous)]
+    let chunk = to_read.len().div_ceil(workers).max(1);
+    let read_part = |part: &[(usize, Option<Identity>)]| {
+        let names: Vec<&Path> = part
+            .iter()
+            .map(|(index, _)| files[*index].as_path())
+            .collect();
+        load_files(&names, previous)
+    };
+    let parts: Vec<Vec<(FileVerdict, bool)>> = if workers == 1 {
+        vec![read_part(&to_read)]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = files
+            let handles: Vec<_> = to_read
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || load_files(part, previous)))
+                .map(|part| scope.spawn(move || read_part(part)))
                 .collect();
             handles
                 .into_iter()
-                .map(|handle| {
-                    handle.join().unwrap_or_else(|_| Loaded {
-                        problems: vec![
-                            "internal error: a manifest reader thread panicked".to_string(),
-                        ],
-                        ..Loaded::default()
+                .zip(to_read.chunks(chunk))
+                .map(|(handle, part)| {
+                    handle.join().unwrap_or_else(|_| {
+                        part.iter()
+                            .map(|_| {
+                                let verdict = FileVerdict {
+                                    problems: vec![
+                                        "internal error: a manifest reader thread panicked"
+                                            .to_string(),
+                                    ],
+                                    ..FileVerdict::default()
+                                };
+                                (verdict, false)
+                            })
+                            .collect()
                     })
                 })
                 .collect()
         })
     };
+    let read = to_read.len();
+    for ((index, identity), (verdict, readable)) in
+        to_read.into_iter().zip(parts.into_iter().flatten())
+    {
+        // A file that could not be read is tried again on every pass.
+        verdicts[index] = Some((identity.filter(|_| readable), verdict));
+    }
     let mut loaded = Loaded {
         set: ManifestSet {
             files: files.len(),
             ..Default::default()
         },
+        read,
         ..Loaded::default()
     };
-    for part in parts {
-        loaded.set.collections.extend(part.set.collections);
-        loaded.set.aliases.extend(part.set.aliases);
-        loaded.set.routed.extend(part.set.routed);
-        loaded.set.ignored.extend(part.set.ignored);
-        problems.extend(part.problems);
-        loaded.broken.extend(part.broken);
+    for (file, verdict) in files.into_iter().zip(verdicts) {
+        let Some((identity, verdict)) = verdict else {
+            continue;
+        };
+        let set = &mut loaded.set;
+        set.collections
+            .extend(verdict.set.collections.iter().cloned());
+        set.aliases.extend(verdict.set.aliases.iter().cloned());
+        set.routed.extend(verdict.set.routed.iter().cloned());
+        set.ignored.extend(verdict.set.ignored.iter().cloned());
+        if !verdict.problems.is_empty() {
+            loaded.broken.insert(file.clone());
+        }
+        problems.extend(verdict.problems.iter().cloned());
+        if let Some(identity) = identity {
+            cache.keep(file, identity, verdict);
+        }
     }
     let duplicated = find_duplicates(&loaded.set, &mut problems);
     if !duplicated.is_empty() {
@@ -279,9 +357,13 @@ pub fn load_by_file(paths: &[PathBuf], previous: Option<&(dyn Previous + Sync)>)
     loaded
 }
 
-fn load_files(files: &[PathBuf], previous: Option<&(dyn Previous + Sync)>) -> Loaded {
-    let mut loaded = Loaded::default();
+/// Reads and checks `files`, one verdict each, with whether the file could be read.
+fn load_files(
+    files: &[&Path],
+    previous: Option<&(dyn Previous + Sync)>,
+) -> Vec<(FileVerdict, bool)> {
     let mut loader = Loader::new(previous.map(|p| p as &dyn Previous));
+    let mut verdicts = Vec::with_capacity(files.len());
     for file in files {
         let text = if file.as_os_str() == "-" {
             let mut text = String::new();
@@ -292,22 +374,21 @@ fn load_files(files: &[PathBuf], previous: Option<&(dyn Previous + Sync)>) -> Lo
         } else {
             read_limited(file, max_file_bytes())
         };
-        let mut part = ManifestSet::default();
-        let before = loaded.problems.len();
+        let mut verdict = FileVerdict::default();
+        let readable = text.is_ok();
         match text {
-            Ok(text) => loader.file(file, &text, &mut part, &mut loaded.problems),
-            Err(problem) => loaded.problems.push(problem),
+            Ok(text) => loader.file(file, &text, &mut verdict.set, &mut verdict.problems),
+            Err(problem) => verdict.problems.push(problem),
         }
-        loaded.set.ignored.append(&mut part.ignored);
-        if loaded.problems.len() > before {
-            loaded.broken.insert(file.clone());
-        } else {
-            loaded.set.collections.append(&mut part.collections);
-            loaded.set.aliases.append(&mut part.aliases);
-            loaded.set.routed.append(&mut part.routed);
+        if !verdict.problems.is_empty() {
+            verdict.set.collections.clear();
+            verdict.set.aliases.clear();
+            verdict.set.routed.clear();
         }
+        verdict.previous_seen = std::mem::take(&mut loader.previous_seen);
+        verdicts.push((verdict, readable));
     }
-    loaded
+    verdicts
 }
 
 /// Reports every resource defined a second time; returns the files of the second

@@ -6,7 +6,7 @@ use std::path::Path;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde_json::Value;
 
-use super::{API_VERSION, Kind, ManifestSet, Origin, Previous};
+use super::{API_VERSION, Kind, ManifestSet, Origin, Previous, ResourceId};
 use crate::crd::{Collection, CollectionAlias, GROUP, RoutedAlias};
 use crate::up::schema::Checker;
 
@@ -17,6 +17,9 @@ pub(super) struct KindSchema {
 
 pub(super) struct Loader<'a> {
     pub(super) previous: Option<&'a dyn Previous>,
+    /// Every last accepted object a check looked up, since last taken: a file's verdict
+    /// holds only while these stay the same (see [`super::cache`]).
+    pub(super) previous_seen: Vec<(ResourceId, Option<Value>)>,
     pub(super) checker: Checker,
     pub(super) validator: Validator,
     pub(super) collection: Option<KindSchema>,
@@ -29,6 +32,7 @@ impl<'a> Loader<'a> {
     pub(super) fn new(previous: Option<&'a dyn Previous>) -> Self {
         let mut loader = Self {
             previous,
+            previous_seen: Vec::new(),
             checker: Checker::new(),
             validator: Validator::new(),
             collection: None,

@@ -363,3 +363,175 @@ fn a_broken_file_holds_only_its_own_resources() {
     let error = load(&[dir.path().to_path_buf()], None).expect_err("problems");
     assert_eq!(error.problems, loaded.problems);
 }
+
+/// A cache that keeps files at once (the default waits [`cache::SETTLE`] after a write);
+/// writes in these tests are apart by more than the file system's clock step.
+fn eager_cache() -> FileCache {
+    FileCache::with_settle(std::time::Duration::ZERO)
+}
+
+/// Longer than a step of the file system's clock, so that a later write gets later
+/// times.
+fn clock_step() {
+    std::thread::sleep(std::time::Duration::from_millis(50));
+}
+
+fn alias_targets(set: &ManifestSet) -> Vec<String> {
+    set.aliases
+        .iter()
+        .map(|m| m.resource.spec.collection.clone())
+        .collect()
+}
+
+#[test]
+fn a_full_read_rereads_only_the_files_that_changed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "a.yaml", COLLECTION);
+    let alias = write(dir.path(), "b.yaml", ALIAS);
+    clock_step();
+    let mut cache = eager_cache();
+    let folder = [dir.path().to_path_buf()];
+    let first = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!((first.read, first.set.files), (2, 2));
+    assert_eq!(cache.len(), 2);
+
+    let again = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(again.read, 0, "nothing changed: nothing is read");
+    assert_eq!(again.set.collections.len(), 1);
+    assert_eq!(alias_targets(&again.set), ["products_v1"]);
+    assert_eq!(again.set.aliases[0].origin, first.set.aliases[0].origin);
+
+    // Same size, new target.
+    std::fs::write(&alias, ALIAS.replace("products_v1", "products_v2")).expect("write");
+    clock_step();
+    let edited = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(edited.read, 1, "only the edited file is read");
+    assert_eq!(alias_targets(&edited.set), ["products_v2"]);
+    assert_eq!(
+        edited.set.collections.len(),
+        1,
+        "the unchanged file still counts"
+    );
+
+    // A file that is gone takes its resources and its verdict with it.
+    std::fs::remove_file(&alias).expect("rm");
+    let removed = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!((removed.read, removed.set.aliases.len()), (0, 0));
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn a_same_size_edit_within_the_same_second_is_seen() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alias = write(dir.path(), "b.yaml", ALIAS);
+    let written = std::fs::metadata(&alias)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    // The default cache: a file written this recently is not kept.
+    let mut cache = FileCache::default();
+    let folder = [dir.path().to_path_buf()];
+    let first = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(alias_targets(&first.set), ["products_v1"]);
+    // Same size, and the modification time put back, as some editors and `touch -d`
+    // do; possibly within the same tick of the file system's clock.
+    std::fs::write(&alias, ALIAS.replace("products_v1", "products_v2")).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&alias)
+        .and_then(|file| file.set_modified(written))
+        .expect("set mtime");
+    let edited = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(edited.read, 1);
+    assert_eq!(alias_targets(&edited.set), ["products_v2"]);
+}
+
+#[test]
+fn an_edit_that_keeps_the_modification_time_is_seen_by_its_change_time() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alias = write(dir.path(), "b.yaml", ALIAS);
+    let written = std::fs::metadata(&alias)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    clock_step();
+    let mut cache = eager_cache();
+    let folder = [dir.path().to_path_buf()];
+    load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(cache.len(), 1);
+    std::fs::write(&alias, ALIAS.replace("products_v1", "products_v2")).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&alias)
+        .and_then(|file| file.set_modified(written))
+        .expect("set mtime");
+    clock_step();
+    let edited = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(edited.read, 1);
+    assert_eq!(alias_targets(&edited.set), ["products_v2"]);
+}
+
+#[test]
+fn checks_across_files_run_over_cached_files_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "b.yaml", ALIAS);
+    clock_step();
+    let mut cache = eager_cache();
+    let folder = [dir.path().to_path_buf()];
+    load_by_file_cached(&folder, None, &mut cache);
+    // A new file defines the same resource again: the later file is broken, though the
+    // earlier one was not read again.
+    write(dir.path(), "c.yaml", ALIAS);
+    clock_step();
+    let twice = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(twice.read, 1);
+    assert_eq!(twice.set.aliases.len(), 1);
+    assert_eq!(twice.problems.len(), 1, "{:?}", twice.problems);
+    assert!(twice.problems[0].contains("already defined in"));
+    assert!(twice.broken.contains(&dir.path().join("c.yaml")));
+    // Still so with both files cached.
+    let again = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(again.read, 0);
+    assert_eq!(again.problems, twice.problems);
+    // The resource moves: only c.yaml defines it now.
+    std::fs::remove_file(dir.path().join("b.yaml")).expect("rm");
+    let moved = load_by_file_cached(&folder, None, &mut cache);
+    assert_eq!(moved.read, 0);
+    assert!(moved.problems.is_empty(), "{:?}", moved.problems);
+    assert_eq!(moved.set.aliases[0].origin.path, dir.path().join("c.yaml"));
+}
+
+#[test]
+fn a_cached_verdict_is_checked_again_when_its_previous_object_changes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "a.yaml", COLLECTION);
+    clock_step();
+    let mut cache = eager_cache();
+    let folder = [dir.path().to_path_buf()];
+    let first = load_by_file_cached(&folder, None, &mut cache);
+    let id = id_of(Kind::Collection, &first.set.collections[0].resource);
+    let mut previous = HashMap::new();
+    previous.insert(id.clone(), first.set.collections[0].object.clone());
+    // Checked against its own object: the first verdict was made with none, so the
+    // file is checked again, then kept.
+    let same = load_by_file_cached(&folder, Some(&previous), &mut cache);
+    assert_eq!((same.read, same.problems.len()), (1, 0));
+    let kept = load_by_file_cached(&folder, Some(&previous), &mut cache);
+    assert_eq!((kept.read, kept.problems.len()), (0, 0));
+    // The last accepted object came from elsewhere (say the resource was defined in
+    // another file, since deleted) with another schema: the unchanged file is now an
+    // update that changes an immutable schema.
+    let mut other = first.set.collections[0].object.clone();
+    other["spec"]["fields"][1]["dim"] = serde_json::json!(16);
+    previous.insert(id, other);
+    let rechecked = load_by_file_cached(&folder, Some(&previous), &mut cache);
+    assert_eq!(rechecked.read, 1);
+    assert!(
+        rechecked
+            .problems
+            .iter()
+            .any(|p| p.contains("the schema is immutable")),
+        "{:?}",
+        rechecked.problems
+    );
+}

@@ -69,10 +69,14 @@ impl Loader<'_> {
         // wrong shape are noise then and are left out.
         let structural = !errors.is_empty();
         let old = key.as_ref().and_then(|key| {
-            self.previous?.previous(&ResourceId {
+            let id = ResourceId {
                 kind,
                 key: key.clone(),
-            })
+            };
+            let old = self.previous.and_then(|previous| previous.previous(&id));
+            // Also when there is none: the verdict then holds only while there is none.
+            self.previous_seen.push((id, old.cloned()));
+            old
         });
         if let Err(failures) = self.validator.validate_compiled(&schema.cel, &value, old) {
             for failure in failures.iter() {
