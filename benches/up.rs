@@ -179,6 +179,8 @@ impl UpProcess {
             }
             let full = !line.contains("targeted=true");
             let parts = [
+                "files_read",
+                "state_writes",
                 "load_ms",
                 "observe_ms",
                 "plan_ms",

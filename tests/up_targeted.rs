@@ -239,6 +239,13 @@ impl Drop for Up {
     }
 }
 
+/// Inode and modification time: the state file is replaced by a rename on every write.
+fn file_identity(path: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).expect("the state file exists");
+    (meta.ino(), meta.modified().expect("mtime"))
+}
+
 fn field(line: &str, name: &str) -> Option<usize> {
     line.split_whitespace()
         .find_map(|word| word.strip_prefix(&format!("{name}=")))
@@ -266,7 +273,8 @@ async fn an_edit_reconciles_its_resources_and_the_resync_repairs_drift_anywhere(
         )
         .expect("write");
     }
-    let up = Up::start(engine.port, &manifests, &root.path().join("data"), 3);
+    let data = root.path().join("data");
+    let up = Up::start(engine.port, &manifests, &data, 3);
 
     // Converged: a full pass with nothing left to do. The next full pass comes 3 s
     // after it; everything below up to the edit's pass happens well within that.
@@ -276,9 +284,14 @@ async fn an_edit_reconciles_its_resources_and_the_resync_repairs_drift_anywhere(
     // A full pass over 150 resources: ListDatabases, then per database ShowCollections
     // and ListAliases, and the alias targets per collection (50 < 100 aliases).
     let before = engine.counts();
+    let state_file = collection_operator::up::state::path_in(&data);
+    let state_before = file_identity(&state_file);
     let line = up.next_pass(Duration::from_secs(10));
     assert!(line.contains("targeted=false"), "{line}");
     let full = made(&before, &engine.counts());
+    // Nothing changed: the state file is not written.
+    assert_eq!(field(&line, "state_writes"), Some(0), "{line}");
+    assert_eq!(file_identity(&state_file), state_before);
     assert_eq!(
         field(&line, "resources"),
         Some(COLLECTIONS + ALIASES),
@@ -350,10 +363,13 @@ async fn an_edit_reconciles_its_resources_and_the_resync_repairs_drift_anywhere(
     assert_ne!(gone.status.map(|s| s.code), Some(0), "alias_003 is dropped");
     assert_eq!(engine.target("alias_099").await, "coll_00");
 
-    // The periodic full pass repairs it.
+    // The periodic full pass repairs it. Of the files, it reads only the edited one:
+    // the previous full pass came more than 2 s after the files were written, so
+    // their verdicts were kept.
     let line = up.next_pass(Duration::from_secs(10));
     assert!(line.contains("targeted=false"), "{line}");
     assert_eq!(field(&line, "actions"), Some(1), "{line}");
+    assert_eq!(field(&line, "files_read"), Some(1), "{line}");
     assert_eq!(engine.target("alias_099").await, "coll_49");
     assert_eq!(engine.target("alias_000").await, "coll_01");
 }

@@ -619,7 +619,9 @@ impl Runner {
     /// the resources of broken files keep their last accepted manifest. What is held,
     /// and by which file and line, is printed whenever it changes and after every file
     /// change.
-    async fn read_manifests(&mut self) -> anyhow::Result<()> {
+    ///
+    /// Returns how many files were read (the others' verdicts were cached).
+    async fn read_manifests(&mut self) -> anyhow::Result<usize> {
         // The state is lent to the loading task (it is the `oldSelf` of every update)
         // rather than copied: with 10,000 resources a copy per pass costs more memory
         // than everything else up keeps.
@@ -644,11 +646,7 @@ impl Runner {
             joined.context("manifest loading task failed (the state of this run is lost)")?;
         self.state = state;
         self.file_cache = cache;
-        tracing::debug!(
-            files = loaded.set.files,
-            read = loaded.read,
-            "manifests read"
-        );
+        let files_read = loaded.read;
         let file_event = std::mem::take(&mut self.file_event);
         let blocked = !loaded.problems.is_empty();
         let set = loaded.set;
@@ -715,7 +713,7 @@ impl Runner {
                     clock()
                 );
             }
-            return Ok(());
+            return Ok(files_read);
         }
         if self.last_problems.as_ref() != Some(&loaded.problems) || file_event {
             eprintln!(
@@ -724,7 +722,7 @@ impl Runner {
             );
             self.last_problems = Some(loaded.problems);
         }
-        Ok(())
+        Ok(files_read)
     }
 
     /// Reads only the `changed` files into the state, for a pass targeted at them.
@@ -898,9 +896,13 @@ impl Runner {
             },
             Trigger::Again(scope) => Some(scope),
         };
-        if scope.is_none() {
-            self.read_manifests().await?;
-        }
+        let files_read = if scope.is_none() {
+            self.read_manifests().await?
+        } else {
+            0
+        };
+        // Writes of the state file: none in a pass that changed nothing.
+        let mut state_writes = 0;
         let expanded = super::routed::expand(
             &mut self.state,
             k8s_openapi::jiff::Timestamp::now(),
@@ -1048,6 +1050,7 @@ impl Runner {
         }
         if marked {
             self.state.save(&self.state_path)?;
+            state_writes += 1;
         }
 
         let results = reconcile::apply(&self.client, &plan.actions).await;
@@ -1216,6 +1219,7 @@ impl Runner {
         if self.dirty {
             self.state.save(&self.state_path)?;
             self.dirty = false;
+            state_writes += 1;
         }
         let saved = started.elapsed();
         for error in &general_errors {
@@ -1235,6 +1239,8 @@ impl Runner {
             targeted = scope.is_some(),
             resources = intents.collections.len() + intents.aliases.len(),
             actions = plan.actions.len(),
+            files_read,
+            state_writes,
             load_ms = loaded.as_millis() as u64,
             observe_ms = (observed_at - loaded).as_millis() as u64,
             plan_ms = (planned - observed_at).as_millis() as u64,
