@@ -25,7 +25,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::{ManifestSet, Previous, ResourceId};
+use super::{Kind, ManifestSet, Previous, ResourceId};
+use crate::plan::intent::key_of;
 
 /// A file changed this recently may change again without its identity changing.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -70,15 +71,77 @@ pub(super) struct FileVerdict {
     /// The file's problems.
     pub(super) problems: Vec<String>,
     /// The last accepted objects its checks looked up, as they were then.
-    pub(super) previous_seen: Vec<(ResourceId, Option<Value>)>,
+    previous_seen: Vec<(ResourceId, Seen)>,
+}
+
+/// A last accepted object a check looked up, as it was then.
+#[derive(Debug, Clone)]
+enum Seen {
+    /// There was none.
+    Absent,
+    /// The very object the file now declares (the usual case once `up` accepted it;
+    /// not kept a second time).
+    Own,
+    /// Another object.
+    Object(Value),
+}
+
+/// The object `set` declares for `id`.
+fn declared<'a>(set: &'a ManifestSet, id: &ResourceId) -> Option<&'a Value> {
+    let of = |kind, object: &'a Value, key: crate::plan::ObjectKey| {
+        (kind == id.kind && key == id.key).then_some(object)
+    };
+    set.collections
+        .iter()
+        .find_map(|m| of(Kind::Collection, &m.object, key_of(&m.resource)))
+        .or_else(|| {
+            set.aliases
+                .iter()
+                .find_map(|m| of(Kind::CollectionAlias, &m.object, key_of(&m.resource)))
+        })
+        .or_else(|| {
+            set.routed
+                .iter()
+                .find_map(|m| of(Kind::RoutedAlias, &m.object, key_of(&m.resource)))
+        })
 }
 
 impl FileVerdict {
+    /// A file's verdict: what it declares (nothing if it has problems), its problems,
+    /// and the last accepted objects its checks looked up.
+    pub(super) fn new(
+        set: ManifestSet,
+        problems: Vec<String>,
+        looked_up: Vec<(ResourceId, Option<Value>)>,
+    ) -> Self {
+        let previous_seen = looked_up
+            .into_iter()
+            .map(|(id, object)| {
+                let seen = match object {
+                    None => Seen::Absent,
+                    Some(object) if declared(&set, &id) == Some(&object) => Seen::Own,
+                    Some(object) => Seen::Object(object),
+                };
+                (id, seen)
+            })
+            .collect();
+        Self {
+            set,
+            problems,
+            previous_seen,
+        }
+    }
+
     /// Whether every last accepted object the checks looked up is still the same.
     fn holds_with(&self, previous: Option<&(dyn Previous + Sync)>) -> bool {
-        self.previous_seen
-            .iter()
-            .all(|(id, seen)| previous.and_then(|previous| previous.previous(id)) == seen.as_ref())
+        self.previous_seen.iter().all(|(id, seen)| {
+            let now = previous.and_then(|previous| previous.previous(id));
+            match seen {
+                Seen::Absent => now.is_none(),
+                Seen::Own => now.is_some() && now == declared(&self.set, id),
+                Seen::Object(object) => now == Some(object),
+            }
+        })
     }
 }
 

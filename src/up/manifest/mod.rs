@@ -296,13 +296,12 @@ pub fn load_by_file_cached(
                     handle.join().unwrap_or_else(|_| {
                         part.iter()
                             .map(|_| {
-                                let verdict = FileVerdict {
-                                    problems: vec![
-                                        "internal error: a manifest reader thread panicked"
-                                            .to_string(),
-                                    ],
-                                    ..FileVerdict::default()
-                                };
+                                let problem = "internal error: a manifest reader thread panicked";
+                                let verdict = FileVerdict::new(
+                                    ManifestSet::default(),
+                                    vec![problem.to_string()],
+                                    Vec::new(),
+                                );
                                 (verdict, false)
                             })
                             .collect()
@@ -374,18 +373,20 @@ fn load_files(
         } else {
             read_limited(file, max_file_bytes())
         };
-        let mut verdict = FileVerdict::default();
+        let mut set = ManifestSet::default();
+        let mut problems = Vec::new();
         let readable = text.is_ok();
         match text {
-            Ok(text) => loader.file(file, &text, &mut verdict.set, &mut verdict.problems),
-            Err(problem) => verdict.problems.push(problem),
+            Ok(text) => loader.file(file, &text, &mut set, &mut problems),
+            Err(problem) => problems.push(problem),
         }
-        if !verdict.problems.is_empty() {
-            verdict.set.collections.clear();
-            verdict.set.aliases.clear();
-            verdict.set.routed.clear();
+        if !problems.is_empty() {
+            set.collections.clear();
+            set.aliases.clear();
+            set.routed.clear();
         }
-        verdict.previous_seen = std::mem::take(&mut loader.previous_seen);
+        let looked_up = std::mem::take(&mut loader.previous_seen);
+        let verdict = FileVerdict::new(set, problems, looked_up);
         verdicts.push((verdict, readable));
     }
     verdicts

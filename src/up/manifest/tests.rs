@@ -534,4 +534,8 @@ fn a_cached_verdict_is_checked_again_when_its_previous_object_changes() {
         "{:?}",
         rechecked.problems
     );
+    // That verdict holds while that object stays the last accepted one.
+    let same_again = load_by_file_cached(&folder, Some(&previous), &mut cache);
+    assert_eq!(same_again.read, 0);
+    assert_eq!(same_again.problems, rechecked.problems);
 }
