@@ -7,8 +7,9 @@
 //! an alias's name) and the one it refers to (an alias's target), and from the other
 //! resources on those names (rivals that claim the same name, aliases waiting for a
 //! target, a collection that cannot be dropped while aliases point at it). So a change
-//! touches every resource on a name the changed resource was or is on, and the rivals of
-//! those for the names they claim.
+//! touches every resource on a name the changed resource was or is on, and, to decide
+//! those as a full pass would, the claimers of every name they claim or point at, and of
+//! theirs in turn (a property test checks both against the planner).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -103,8 +104,9 @@ impl Index {
     }
 
     /// The resources a change on `names` touches: every resource on one of them (it
-    /// claims it or points at it), and every resource claiming a name one of those
-    /// claims (its rivals, which the planner weighs together).
+    /// claims it or points at it), and everything the planner weighs to decide those:
+    /// the claimers of each name they claim (rivals) or point at (the target's
+    /// collection and its rivals), and so on for those, until nothing is added.
     pub fn touched<'a>(&self, names: impl IntoIterator<Item = &'a Name>) -> BTreeSet<ResourceId> {
         let mut touched = BTreeSet::new();
         for name in names {
@@ -112,24 +114,27 @@ impl Index {
                 touched.extend(ids.iter().cloned());
             }
         }
-        let claimed: BTreeSet<&Name> = touched
-            .iter()
-            .filter_map(|id| self.footprints.get(id))
-            .map(|footprint| &footprint.claims)
-            .collect();
-        let mut rivals = Vec::new();
-        for name in claimed {
-            for id in self.on_name.get(name).into_iter().flatten() {
-                if self
-                    .footprints
-                    .get(id)
-                    .is_some_and(|footprint| footprint.claims == *name)
-                {
-                    rivals.push(id.clone());
+        let mut pending: Vec<ResourceId> = touched.iter().cloned().collect();
+        let mut seen_names: BTreeSet<&Name> = BTreeSet::new();
+        while let Some(id) = pending.pop() {
+            let Some(footprint) = self.footprints.get(&id) else {
+                continue;
+            };
+            for name in footprint.names() {
+                if !seen_names.insert(name) {
+                    continue;
+                }
+                for claimer in self.on_name.get(name).into_iter().flatten() {
+                    let claims = self
+                        .footprints
+                        .get(claimer)
+                        .is_some_and(|footprint| footprint.claims == *name);
+                    if claims && touched.insert(claimer.clone()) {
+                        pending.push(claimer.clone());
+                    }
                 }
             }
         }
-        touched.extend(rivals);
         touched
     }
 }
@@ -401,5 +406,198 @@ mod tests {
             tracked.replace_files(&changed, vec![(path("c"), id(Kind::RoutedAlias, "r"))]),
             None
         );
+    }
+
+    /// One resource of a random folder: a collection claiming an engine name, or an
+    /// alias claiming one and pointing at a target. Names come from a small set, so
+    /// rivals, shared targets and aliases named like collections are common.
+    #[derive(Debug, Clone)]
+    enum Declared {
+        Collection { engine: String },
+        Alias { engine: String, target: String },
+    }
+
+    fn declared() -> impl proptest::strategy::Strategy<Value = Declared> {
+        use proptest::prelude::*;
+        let engine = prop::sample::select(vec!["c0", "c1", "c2", "a0", "a1"]);
+        let target = prop::sample::select(vec!["c0", "c1", "c2", "a0"]);
+        prop_oneof![
+            engine.clone().prop_map(|e| Declared::Collection {
+                engine: e.to_string()
+            }),
+            (engine, target).prop_map(|(e, t)| Declared::Alias {
+                engine: e.to_string(),
+                target: t.to_string(),
+            }),
+        ]
+    }
+
+    /// The intents of `folder` (resource `r<i>` for entry i, seniority by position),
+    /// `deleting` marking resources whose file is gone.
+    fn intents_of(folder: &[Option<Declared>], deleting: &BTreeSet<usize>) -> Intents {
+        let mut intents = Intents::default();
+        for (index, entry) in folder.iter().enumerate() {
+            let created = format!("2026-01-01T00:00:{index:02}Z");
+            let resource = format!("r{index}");
+            match entry {
+                None => {}
+                Some(Declared::Collection { engine }) => {
+                    let spec = serde_json::from_value(serde_json::json!({
+                        "coordinatorRef": {"name": "local"},
+                        "name": engine,
+                        "fields": [{"name": "id", "dataType": "Int64", "isPrimaryKey": true}]
+                    }))
+                    .expect("collection spec");
+                    let intent =
+                        intents.push_collection(&crate::crd::Collection::new(&resource, spec));
+                    intent.seniority.created = created;
+                    intent.deleting = deleting.contains(&index);
+                }
+                Some(Declared::Alias { engine, target }) => {
+                    let spec = serde_json::from_value(serde_json::json!({
+                        "coordinatorRef": {"name": "local"},
+                        "name": engine,
+                        "collection": target
+                    }))
+                    .expect("alias spec");
+                    let intent =
+                        intents.push_alias(&crate::crd::CollectionAlias::new(&resource, spec));
+                    intent.seniority.created = created;
+                    intent.deleting = deleting.contains(&index);
+                }
+            }
+        }
+        intents
+    }
+
+    /// What the plan decides for the resources in `of`: their verdicts and their
+    /// actions, in plan order.
+    fn decisions(
+        plan: &crate::plan::Plan,
+        intents: &Intents,
+        of: &BTreeSet<ResourceId>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mine =
+            |key: &crate::plan::ObjectKey| intents.resource(key).is_some_and(|id| of.contains(id));
+        let verdicts = plan
+            .verdicts
+            .iter()
+            .filter(|(key, _)| mine(key))
+            .map(|(key, verdict)| format!("{key}: {verdict:?}"))
+            .collect();
+        let actions = plan
+            .actions
+            .iter()
+            .filter(|action| action.key().is_some_and(mine))
+            .map(|action| format!("{action:?}"))
+            .collect();
+        (verdicts, actions)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A pass planning only what an edit touches decides, for those resources, what
+        /// a pass over the whole folder decides, and the edit changes no decision of a
+        /// resource outside them: targeted passes are as good as full ones.
+        #[test]
+        fn a_targeted_plan_decides_as_the_full_plan(
+            folder in proptest::collection::vec(declared(), 1..8),
+            edited in 0usize..8,
+            edit in proptest::option::of(declared()),
+            remove in proptest::bool::ANY,
+            engine_has in proptest::collection::btree_set(
+                proptest::sample::select(vec!["c0", "c1", "c2", "a0"]), 0..3),
+        ) {
+            let edited = edited % folder.len();
+            let before: Vec<Option<Declared>> = folder.into_iter().map(Some).collect();
+            let mut after = before.clone();
+            let mut deleting = BTreeSet::new();
+            match (edit, remove) {
+                (_, true) => {
+                    deleting.insert(edited);
+                }
+                (Some(edit), false) => after[edited] = Some(edit),
+                (None, false) => {}
+            }
+            // An engine holding some collections already (not owned: rivals to decide).
+            let mut observed = crate::plan::Observed::default();
+            observed.databases.insert("default".into());
+            for (n, name) in engine_has.iter().enumerate() {
+                observed.collections.insert(
+                    ("default".into(), name.to_string()),
+                    crate::plan::ObservedCollection { id: 100 + n as i64, aliases: BTreeSet::new() },
+                );
+            }
+            let full_before = intents_of(&before, &BTreeSet::new());
+            let full_after = intents_of(&after, &deleting);
+            let plan_before = crate::plan::plan_all(
+                &full_before.collections, &full_before.aliases, &observed);
+            let plan_after = crate::plan::plan_all(
+                &full_after.collections, &full_after.aliases, &observed);
+
+            // What run.rs's scope_of computes.
+            let mut index = Index::of(&full_before);
+            let edited_id = id(
+                match &after[edited] {
+                    Some(Declared::Collection { .. }) => Kind::Collection,
+                    _ => Kind::CollectionAlias,
+                },
+                &format!("r{edited}"),
+            );
+            let mut changed: BTreeSet<ResourceId> = [edited_id.clone()].into();
+            // A kind change is a removal of the old resource and a new one.
+            let old_id = id(
+                match &before[edited] {
+                    Some(Declared::Collection { .. }) => Kind::Collection,
+                    _ => Kind::CollectionAlias,
+                },
+                &format!("r{edited}"),
+            );
+            changed.insert(old_id.clone());
+            let now: std::collections::HashMap<ResourceId, Footprint> =
+                footprints(&full_after).into_iter().collect();
+            let mut names = Vec::new();
+            for id in &changed {
+                let was = index.footprint(id).cloned();
+                let is = now.get(id).cloned();
+                names.extend(changed_names(was.as_ref(), is.as_ref()));
+                index.set(id.clone(), is);
+            }
+            let mut scope = index.touched(&names);
+            scope.extend(changed.iter().filter(|id| now.contains_key(*id)).cloned());
+
+            // The targeted pass: the intents of the scope only.
+            let mut targeted = Intents::default();
+            for intent in &full_after.collections {
+                if full_after.resource(&intent.key).is_some_and(|id| scope.contains(id)) {
+                    targeted.collections.push(intent.clone());
+                }
+            }
+            for intent in &full_after.aliases {
+                if full_after.resource(&intent.key).is_some_and(|id| scope.contains(id)) {
+                    targeted.aliases.push(intent.clone());
+                }
+            }
+            let plan_targeted = crate::plan::plan_all(
+                &targeted.collections, &targeted.aliases, &observed);
+            proptest::prop_assert_eq!(
+                decisions(&plan_targeted, &full_after, &scope),
+                decisions(&plan_after, &full_after, &scope),
+                "scope {:?}", scope
+            );
+
+            // Outside the scope nothing changed.
+            let outside: BTreeSet<ResourceId> = now
+                .keys()
+                .filter(|id| !scope.contains(*id) && !changed.contains(*id))
+                .cloned()
+                .collect();
+            proptest::prop_assert_eq!(
+                decisions(&plan_before, &full_before, &outside),
+                decisions(&plan_after, &full_after, &outside),
+                "scope {:?}", scope
+            );
+        }
     }
 }
