@@ -24,6 +24,12 @@ use parking_lot::Mutex;
 
 use super::metrics::{Metrics, ReconcileResult};
 
+/// Waiting asks kept before old ones are looked at for forgetting.
+const FORGET_ABOVE: usize = 4096;
+
+/// An ask older than this is dropped once the map is large: no reconcile waits this long.
+const FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
 /// The queue of one controller, keyed by the object reference's text.
 pub struct WorkQueue {
     controller: &'static str,
@@ -53,6 +59,13 @@ impl WorkQueue {
         let key = object.to_string();
         let added = {
             let mut state = self.state.lock();
+            if state.waiting.len() >= FORGET_ABOVE {
+                // An object deleted before its reconcile started never starts: forget
+                // old asks so the map does not grow with the objects ever deleted.
+                state
+                    .waiting
+                    .retain(|_, since| since.elapsed() < FORGOTTEN_AFTER);
+            }
             match state.waiting.entry(key) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(entry) => {
