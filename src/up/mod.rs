@@ -12,6 +12,7 @@
 //! it infers it: an engine object counts as the resource's when it already matches the
 //! manifests (see [`reconcile::Intents::infer_ownership`]).
 
+mod embedded;
 pub mod manifest;
 pub mod reconcile;
 pub mod routed;
@@ -21,6 +22,7 @@ mod scope;
 pub mod serving;
 pub mod state;
 pub mod table;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,25 +23,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::UpArgs;
+use super::embedded::{start_with_wal, stop};
 use super::manifest::{self, Kind, ResourceId};
 use super::reconcile::{self, Intents, action_key};
 use super::scope;
 use super::serving;
 use super::state::{self, Record, State};
 use super::table;
-use crate::auth::{AuthInterceptor, PlaneAuth};
+use super::watch::{Trigger, settle, watch_folder};
 use crate::client::{ClientError, Credentials, EngineClient};
-use crate::coordinator::ddl_wal::ControlChannelLog;
-use crate::coordinator::engine::DdlLogHandle;
-use crate::coordinator::{
-    AuthConfig, Authenticator, Engine, EngineConfig, Security, open_engine_async, serve_with,
-};
+use crate::coordinator::{AuthConfig, Authenticator, Security, serve_with};
 use crate::crd::{AliasDeletionPolicy, Collection, CollectionAlias, CollectionDeletionPolicy};
 use crate::plan::{Action, Reason, Verdict};
 use crate::serve::shutdown_signal;
-use crate::streaming::coord::{StreamingCoord, StreamingCoordConfig};
-use crate::streaming::gate::StreamingGate;
-use tonic::service::interceptor::InterceptedService;
 
 /// The status table shows the rows that changed in a pass, at most this many.
 const SHOWN_ROWS: usize = 50;
@@ -207,270 +200,6 @@ fn read_engine_token(path: &Path) -> anyhow::Result<String> {
         .into_iter()
         .next()
         .with_context(|| format!("engine token file {} is empty", path.display()))
-}
-
-/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
-
-/// The WAL side of `up`: the streaming coordinator, its internal endpoint, and the
-/// in-process streaming node; stopped after the engine, the node before the endpoint so
-/// that it can end its session there (the next `up` then takes the control channel
-/// without waiting for this node's lease).
-struct UpWal {
-    coord: StreamingCoord,
-    stop_node: watch::Sender<bool>,
-    node: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stop_endpoint: watch::Sender<bool>,
-    endpoint: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// Opens the engine with DDL through the WAL, as `coordinator --ddl-wal` does: a streaming
-/// coordinator with one pchannel (the control channel) and a streaming node in this process,
-/// its segments in `<data-dir>/wal`. The node reaches the streaming coordinator on a
-/// loopback endpoint of its own; both ends check a random credential generated for this
-/// process (not the MilvusService endpoint's), so no other process can use them. So the
-/// single-machine path is the cluster's: every DDL is acknowledged by the WAL first, and one
-/// interrupted by a crash is completed at the next start.
-async fn start_with_wal(data_dir: &Path) -> anyhow::Result<(Arc<Engine>, UpWal)> {
-    let gate = StreamingGate::closed("the streaming coordinator is starting");
-    // The WAL plane's credential: random, known only to this process, so that no other
-    // local process can talk to the internal endpoint or the node.
-    let plane = PlaneAuth::generate()?;
-    let log = ControlChannelLog::new(gate.clone(), Some(plane.present.clone()))
-        .context("starting the DDL log runtime")?;
-    let config = EngineConfig {
-        ddl_log: Some(DdlLogHandle(Arc::new(log))),
-        ..EngineConfig::default()
-    };
-    let (engine, _) = open_engine_async(data_dir.to_path_buf(), config).await?;
-    // One node that lives and dies with this process: a short lease and no grace, so that
-    // after a crash the new node takes the control channel over within seconds.
-    let coord = StreamingCoord::start(
-        engine.store(),
-        StreamingCoordConfig {
-            pchannels: 1,
-            lease_ttl: Duration::from_secs(2),
-            node_lost_grace: Duration::ZERO,
-            credential: Some(plane.present.clone()),
-            ..StreamingCoordConfig::default()
-        },
-    )
-    .await
-    .context("starting the streaming coordinator")?;
-    gate.set(Some(coord.clone()));
-    let (stop_endpoint, endpoint_stopped) = watch::channel(false);
-    let (stop_node, node_stopped) = watch::channel(false);
-    let until = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    // Both ends of the plane live in this process: they talk over Unix sockets in the data
-    // directory (0600), or over loopback when its path is too long for a socket address.
-    let coord_socket = data_dir.join("streaming-coord.sock");
-    let node_socket = data_dir.join("streaming-node.sock");
-    let on_sockets = [&coord_socket, &node_socket]
-        .iter()
-        .all(|path| path.as_os_str().len() <= MAX_SOCKET_PATH);
-    let (assignment, session) = gate.services();
-    let check = AuthInterceptor::new(Some(plane.accept.clone()));
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(InterceptedService::new(assignment, check.clone()))
-        .add_service(InterceptedService::new(session, check));
-    let serving = until(endpoint_stopped);
-    let (coordinator, endpoint) = if on_sockets {
-        let internal = crate::serve::bind_unix(&coord_socket)?;
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(internal);
-        let endpoint = spawn_endpoint(server, incoming, serving);
-        let address = format!("{}{}", crate::serve::UNIX_PREFIX, coord_socket.display());
-        (address, endpoint)
-    } else {
-        tracing::warn!(
-            data_dir = %data_dir.display(),
-            "the data directory's path is too long for a Unix socket: the WAL plane uses loopback TCP (still authenticated)"
-        );
-        let internal = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the internal streaming endpoint")?;
-        let address = format!("http://{}", internal.local_addr()?);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(internal);
-        let endpoint = spawn_endpoint(server, incoming, serving);
-        (address, endpoint)
-    };
-    let node = crate::streaming::node::NodeConfig {
-        coordinator,
-        wal_dir: data_dir.join("wal"),
-        listen: "127.0.0.1:0".parse()?,
-        socket: on_sockets.then_some(node_socket),
-        advertise: None,
-        wal: Default::default(),
-        auth: Some(plane),
-    };
-    let node = tokio::spawn(crate::streaming::node::run_until(node, until(node_stopped)));
-    // The writer syncs with the control channel first (and creates `default` on a new
-    // store then); the reconcile passes start once it has.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !engine.is_synced()
-        || !engine.read(0, |table, at| {
-            table
-                .database(crate::meta::names::DEFAULT_DATABASE, at)
-                .is_some()
-        })
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the embedded streaming node did not take the control channel within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok((
-        engine,
-        UpWal {
-            coord,
-            stop_node,
-            node,
-            stop_endpoint,
-            endpoint,
-        },
-    ))
-}
-
-/// Serves the internal streaming endpoint on `incoming` until `stopped`.
-fn spawn_endpoint<Io, IoError>(
-    server: tonic::transport::server::Router,
-    incoming: impl futures::Stream<Item = Result<Io, IoError>> + Send + 'static,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<anyhow::Result<()>>
-where
-    Io: crate::serve::ServerIo,
-    IoError: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
-{
-    tokio::spawn(async move {
-        server
-            .serve_with_incoming_shutdown(incoming, stopped)
-            .await
-            .context("internal streaming endpoint")
-    })
-}
-
-async fn stop(
-    engine: Arc<Engine>,
-    stop_server: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    wal: UpWal,
-) {
-    let _ = stop_server.send(());
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => eprintln!("up: coordinator server: {error:#}"),
-        Err(error) => eprintln!("up: coordinator server task: {error}"),
-    }
-    if let Err(error) = tokio::task::spawn_blocking(move || engine.shutdown()).await {
-        eprintln!("up: stopping the meta engine: {error}");
-    }
-    let _ = wal.stop_node.send(true);
-    report_wal_task(wal.node.await);
-    let _ = wal.stop_endpoint.send(true);
-    report_wal_task(wal.endpoint.await);
-    wal.coord.stop();
-    println!("up: stopped");
-}
-
-fn report_wal_task(outcome: Result<anyhow::Result<()>, tokio::task::JoinError>) {
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => eprintln!("up: WAL: {error:#}"),
-        Err(error) => eprintln!("up: WAL task: {error}"),
-    }
-}
-
-/// Watches the manifest folder; every relevant event sends the paths it names on `tx`
-/// (none: re-read everything). `None` if the platform watcher cannot start (then only
-/// the periodic resync picks up changes).
-fn watch_folder(
-    path: &Path,
-    tx: mpsc::UnboundedSender<Vec<PathBuf>>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let changed = match event {
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => None,
-            Ok(event) if event.paths.is_empty() => Some(Vec::new()),
-            Ok(event) => {
-                let paths: Vec<PathBuf> =
-                    event.paths.into_iter().filter(|p| may_matter(p)).collect();
-                (!paths.is_empty()).then_some(paths)
-            }
-            // A watcher error (e.g. an overflowed queue): re-read to be safe.
-            Err(_) => Some(Vec::new()),
-        };
-        if let Some(paths) = changed {
-            let _ = tx.send(paths);
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(watcher) => watcher,
-        Err(error) => {
-            eprintln!("up: cannot watch files ({error}); changes are picked up at each resync");
-            return None;
-        }
-    };
-    if let Err(error) = watcher.watch(path, RecursiveMode::Recursive) {
-        eprintln!(
-            "up: cannot watch {} ({error}); changes are picked up at each resync",
-            path.display()
-        );
-        return None;
-    }
-    Some(watcher)
-}
-
-/// Whether a changed path can change the manifest set: a manifest file, or something
-/// without an extension (a folder). Editor swap and backup files are not.
-fn may_matter(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
-        .is_some_and(|name| name.to_string_lossy().starts_with('.'));
-    let extension = path.extension().and_then(|e| e.to_str());
-    !hidden && matches!(extension, None | Some("yaml" | "yml" | "json"))
-}
-
-/// Waits until no event arrived for `quiet` (at most 2 s or 4 × `quiet` in all); the
-/// pass to run then covers the paths of `first` and of every event meanwhile.
-async fn settle(
-    rx: &mut mpsc::UnboundedReceiver<Vec<PathBuf>>,
-    quiet: Duration,
-    first: Vec<PathBuf>,
-) -> Trigger {
-    let mut changed = Some(BTreeSet::new());
-    let mut add = |paths: Vec<PathBuf>| {
-        // An event naming no path: anything may have changed.
-        if paths.is_empty() {
-            changed = None;
-        }
-        if let Some(changed) = &mut changed {
-            changed.extend(paths);
-        }
-    };
-    add(first);
-    let deadline = Instant::now() + (quiet * 4).max(Duration::from_secs(2));
-    while Instant::now() < deadline {
-        match tokio::time::timeout(quiet, rx.recv()).await {
-            Ok(Some(paths)) => add(paths),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    changed.map_or(Trigger::Full, Trigger::Files)
-}
-
-/// What a pass covers.
-#[derive(Debug)]
-enum Trigger {
-    /// Every manifest and every resource (start, resync, recheck, retry).
-    Full,
-    /// The resources of these changed files and what depends on them.
-    Files(BTreeSet<PathBuf>),
-    /// These resources again, files unchanged (a targeted pass asked to look again).
-    Again(BTreeSet<ResourceId>),
 }
 
 /// How a pass ended, for scheduling the next one.
