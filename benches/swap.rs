@@ -13,8 +13,10 @@
 //! `RUST_LOG=collection_operator::operator=debug` prints each step of each swap with its
 //! timing.
 //!
-//! Run twice: with the serving gate off (`WhenTargetReady`) and on (`WhenTargetServing`,
-//! collections with an index and `load: Always`), with the engine calls each swap costs.
+//! Run three times: with the serving gate off (`WhenTargetReady`) and on
+//! (`WhenTargetServing`, collections with an index and `load: Always`) over HTTP, and gated
+//! over HTTPS (kube's rustls client against a TLS listener, as against a kube-apiserver),
+//! with the engine calls each swap costs.
 //!
 //! `cargo bench --bench swap` (`SWAPS`, default 50). Prints figures; asserts nothing.
 
@@ -76,7 +78,7 @@ fn engine_calls(metrics: &Metrics, method: Option<&str>) -> u64 {
 /// collections declare an index and `load: Always` and the alias swaps `WhenTargetServing`
 /// (the gate reads the target's and the current target's serving state, and the swap is
 /// read back); otherwise `WhenTargetReady`, the behaviour before the gate.
-async fn run(swaps: usize, gated: bool) -> anyhow::Result<(Vec<Duration>, f64, f64)> {
+async fn run(swaps: usize, gated: bool, tls: bool) -> anyhow::Result<(Vec<Duration>, f64, f64)> {
     let engine = InProcess::start().await;
     let api = FakeApi::default();
     let mut spec = json!({
@@ -110,7 +112,12 @@ async fn run(swaps: usize, gated: bool) -> anyhow::Result<(Vec<Duration>, f64, f
                "switchPolicy": policy}),
         json!({}),
     );
-    let client = api.connect().await;
+    let certificates = tempfile::tempdir()?;
+    let client = if tls {
+        api.connect_tls(certificates.path()).await
+    } else {
+        api.connect().await
+    };
     let args = common::fake_api::operator_args(Duration::from_secs(60), 16);
     let (trigger, shutdown) = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
@@ -185,15 +192,16 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    for gated in [false, true] {
-        let (latencies, calls, rounds) = run(swaps, gated).await?;
+    for (gated, tls) in [(false, false), (true, false), (true, true)] {
+        let (latencies, calls, rounds) = run(swaps, gated, tls).await?;
         println!(
-            "operator swap latency (manifest change -> AlterAlias applied and Ready), gate {}, {swaps} swaps, in-memory API server + real coordinator: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine calls per swap {calls:.1} (serving read rounds {rounds:.1})",
+            "operator swap latency (manifest change -> AlterAlias applied and Ready), gate {}, {swaps} swaps, in-memory API server over {} + real coordinator: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; engine calls per swap {calls:.1} (serving read rounds {rounds:.1})",
             if gated {
                 "on (WhenTargetServing, index + load: Always)"
             } else {
                 "off (WhenTargetReady)"
             },
+            if tls { "HTTPS" } else { "HTTP" },
             ms(latencies[swaps / 2]),
             ms(latencies[(swaps * 99 / 100).min(swaps - 1)]),
             ms(latencies[swaps - 1]),

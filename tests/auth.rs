@@ -127,30 +127,6 @@ async fn engine_client_gets_milvus_unauthenticated_answers() {
 
 // ---- the real binary: TLS and `up` ----
 
-/// A self-signed certificate for 127.0.0.1 and localhost (openssl CLI).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let output = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=collection-operator test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("the TLS tests need the openssl CLI (Debian package openssl)");
-    assert!(
-        output.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (cert, key)
-}
-
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -217,7 +193,7 @@ async fn plan(
 #[tokio::test]
 async fn coordinator_serves_tls_and_plan_verifies_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = certificate(dir.path());
+    let (cert, key) = common::certificate(dir.path());
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("{TOKEN}\n")).expect("write tokens");
     let port = common::free_port();
@@ -258,7 +234,7 @@ async fn coordinator_serves_tls_and_plan_verifies_it() {
 
     // Certificate not trusted (SSL_CERT_FILE points at an unrelated certificate).
     let other = tempfile::tempdir().expect("tempdir");
-    let (unrelated, _) = certificate(other.path());
+    let (unrelated, _) = common::certificate(other.path());
     let output = plan(&manifests, &https, Some(TOKEN), Some(&unrelated)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

@@ -1,7 +1,8 @@
 //! The controllers as they run in a cluster — watches, predicates, the Collection →
 //! alias readiness mapper, requeue hints, resync, graceful shutdown — against a small
-//! in-memory API server (list, watch, JSON/apply patches, Events) behind `tower-test`, and
-//! the real coordinator over loopback.
+//! in-memory API server (list, watch, JSON/apply patches, Events) served over HTTPS on
+//! loopback (the first test, as a kube-apiserver serves it) or plain HTTP, and the real
+//! coordinator over loopback.
 
 mod common;
 
@@ -99,7 +100,8 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         json!({}),
     );
 
-    let client = api.connect().await;
+    let certificates = tempfile::tempdir().expect("tempdir");
+    let client = api.connect_tls(certificates.path()).await;
     let args = common::fake_api::operator_args(Duration::from_secs(1), 4);
     let health = Arc::new(Health::default());
     let (trigger, shutdown) = Shutdown::new();

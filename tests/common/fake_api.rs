@@ -16,7 +16,8 @@
 //!   whatever its connector sets, so Nagle's algorithm on the client side shows here as it
 //!   does against a real cluster;
 //! - HTTP/1.1 and HTTP/2 are both served (the real one offers both; kube's client speaks
-//!   HTTP/1.1).
+//!   HTTP/1.1), over plain TCP ([`FakeApi::connect`]) or TLS with ALPN
+//!   ([`FakeApi::connect_tls`]), since a kube-apiserver serves only TLS.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -174,6 +175,36 @@ impl FakeApi {
         client_for(addr)
     }
 
+    /// Serves this API server over TLS, as every kube-apiserver does (a certificate for
+    /// 127.0.0.1 made with the openssl CLI; ALPN offers h2 and http/1.1), and returns a
+    /// kube client that trusts it. `dir` keeps the certificate files.
+    pub async fn connect_tls(&self, dir: &std::path::Path) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (certificate, key) = super::certificate(dir);
+        let certificate = CertificateDer::from_pem_file(certificate).expect("certificate");
+        let key = PrivateKeyDer::from_pem_file(key).expect("key");
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.clone()], key)
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(self.clone().serve_tls(listener, acceptor));
+        let url: http::Uri = format!("https://{addr}").parse().expect("url");
+        let mut config = kube::Config::new(url);
+        config.default_namespace = "default".to_string();
+        config.root_cert = Some(vec![certificate.to_vec()]);
+        Client::try_from(config).expect("client")
+    }
+
     /// Accepts connections until the process ends.
     pub async fn serve(self, listener: TcpListener) {
         loop {
@@ -181,17 +212,38 @@ impl FakeApi {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let api = self.clone();
+            tokio::spawn(self.clone().serve_connection(stream));
+        }
+    }
+
+    /// Accepts TLS connections until the process ends.
+    async fn serve_tls(self, listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (api, acceptor) = (self.clone(), acceptor.clone());
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.respond(request).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    api.serve_connection(stream).await;
+                }
             });
         }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on one connection.
+    async fn serve_connection<S>(self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |request| {
+            let api = self.clone();
+            async move { Ok::<_, Infallible>(api.respond(request).await) }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<ResponseBody> {
