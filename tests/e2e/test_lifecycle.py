@@ -197,6 +197,7 @@ def test_blue_green_swap_and_cleanup(custom, namespace, coordinator, operator, e
     p99 = latencies_ms[min(len(latencies_ms) - 1, int(len(latencies_ms) * 0.99))]
     print(f"\nswap latency, manifest change -> AlterAlias applied and Ready, {SWAPS} swaps: "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    time.sleep(0.2)  # the last status event may still be on its way to the plain watch
     events = alias_watch.stop()
     for sent, generation, stages in swaps:
         for stage, accept in (("watch: new generation", lambda e: e.generation >= generation),
