@@ -32,6 +32,10 @@ CLIENT_STAGES = (
     "watch: Ready",
 )
 
+# The steps of a pass in the order they happen (the operator's `PassClock::step` calls);
+# `<RPC> acknowledged` steps come between the observation and the end of the engine work.
+PASS_STEPS = ("engine connection ready", "engine observed", "acknowledged", "engine work done", "status written")
+
 Labels = tuple  # ((name, value), ...) sorted by name
 Key = tuple  # (family, Labels)
 
@@ -164,8 +168,8 @@ def first_arrival(events: Iterable[WatchEvent], since: float,
 
 def summarize(swaps: list[dict[str, float]]) -> list[tuple[str, float, float, int]]:
     """(stage, p50, max, swaps with a value) per stage over the swaps: the client stages in
-    the order they happen, then the queue wait and pass count, then the steps of a pass by
-    their median (the order of the pass), then the RPCs by name."""
+    the order they happen, then the queue wait and pass count, then the steps in the order
+    of a pass (steps it does not know by their median), then the RPCs by name."""
     stages: dict[str, list[float]] = {}
     for swap in swaps:
         for stage, value in swap.items():
@@ -179,7 +183,10 @@ def summarize(swaps: list[dict[str, float]]) -> list[tuple[str, float, float, in
         if stage in ("queue wait", "passes (count)"):
             return (1, ("queue wait", "passes (count)").index(stage), 0.0, stage)
         if stage.startswith("step: "):
-            return (2, 0, p50, stage)
+            step = stage[len("step: "):]
+            known = "acknowledged" if step.endswith(" acknowledged") else step
+            slot = PASS_STEPS.index(known) if known in PASS_STEPS else len(PASS_STEPS)
+            return (2, slot, p50, stage)
         return (3, 0, 0.0, stage)
 
     return sorted(rows, key=order)

@@ -184,10 +184,24 @@ def test_summary_p50_max_and_how_many_swaps_had_the_stage():
         assert by_stage[stage] == (statistics.median(values), max(values), 9)
     watched = [swap["watch: new generation"] for swap in swaps if "watch: new generation" in swap]
     assert by_stage["watch: new generation"] == (statistics.median(watched), max(watched), 6)
-    # Client stages in the order they happen, then the queue, the steps by time, the RPCs.
+    # Client stages in the order they happen, then the queue, the steps in the order of a
+    # pass, the RPCs.
     assert [row[0] for row in rows] == ["patch returned", "watch: new generation", "Ready (polled)", "queue wait",
                                         "step: engine observed", "step: status written", "rpc: AlterAlias"]
     assert summarize([]) == []
+
+
+def test_steps_in_the_order_of_a_pass_whatever_their_means():
+    """Step means mix the passes of a window (a swap's pass and, say, a later pass that
+    only writes a status), so they need not grow along the pass; the table keeps the
+    pass's order, and steps it does not know go last, by median."""
+    swap = {"step: status written": 2.0, "step: AlterAlias acknowledged": 9.0, "step: engine work done": 1.5,
+            "step: something new": 0.5, "step: engine observed": 1.0, "step: CreateAlias acknowledged": 3.0,
+            "step: engine connection ready": 0.1, "step: later still": 0.7}
+    assert [row[0] for row in summarize([swap])] == [
+        "step: engine connection ready", "step: engine observed", "step: CreateAlias acknowledged",
+        "step: AlterAlias acknowledged", "step: engine work done", "step: status written",
+        "step: something new", "step: later still"]
 
 
 def test_even_number_of_swaps_takes_the_middle_pair():
