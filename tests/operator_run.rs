@@ -306,6 +306,71 @@ async fn controllers_converge_gate_swap_repair_delete_and_shut_down() {
         "controller-runtime's first bucket"
     );
 
+    // The steps of each pass, timed from its start: every pass that wrote a status was
+    // counted by controller-runtime's families; the swap and the drift repair are
+    // acknowledged AlterAlias calls; no step comes later than the end of its pass.
+    assert!(
+        text.contains("# TYPE collection_operator_pass_step_seconds histogram"),
+        "no pass-step family in\n{text}"
+    );
+    for controller in ["collection", "collectionalias"] {
+        let step = |what: &str, suffix: &str| {
+            sample(
+                &text,
+                &format!("collection_operator_pass_step_seconds_{suffix}"),
+                &format!("controller=\"{controller}\",step=\"{what}\""),
+            )
+        };
+        let reconciles: f64 = ["success", "error", "requeue", "requeue_after"]
+            .iter()
+            .map(|result| {
+                sample(
+                    &text,
+                    "controller_runtime_reconcile_total",
+                    &format!("controller=\"{controller}\",result=\"{result}\""),
+                )
+            })
+            .sum();
+        let written = step("status written", "count");
+        assert!(
+            written > 0.0 && written <= reconciles + 1.0,
+            "{controller}: {written} status writes for {reconciles} reconciles"
+        );
+        for earlier in [
+            "engine connection ready",
+            "engine observed",
+            "engine work done",
+        ] {
+            assert!(
+                step(earlier, "count") + 1.0 >= written,
+                "{controller}: {} passes reached {earlier:?}, {written} wrote a status",
+                step(earlier, "count")
+            );
+        }
+        let pass_time = sample(
+            &text,
+            "collection_operator_reconcile_duration_seconds_sum",
+            &format!("controller=\"{controller}\""),
+        );
+        let step_time = step("status written", "sum");
+        assert!(
+            step_time > 0.0 && step_time <= pass_time + 0.5,
+            "{controller}: steps sum to {step_time} s, passes to {pass_time} s"
+        );
+    }
+    let acknowledged = |rpc: &str, controller: &str| {
+        sample(
+            &text,
+            "collection_operator_pass_step_seconds_count",
+            &format!("controller=\"{controller}\",step=\"{rpc} acknowledged\""),
+        )
+    };
+    assert!(acknowledged("AlterAlias", "collectionalias") >= 2.0);
+    assert!(acknowledged("CreateAlias", "collectionalias") >= 1.0);
+    assert!(acknowledged("CreateCollection", "collection") >= 2.0);
+    assert_eq!(acknowledged("AlterAlias", "collection"), 0.0);
+    assert_breakdown_reads_as_we_do(&text);
+
     // Delete the alias (policy Delete): the engine alias goes, then the resource.
     api.delete("collectionaliases", "products");
     eventually("the alias resource is gone", || async {
@@ -355,6 +420,77 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
         "{response}"
     );
     response
+}
+
+/// The e2e suite reads the operator's histograms with `tests/e2e/breakdown.py`: fed this
+/// real exposition, it must find every histogram series and read the same sums and
+/// counts as [`sample`].
+fn assert_breakdown_reads_as_we_do(response: &str) {
+    use std::io::Write;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/breakdown.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs tests/e2e/breakdown.py");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write the exposition");
+    let output = child.wait_with_output().expect("breakdown.py output");
+    assert!(output.status.success(), "breakdown.py failed: {output:?}");
+    let parsed: Vec<Value> = serde_json::from_slice(&output.stdout).expect("JSON");
+    let histograms: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" histogram"))
+        .collect();
+    let series: Vec<&str> = body
+        .lines()
+        .filter(|line| {
+            histograms.iter().any(|family| {
+                line.strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with("_count{") || rest.starts_with("_count "))
+            })
+        })
+        .collect();
+    assert!(
+        series.len() >= 10,
+        "histogram series in the exposition: {series:?}"
+    );
+    assert_eq!(parsed.len(), series.len(), "breakdown.py read {parsed:?}");
+    for line in series {
+        // `family_count{labels} value`: the labels as the text orders them.
+        let (name, rest) = line.split_once('{').expect("labelled series");
+        let family = name.strip_suffix("_count").expect("a _count line");
+        let labels = rest.rsplit_once("} ").expect("value").0;
+        let read = parsed
+            .iter()
+            .find(|entry| {
+                entry["family"] == family
+                    && labels.split(',').all(|pair| {
+                        let (key, value) = pair.split_once('=').expect("label");
+                        entry["labels"][key] == value.trim_matches('"')
+                    })
+                    && entry["labels"].as_object().map(|m| m.len())
+                        == Some(labels.split(',').count())
+            })
+            .unwrap_or_else(|| panic!("breakdown.py missed {line}"));
+        for (suffix, field) in [("_count", "count"), ("_sum", "sum")] {
+            let ours = sample(body, &format!("{family}{suffix}"), labels);
+            let theirs = read[field].as_f64().expect("a number");
+            assert!(
+                (ours - theirs).abs() <= 1e-9 * ours.abs().max(1.0),
+                "{family}{suffix}{{{labels}}}: {ours} here, {theirs} in breakdown.py"
+            );
+        }
+    }
 }
 
 /// The value of the sample `name{labels}` (0 when absent).

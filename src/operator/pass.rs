@@ -135,15 +135,17 @@ pub async fn reconcile<K: EngineResource>(
     object: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(object, &ctx).await;
-    ctx.metrics.reconciled(K::CONTROLLER, started.elapsed());
+    let clock = PassClock::start(K::CONTROLLER);
+    let result = reconcile_inner(object, &ctx, clock).await;
+    ctx.metrics
+        .reconciled(K::CONTROLLER, clock.started.elapsed());
     result
 }
 
 async fn reconcile_inner<K: EngineResource>(
     object: Arc<K>,
     ctx: &Context,
+    clock: PassClock,
 ) -> Result<Requeue, Error> {
     ctx.caches_ready().await?;
     let namespace = object
@@ -152,8 +154,12 @@ async fn reconcile_inner<K: EngineResource>(
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, object, |event| async {
         match event {
-            FinalizerEvent::Apply(object) => run(View::new(object, ctx), ctx, &api, false).await,
-            FinalizerEvent::Cleanup(object) => run(View::new(object, ctx), ctx, &api, true).await,
+            FinalizerEvent::Apply(object) => {
+                run(View::new(object, ctx), ctx, &api, clock, false).await
+            }
+            FinalizerEvent::Cleanup(object) => {
+                run(View::new(object, ctx), ctx, &api, clock, true).await
+            }
         }
     })
     .await
@@ -226,9 +232,9 @@ async fn run<K: EngineResource>(
     view: View<K>,
     ctx: &Context,
     api: &Api<K>,
+    clock: PassClock,
     deleting: bool,
 ) -> Result<Requeue, Error> {
-    let started = Instant::now();
     let object = view.known.clone();
     let namespace = object.namespace().unwrap_or_default();
     let coordinator_name = &object.coordinator_ref().name;
@@ -239,15 +245,16 @@ async fn run<K: EngineResource>(
         Ok(engine) => engine,
         Err(error) => return view.fail(api, ctx, error).await,
     };
-    step(K::CONTROLLER, started, "engine connection ready");
+    clock.step(ctx, "engine connection ready");
     let mut gathered = match object.gather(ctx, &mut engine, deleting).await {
         Ok(gathered) => gathered,
         Err(error) => return view.fail(api, ctx, error).await,
     };
-    step(K::CONTROLLER, started, "engine observed");
+    clock.step(ctx, "engine observed");
     let (actions, mut verdict) = K::plan(&gathered);
     let executed = execute(
         ctx,
+        clock,
         &mut engine,
         &object.object_ref(&()),
         actions,
@@ -264,10 +271,10 @@ async fn run<K: EngineResource>(
             .follow_up(ctx, &mut engine, &mut gathered, &mut verdict, &executed)
             .await;
     }
-    step(K::CONTROLLER, started, "engine work done");
+    clock.step(ctx, "engine work done");
     let status = object.status(&gathered, &verdict, &executed, ctx.now());
     let written = view.write(api, ctx, status).await;
-    step(K::CONTROLLER, started, "status written");
+    clock.step(ctx, "status written");
     // Other objects' passes (e.g. the collections whose alias lists a swap changed) are
     // asked for only now: started earlier, they read the engine and write their statuses
     // while this pass still confirms its change and writes its own status, and delay
@@ -384,12 +391,14 @@ pub struct Executed {
 }
 
 /// Applies `actions` in order, stopping at the first failure, and publishes an Event for
-/// every engine mutation and for the failure. `recorded`: what the resource's status held
+/// every engine mutation and for the failure. Each acknowledgement is a step of the pass
+/// (`<RPC> acknowledged`). `recorded`: what the resource's status held
 /// (owned collection ID, bound alias target), to tell drift correction from ordinary
 /// changes. `paused`: apply nothing (the planner already plans nothing for a paused
 /// resource; this is the guarantee).
 pub async fn execute(
     ctx: &Context,
+    clock: PassClock,
     engine: &mut Engine,
     regarding: &ObjectReference,
     actions: Vec<Action>,
@@ -409,16 +418,10 @@ pub async fn execute(
         return executed;
     }
     for action in actions {
-        let sent = Instant::now();
         tracing::debug!(object, call = action.rpc_name(), "engine call sent");
         match engine.apply(&action).await {
             Ok(applied) => {
-                tracing::debug!(
-                    object,
-                    call = action.rpc_name(),
-                    rpc_us = sent.elapsed().as_micros() as u64,
-                    "engine call acknowledged"
-                );
+                clock.step(ctx, &format!("{} acknowledged", action.rpc_name()));
                 let event = mutation_event(&action, recorded, &applied);
                 tracing::info!(object, reason = %event.reason, "{}", event.note);
                 ctx.metrics.mutation(&event_label(&event, &action));
@@ -437,15 +440,36 @@ pub async fn execute(
     executed
 }
 
-/// Logs a step of a pass with the time since the pass started (debug level: with
-/// `RUST_LOG=collection_operator::operator=debug` the path of a change reads from the
-/// watch event through the queue to each engine call and the status write).
-fn step(controller: &str, started: Instant, what: &str) {
-    tracing::debug!(
-        controller,
-        since_start_us = started.elapsed().as_micros() as u64,
-        "{what}"
-    );
+/// When a pass of which controller started (its queue wait just ended), to time its steps.
+#[derive(Debug, Clone, Copy)]
+pub struct PassClock {
+    controller: &'static str,
+    started: Instant,
+}
+
+impl PassClock {
+    fn start(controller: &'static str) -> Self {
+        Self {
+            controller,
+            started: Instant::now(),
+        }
+    }
+
+    /// A step of the pass, with the time since it started: observed in
+    /// `collection_operator_pass_step_seconds{controller,step}` (so a deployment can tell
+    /// which part of a pass its time goes to) and logged at debug level (with
+    /// `RUST_LOG=collection_operator::operator=debug` the path of a change reads from the
+    /// watch event through the queue to each engine call and the status write). `what` is
+    /// the metric's label: one of a small fixed set, never an object's name.
+    fn step(&self, ctx: &Context, what: &str) {
+        let since_start = self.started.elapsed();
+        ctx.metrics.pass_step(self.controller, what, since_start);
+        tracing::debug!(
+            controller = self.controller,
+            since_start_us = since_start.as_micros() as u64,
+            "{what}"
+        );
+    }
 }
 
 /// The metrics label of a mutation: drift corrections apart, else the action's name.
