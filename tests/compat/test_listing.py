@@ -43,19 +43,18 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
-import time
 import uuid
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import pytest
 from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
 from ddl import RawClient
-from servers import ServerStartError, coordinator_binary, stop_process, tail, with_parent_death
+from servers import coordinator_binary, with_parent_death
+from test_safe_swap_milvus import UpOnEngine
+from test_up import wait_for
 
 LISTING_FROM = 64  # src/up/reconcile.rs
 WAIT_S = 60.0
@@ -188,7 +187,8 @@ def planned_actions(stdout: str) -> list[tuple[str, str, str, str]]:
 
 
 class Case:
-    """One engine behind a proxy, a manifest folder for it, and ``plan``/``up`` runs."""
+    """One engine behind a proxy, ``up --engine`` on it (``UpOnEngine``: its manifest
+    folder, state and output), and ``plan`` runs on the same folder."""
 
     def __init__(self, engine_address: str, refuse_list_aliases: bool, collections: int, aliases: int):
         self.engine_address = engine_address
@@ -197,20 +197,14 @@ class Case:
         # Every collection and alias name is looked at both as a collection and as an alias.
         assert 2 * (collections + aliases) >= LISTING_FROM
         self.proxy = RefusingProxy(engine_address, refuse_list_aliases)
+        self.up = UpOnEngine(self.proxy.uri)
         self.database = f"lf_{uuid.uuid4().hex[:8]}"
-        self.root = Path(tempfile.mkdtemp(prefix="listing-"))
-        self.manifests = self.root / "manifests"
-        self.manifests.mkdir()
-        self.data = self.root / "data"
-        self.up_proc: subprocess.Popen | None = None
-        self.up_runs = 0
 
-    # --- plan --------------------------------------------------------------------
     def plan(self) -> subprocess.CompletedProcess:
         self.proxy.reset()
         return subprocess.run(
             with_parent_death(
-                [str(coordinator_binary()), "plan", "-f", str(self.manifests), "--coordinator", self.proxy.uri]
+                [str(coordinator_binary()), "plan", "-f", str(self.up.manifests), "--coordinator", self.proxy.uri]
             ),
             capture_output=True,
             text=True,
@@ -218,62 +212,23 @@ class Case:
             env={**os.environ, "RUST_LOG": "warn"},
         )
 
-    # --- up --------------------------------------------------------------------------
-    @property
-    def up_out(self) -> Path:
-        return self.root / f"up-{self.up_runs}.out"
-
-    @property
-    def up_err(self) -> Path:
-        return self.root / f"up-{self.up_runs}.err"
-
     def start_up(self) -> None:
-        self.up_runs += 1
         self.proxy.reset()
-        cmd = [
-            str(coordinator_binary()),
-            "up",
-            "--engine", self.proxy.uri,
-            "--manifests", str(self.manifests),
-            "--data-dir", str(self.data),
-            "--resync-secs", "60",
-            "--debounce-ms", "100",
-        ]
-        with open(self.up_out, "wb") as out, open(self.up_err, "wb") as err:
-            self.up_proc = subprocess.Popen(
-                with_parent_death(cmd),
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "RUST_LOG": "warn"},
-            )
-        deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:
-            if self.up_proc.poll() is not None:
-                raise ServerStartError(f"up exited with {self.up_proc.returncode}:\n{self.logs()}")
-            if "against the engine at" in self.stdout():
-                return
-            time.sleep(0.1)
-        raise ServerStartError(f"up --engine did not start within 20 s:\n{self.logs()}")
+        self.up.start()
 
     def stop_up(self) -> int | None:
-        proc, self.up_proc = self.up_proc, None
-        stop_process(proc, grace_s=10.0)
+        """Stops up (SIGTERM); its exit code."""
+        proc = self.up.proc
+        self.up.stop()
         return None if proc is None else proc.returncode
 
-    def stdout(self) -> str:
-        return self.up_out.read_text(errors="replace") if self.up_out.exists() else ""
-
-    def logs(self) -> str:
-        return f"--- up stdout ---\n{tail(self.up_out, 60)}\n--- up stderr ---\n{tail(self.up_err, 30)}"
-
     def close(self) -> None:
-        self.stop_up()
+        self.up.stop()
         self.proxy.stop()
         if os.environ.get("COMPAT_KEEP_LOGS"):
-            print(f"\nlisting logs kept in {self.root}")
+            print(f"\nup logs kept in {self.up.root}")
         else:
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.up.root, ignore_errors=True)
 
 
 def expect_ok(response, what: str) -> None:
@@ -315,20 +270,6 @@ def case(request):
     yield instance
     instance.close()
     drop_database(engine.address, instance.database, instance.aliases)
-
-
-def wait_for(what: str, predicate, case: Case, timeout_s: float = WAIT_S):
-    deadline = time.monotonic() + timeout_s
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the engine answers "not found" until up has run
-            last_error = exc
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what} (last error: {last_error})\n{case.logs()}")
 
 
 def engine_aliases(raw: RawClient, database: str, aliases: int) -> dict[str, str]:
@@ -374,10 +315,10 @@ def test_plan_and_up_observe_more_than_64_names(case):
         # The database exists and is empty: the listing has something to list.
         expect_ok(raw.create_database(database), "CreateDatabase")
         for index in range(case.collections):
-            (case.manifests / f"c{index}.yaml").write_text(collection_manifest(f"c{index}", database))
+            (case.up.manifests / f"c{index}.yaml").write_text(collection_manifest(f"c{index}", database))
         declared = {f"a{i}": target_of(i, case.collections) for i in range(case.aliases)}
         for alias, target in declared.items():
-            (case.manifests / f"{alias}.yaml").write_text(alias_manifest(alias, database, target))
+            (case.up.manifests / f"{alias}.yaml").write_text(alias_manifest(alias, database, target))
 
         # 1. The empty engine: exactly the creations, and the "changes" exit code.
         planned = case.plan()
@@ -395,13 +336,16 @@ def test_plan_and_up_observe_more_than_64_names(case):
 
         # 2. up applies everything.
         case.start_up()
-        wait_for("every alias on its target", lambda: engine_aliases(raw, database, case.aliases) == declared, case)
+        applied = lambda: engine_aliases(raw, database, case.aliases) == declared  # noqa: E731
+        wait_for("every alias on its target", applied, case.up, timeout_s=WAIT_S)
         shown = raw.show_collections(db_name=database)
         assert sorted(shown.collection_names) == sorted(f"c{i}" for i in range(case.collections))
-        wait_for("up's status table", lambda: f"CollectionAlias default/a{case.aliases - 1}" in case.stdout(), case)
+        table_row = f"CollectionAlias default/a{case.aliases - 1}"
+        wait_for("up's status table", lambda: table_row in case.up.stdout(), case.up, timeout_s=WAIT_S)
+        # up's first full pass asked for the listing too.
         assert case.proxy.calls()["ListAliases"] >= 1, case.proxy.calls()
-        assert "AlreadyExists" not in case.stdout(), case.logs()
-        assert case.stop_up() == 0, case.logs()
+        assert "AlreadyExists" not in case.up.stdout(), case.up.logs()
+        assert case.stop_up() == 0, case.up.logs()
 
         # 3. In sync: every name observed as applied.
         planned = case.plan()
@@ -422,13 +366,15 @@ def test_plan_and_up_observe_more_than_64_names(case):
 
         # ... and up's next full pass (at its start) moves it back, and says so.
         case.start_up()
-        wait_for("a0 back on c0", lambda: engine_aliases(raw, database, case.aliases).get("a0") == "c0", case)
+        repaired = lambda: engine_aliases(raw, database, case.aliases).get("a0") == "c0"  # noqa: E731
+        wait_for("a0 back on c0", repaired, case.up, timeout_s=WAIT_S)
         wait_for(
             "the repair printed",
-            lambda: f"drift repaired: alter alias {database} a0 c{last} -> c0 " in case.stdout(),
-            case,
+            lambda: f"drift repaired: alter alias {database} a0 c{last} -> c0 " in case.up.stdout(),
+            case.up,
+            timeout_s=WAIT_S,
         )
-        assert case.stop_up() == 0, case.logs()
+        assert case.stop_up() == 0, case.up.logs()
         planned = case.plan()
         assert planned.returncode == 0, planned.stdout + planned.stderr
         assert engine_aliases(raw, database, case.aliases) == declared
