@@ -1086,6 +1086,8 @@ async fn a_swap_the_engine_does_not_confirm_is_not_ready_and_retried_until_it_is
             let (seen, responder) = h.api.next().await;
             assert_eq!(seen.method, "POST", "{seen:?}");
             assert_eq!(seen.body["reason"], "AliasSwitched", "{seen:?}");
+            let note = seen.body["note"].as_str().unwrap_or_default();
+            assert!(note.contains("from products_v1 to products_v2"), "{note}");
             assert_eq!(
                 h.engine_alias("default", "products").await.as_deref(),
                 Some("products_v2"),
