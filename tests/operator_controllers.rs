@@ -529,6 +529,22 @@ impl Harness {
         object
     }
 
+    /// Points `alias` at `target` with a raw gRPC call, as another client (pymilvus) would.
+    async fn alter_alias(&self, alias: &str, target: &str) {
+        let mut client = self.engine.client().await;
+        let status = client
+            .alter_alias(AlterAliasRequest {
+                db_name: "default".into(),
+                collection_name: target.into(),
+                alias: alias.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("AlterAlias rpc")
+            .into_inner();
+        common::assert_ok(&status, "AlterAlias");
+    }
+
     /// Creates engine collections directly (unmanaged by any resource).
     async fn raw_collections(&self, names: &[&str]) {
         let mut client = self.engine.client().await;
@@ -536,6 +552,16 @@ impl Harness {
             common::create_collection_in(&mut client, "default", name).await;
         }
     }
+}
+
+/// The delay of a requeue, in seconds.
+fn requeue_secs(action: &kube::runtime::controller::Action) -> f64 {
+    let text = format!("{action:?}");
+    text.split("requeue_after: Some(")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no requeue delay in {text}"))
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -1020,20 +1046,7 @@ async fn alias_moved_behind_the_operators_back_is_moved_back_with_an_event() {
     let object = h.bound_alias("products", "products_v1", json!({})).await;
 
     // Someone moves it with a raw gRPC call (as pymilvus would).
-    {
-        let mut client = h.engine.client().await;
-        let status = client
-            .alter_alias(AlterAliasRequest {
-                db_name: "default".into(),
-                collection_name: "intruder".into(),
-                alias: "products".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("AlterAlias rpc")
-            .into_inner();
-        common::assert_ok(&status, "AlterAlias");
-    }
+    h.alter_alias("products", "intruder").await;
 
     // The resync pass moves it back and says so; the status does not change at all.
     let (result, note) = tokio::join!(
@@ -1054,6 +1067,86 @@ async fn alias_moved_behind_the_operators_back_is_moved_back_with_an_event() {
         h.engine_alias("default", "products").await.as_deref(),
         Some("products_v1")
     );
+}
+
+#[tokio::test]
+async fn a_swap_the_engine_does_not_confirm_is_not_ready_and_retried_until_it_is() {
+    let mut h = Harness::start().await;
+    h.raw_collections(&["products_v1", "products_v2"]).await;
+    let mut object = h.bound_alias("products", "products_v1", json!({})).await;
+
+    // The swap. Right after the engine acknowledged the AlterAlias (while the operator
+    // publishes its Event, before it reads the alias back) a second writer moves the
+    // alias back with a real client: the read-back finds the old target.
+    object.spec.collection = "products_v2".into();
+    object.metadata.generation = Some(2);
+    let (result, status) = tokio::join!(
+        alias::reconcile(Arc::new(object.clone()), h.ctx.clone()),
+        async {
+            let (seen, responder) = h.api.next().await;
+            assert_eq!(seen.method, "POST", "{seen:?}");
+            assert_eq!(seen.body["reason"], "AliasSwitched", "{seen:?}");
+            let note = seen.body["note"].as_str().unwrap_or_default();
+            assert!(note.contains("from products_v1 to products_v2"), "{note}");
+            assert_eq!(
+                h.engine_alias("default", "products").await.as_deref(),
+                Some("products_v2"),
+                "the Event follows the acknowledged AlterAlias"
+            );
+            h.alter_alias("products", "products_v1").await;
+            ApiServer::reply(responder, 201, &seen.body);
+            h.api.expect_status(&object, "collectionaliases").await
+        }
+    );
+    let requeue = result.expect("swap pass");
+    assert_condition(&status, "Ready", "False", "WaitingForTarget");
+    assert_eq!(
+        condition(&status, "Ready")["message"],
+        "alias products in database default was moved to products_v2, but the engine does \
+         not confirm it yet: DescribeAlias answers products_v1"
+    );
+    // The swap is recorded as applied, not verified; the resource is bound to its target.
+    assert_eq!(
+        status["lastSwap"],
+        json!({"from": "products_v1", "to": "products_v2", "requestedAt": NOW,
+               "appliedAt": NOW})
+    );
+    assert_eq!(status["collection"], "products_v2");
+    // Looked at again soon (the gate's first recheck), not at the resync.
+    assert_eq!(requeue_secs(&requeue), 5.0, "{requeue:?}");
+    assert_eq!(
+        h.engine_alias("default", "products").await.as_deref(),
+        Some("products_v1")
+    );
+
+    // The retry: the alias is put back on the target it is bound to, the read-back
+    // confirms it this time, and the swap is Ready and verified.
+    object.status = Some(serde_json::from_value(status).expect("status"));
+    h.put_alias(&object);
+    let (result, (note, status)) = tokio::join!(
+        alias::reconcile(Arc::new(object.clone()), h.ctx.clone()),
+        async {
+            let note = h.api.expect_event("products", "DriftCorrected").await;
+            (
+                note,
+                h.api.expect_status(&object, "collectionaliases").await,
+            )
+        }
+    );
+    let requeue = result.expect("retry pass");
+    assert!(note.contains("moved it back to products_v2"), "{note}");
+    assert_eq!(
+        h.engine_alias("default", "products").await.as_deref(),
+        Some("products_v2")
+    );
+    assert_condition(&status, "Ready", "True", "Available");
+    assert_eq!(
+        status["lastSwap"],
+        json!({"from": "products_v1", "to": "products_v2", "requestedAt": NOW,
+               "appliedAt": NOW, "verifiedAt": NOW})
+    );
+    assert_eq!(status["previousCollection"], "products_v1");
+    assert!(requeue_secs(&requeue) > 5.0, "{requeue:?}");
 }
 
 #[tokio::test]

@@ -156,8 +156,8 @@ pub const LISTING_FROM: usize = 64;
 /// Observes the databases and the names the intents involve. A small set (a pass after
 /// one file edit) is described name by name; a large one (a full pass) is listed per
 /// database, with details fetched only where the listing does not settle the decision.
-/// On an engine without ListAliases (Milvus 2.3.5) the large set is described name by
-/// name too.
+/// On an engine that refuses ListAliases the large set is described name by name too
+/// (Milvus 2.3.5 lists; Milvus before it answers ListAliases "unimplemented").
 pub async fn observe(client: &EngineClient, intents: &Intents) -> Result<Observed, ClientError> {
     let (collections, aliases) = intents.names();
     if collections.len() + aliases.len() >= LISTING_FROM {
