@@ -1095,8 +1095,22 @@ async fn a_swap_the_engine_does_not_confirm_is_not_ready_and_retried_until_it_is
             );
             h.alter_alias("products", "products_v1").await;
             ApiServer::reply(responder, 201, &seen.body);
-            h.api.expect_status(&object, "collectionaliases").await
+            let (seen, responder) = h.api.next().await;
+            assert_eq!(seen.method, "POST", "{seen:?}");
+            ApiServer::reply(responder, 201, &seen.body);
+            (
+                seen.body,
+                h.api.expect_status(&object, "collectionaliases").await,
+            )
         }
+    );
+    let (warning, status) = status;
+    assert_eq!(warning["type"], "Warning", "{warning}");
+    assert_eq!(warning["reason"], "SwapUnconfirmed", "{warning}");
+    assert_eq!(
+        warning["note"],
+        "alias products in database default was moved to products_v2, but the engine does \
+         not confirm it yet: DescribeAlias answers products_v1"
     );
     let requeue = result.expect("swap pass");
     assert_condition(&status, "Ready", "False", "WaitingForTarget");

@@ -259,8 +259,8 @@ impl EngineResource for CollectionAlias {
         hint_collections(ctx, self, &touched);
     }
 
-    /// A swap is Ready only once the engine confirms it; a gate that a guard holds shut
-    /// is announced with a Warning.
+    /// A swap is Ready only once the engine confirms it; a gate that a guard holds shut,
+    /// and a swap the engine does not confirm, are announced with a Warning.
     async fn follow_up(
         &self,
         ctx: &Context,
@@ -310,6 +310,14 @@ impl EngineResource for CollectionAlias {
         gathered.verified = Some(confirmed.is_ok());
         if let Err(message) = confirmed {
             tracing::warn!(alias = %intent.alias, "{message}");
+            // Announced when the swap is made; the rechecks that follow only update status.
+            if swapped {
+                ctx.publish(
+                    &EventSpec::warning("SwapUnconfirmed", "AlterAlias", message.clone()),
+                    &regarding,
+                )
+                .await;
+            }
             *verdict = Verdict::NotReady {
                 reason: Reason::WaitingForTarget,
                 message,
