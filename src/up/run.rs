@@ -359,7 +359,7 @@ impl Runner {
         let folder = self.manifests.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             let previous: &(dyn manifest::Previous + Sync) = &state;
-            let loaded = manifest::load_by_file_cached(&[folder], Some(previous), &mut cache);
+            let loaded = manifest::load_by_file_reusing(&[folder], Some(previous), &mut cache);
             (state, cache, loaded)
         });
         // A large folder takes a while: say so once rather than staying silent.
@@ -400,6 +400,7 @@ impl Runner {
                         .iter()
                         .map(|m| (&m.origin, manifest::id_of(Kind::RoutedAlias, &m.resource))),
                 )
+                .chain(loaded.kept.iter().map(|(id, origin)| (origin, id.clone())))
                 .map(|(origin, id)| (origin.path.clone(), id)),
         );
         let since = now_rfc3339();
@@ -421,6 +422,10 @@ impl Runner {
             );
         for (id, object) in documents {
             self.dirty |= accept(&mut self.state, &id, object, &since);
+            present.insert(id);
+        }
+        for (id, _) in loaded.kept {
+            self.dirty |= accept_kept(&mut self.state, &id);
             present.insert(id);
         }
         let mut held = Vec::new();
@@ -1376,6 +1381,19 @@ fn accept(state: &mut State, id: &ResourceId, object: serde_json::Value, since: 
                 .insert(id.clone(), Record::accepted(object, since));
             true
         }
+    }
+}
+
+/// [`accept`] for a resource whose manifest is the one it last accepted (a file whose
+/// cached verdict held): only a deleted or generated record changes.
+fn accept_kept(state: &mut State, id: &ResourceId) -> bool {
+    match state.records.get_mut(id) {
+        Some(record) if record.deleted || record.owner.is_some() => {
+            record.deleted = false;
+            record.owner = None;
+            true
+        }
+        _ => false,
     }
 }
 

@@ -6,10 +6,12 @@
 //! CRDs' transition rules): nothing else about other files enters it (duplicates across
 //! files are found afterwards, over the whole set, on every read). So a cached verdict is
 //! reused only when the file's identity is the same *and* every last accepted object it
-//! looked up is still the same. An unchanged file's own resources are usually the very
-//! objects `up` accepted from it, so that holds; it fails when the previous object came
-//! from elsewhere (a resource that moved between files, or was defined twice), and then
-//! the file is checked again.
+//! looked up is still the same (told by a fingerprint: the cache keeps no copy of them).
+//! An unchanged file's own resources are usually the very objects `up` accepted from it:
+//! then the verdict keeps only their ids and places, as the last accepted objects are
+//! them, and `up` takes them by id without a copy. The check fails when the previous
+//! object came from elsewhere (a resource that moved between files, or was defined
+//! twice), and then the file is checked again.
 //!
 //! The identity is path, device, inode, size, and modification and change times with
 //! nanoseconds. The change time moves on every write, also when an editor or `touch -d`
@@ -25,8 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::{Kind, ManifestSet, Previous, ResourceId};
-use crate::plan::intent::key_of;
+use super::{Kind, ManifestSet, Origin, Previous, ResourceId, id_of};
 
 /// A file changed this recently may change again without its identity changing.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -63,7 +64,31 @@ impl Identity {
     }
 }
 
-/// One file's verdict.
+/// A JSON object's fingerprint: two SipHash digests of it under different prefixes
+/// (128 bits), so that a verdict can tell whether a last accepted object is still the
+/// one it was checked against without keeping a copy of it (two different objects share
+/// a fingerprint with odds of about 2^-128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fingerprint(u64, u64);
+
+impl Fingerprint {
+    pub(super) fn of(object: &Value) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let digest = |prefix: u8| {
+            let mut hasher = DefaultHasher::new();
+            prefix.hash(&mut hasher);
+            object.hash(&mut hasher);
+            hasher.finish()
+        };
+        Self(digest(0), digest(1))
+    }
+}
+
+/// A last accepted object a check looked up: its fingerprint, or `None` when there was
+/// none.
+pub(super) type Seen = (ResourceId, Option<Fingerprint>);
+
+/// One file's verdict, as its read made it.
 #[derive(Debug, Clone, Default)]
 pub(super) struct FileVerdict {
     /// The accepted resources (none when `problems` is not empty) and ignored notes.
@@ -71,60 +96,13 @@ pub(super) struct FileVerdict {
     /// The file's problems.
     pub(super) problems: Vec<String>,
     /// The last accepted objects its checks looked up, as they were then.
-    previous_seen: Vec<(ResourceId, Seen)>,
-}
-
-/// A last accepted object a check looked up, as it was then.
-#[derive(Debug, Clone)]
-enum Seen {
-    /// There was none.
-    Absent,
-    /// The very object the file now declares (the usual case once `up` accepted it;
-    /// not kept a second time).
-    Own,
-    /// Another object.
-    Object(Value),
-}
-
-/// The object `set` declares for `id`.
-fn declared<'a>(set: &'a ManifestSet, id: &ResourceId) -> Option<&'a Value> {
-    let of = |kind, object: &'a Value, key: crate::plan::ObjectKey| {
-        (kind == id.kind && key == id.key).then_some(object)
-    };
-    set.collections
-        .iter()
-        .find_map(|m| of(Kind::Collection, &m.object, key_of(&m.resource)))
-        .or_else(|| {
-            set.aliases
-                .iter()
-                .find_map(|m| of(Kind::CollectionAlias, &m.object, key_of(&m.resource)))
-        })
-        .or_else(|| {
-            set.routed
-                .iter()
-                .find_map(|m| of(Kind::RoutedAlias, &m.object, key_of(&m.resource)))
-        })
+    previous_seen: Vec<Seen>,
 }
 
 impl FileVerdict {
     /// A file's verdict: what it declares (nothing if it has problems), its problems,
     /// and the last accepted objects its checks looked up.
-    pub(super) fn new(
-        set: ManifestSet,
-        problems: Vec<String>,
-        looked_up: Vec<(ResourceId, Option<Value>)>,
-    ) -> Self {
-        let previous_seen = looked_up
-            .into_iter()
-            .map(|(id, object)| {
-                let seen = match object {
-                    None => Seen::Absent,
-                    Some(object) if declared(&set, &id) == Some(&object) => Seen::Own,
-                    Some(object) => Seen::Object(object),
-                };
-                (id, seen)
-            })
-            .collect();
+    pub(super) fn new(set: ManifestSet, problems: Vec<String>, previous_seen: Vec<Seen>) -> Self {
         Self {
             set,
             problems,
@@ -132,22 +110,197 @@ impl FileVerdict {
         }
     }
 
+    /// Where each declared resource sits, if every one is the very last accepted
+    /// object of its id that the checks looked up (the usual case once `up` accepted
+    /// the file): then the objects need not be kept, `previous` holds them.
+    fn places_if_previous(&self) -> Option<Vec<(ResourceId, Place)>> {
+        let set = &self.set;
+        let declared = set
+            .collections
+            .iter()
+            .map(|m| (id_of(Kind::Collection, &m.resource), &m.origin, &m.object))
+            .chain(set.aliases.iter().map(|m| {
+                (
+                    id_of(Kind::CollectionAlias, &m.resource),
+                    &m.origin,
+                    &m.object,
+                )
+            }))
+            .chain(
+                set.routed
+                    .iter()
+                    .map(|m| (id_of(Kind::RoutedAlias, &m.resource), &m.origin, &m.object)),
+            );
+        // Each id looked up once (a resource declared twice is the duplicate check's).
+        let mut seen: HashMap<&ResourceId, Option<Fingerprint>> = HashMap::new();
+        for (id, fingerprint) in &self.previous_seen {
+            seen.entry(id)
+                .and_modify(|once| *once = None)
+                .or_insert(*fingerprint);
+        }
+        let mut places: Vec<(ResourceId, Place)> = Vec::new();
+        for (id, origin, object) in declared {
+            let fingerprint = seen.get(&id).copied().flatten()?;
+            if fingerprint != Fingerprint::of(object) {
+                return None;
+            }
+            places.push((id, Place::of(origin)));
+        }
+        Some(places)
+    }
+}
+
+/// Where in its file a resource is declared (the path is the cache's key).
+#[derive(Debug, Clone)]
+struct Place {
+    document: usize,
+    item: Option<usize>,
+    line: u64,
+}
+
+impl Place {
+    fn of(origin: &Origin) -> Self {
+        Self {
+            document: origin.document,
+            item: origin.item,
+            line: origin.line,
+        }
+    }
+
+    fn origin(&self, path: &Path) -> Origin {
+        Origin {
+            path: path.to_path_buf(),
+            document: self.document,
+            item: self.item,
+            line: self.line,
+        }
+    }
+}
+
+/// What a kept verdict declares.
+#[derive(Debug)]
+enum Declares {
+    /// Resources whose objects are the last accepted ones (`previous`): their ids and
+    /// places, collections first, then aliases, then routed aliases, each in file order.
+    Previous(Vec<(ResourceId, Place)>),
+    /// Resources whose objects are the file's own (a verdict made against other last
+    /// accepted objects, kept only by [`super::load_by_file_cached`]).
+    Own(ManifestSet),
+}
+
+/// A file's verdict as the cache keeps it: no copy of any object the previous objects
+/// hold.
+#[derive(Debug)]
+pub(super) struct KeptVerdict {
+    declares: Declares,
+    ignored: Vec<String>,
+    problems: Vec<String>,
+    previous_seen: Vec<Seen>,
+}
+
+/// What a kept verdict that still holds gives back.
+pub(super) enum Reused {
+    /// The file's own resources, as a fresh read would give them.
+    Set(ManifestSet),
+    /// Resources whose objects are the last accepted ones, by id and origin
+    /// (collections first, then aliases, then routed aliases, each in file order).
+    Previous(Vec<(ResourceId, Origin)>),
+}
+
+impl KeptVerdict {
+    /// The verdict to keep for `verdict`, and what of it the pass takes. With
+    /// `own_too`, also a verdict whose resources are not the last accepted objects
+    /// (kept as a copy); without, such a verdict (which `up` invalidates by accepting
+    /// its resources) is not kept.
+    pub(super) fn split(verdict: FileVerdict, own_too: bool) -> (Option<Self>, FileVerdict) {
+        let kept = |declares| KeptVerdict {
+            declares,
+            ignored: verdict.set.ignored.clone(),
+            problems: verdict.problems.clone(),
+            previous_seen: verdict.previous_seen.clone(),
+        };
+        let kept = match verdict.places_if_previous() {
+            Some(places) => Some(kept(Declares::Previous(places))),
+            None if own_too => Some(kept(Declares::Own(ManifestSet {
+                collections: verdict.set.collections.clone(),
+                aliases: verdict.set.aliases.clone(),
+                routed: verdict.set.routed.clone(),
+                ..ManifestSet::default()
+            }))),
+            None => None,
+        };
+        (kept, verdict)
+    }
+
     /// Whether every last accepted object the checks looked up is still the same.
     fn holds_with(&self, previous: Option<&(dyn Previous + Sync)>) -> bool {
         self.previous_seen.iter().all(|(id, seen)| {
             let now = previous.and_then(|previous| previous.previous(id));
-            match seen {
-                Seen::Absent => now.is_none(),
-                Seen::Own => now.is_some() && now == declared(&self.set, id),
-                Seen::Object(object) => now == Some(object),
+            match (seen, now) {
+                (None, None) => true,
+                (Some(fingerprint), Some(now)) => *fingerprint == Fingerprint::of(now),
+                _ => false,
             }
         })
+    }
+
+    /// The file's problems.
+    pub(super) fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// The file's ignored notes.
+    pub(super) fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    /// What the verdict declares, for the file `path`: with `materialize`, as
+    /// resources (the previous objects copied and typed again), else by id.
+    /// `None` if a previous object is gone or no longer types (the file is read again).
+    pub(super) fn reuse(
+        &self,
+        path: &Path,
+        previous: Option<&(dyn Previous + Sync)>,
+        materialize: bool,
+    ) -> Option<Reused> {
+        let places = match &self.declares {
+            Declares::Own(set) => return Some(Reused::Set(set.clone())),
+            Declares::Previous(places) => places,
+        };
+        if !materialize {
+            let ids = places
+                .iter()
+                .map(|(id, place)| (id.clone(), place.origin(path)))
+                .collect();
+            return Some(Reused::Previous(ids));
+        }
+        fn typed<K: serde::de::DeserializeOwned>(
+            object: &Value,
+            origin: Origin,
+        ) -> Option<super::Manifest<K>> {
+            Some(super::Manifest {
+                resource: K::deserialize(object).ok()?,
+                origin,
+                object: object.clone(),
+            })
+        }
+        let mut set = ManifestSet::default();
+        for (id, place) in places {
+            let object = previous?.previous(id)?;
+            let origin = place.origin(path);
+            match id.kind {
+                Kind::Collection => set.collections.push(typed(object, origin)?),
+                Kind::CollectionAlias => set.aliases.push(typed(object, origin)?),
+                Kind::RoutedAlias => set.routed.push(typed(object, origin)?),
+            }
+        }
+        Some(Reused::Set(set))
     }
 }
 
 struct Entry {
     identity: Identity,
-    verdict: FileVerdict,
+    verdict: KeptVerdict,
 }
 
 /// The verdicts of the files read by the last [`super::load_by_file_cached`], by path.
@@ -195,14 +348,14 @@ impl FileCache {
         path: &Path,
         identity: &Identity,
         previous: Option<&(dyn Previous + Sync)>,
-    ) -> Option<(Identity, FileVerdict)> {
+    ) -> Option<(Identity, KeptVerdict)> {
         let entry = self.entries.remove(path)?;
         (entry.identity == *identity && entry.verdict.holds_with(previous))
             .then_some((entry.identity, entry.verdict))
     }
 
     /// Keeps `verdict` for `path` (read when it had `identity`).
-    pub(super) fn keep(&mut self, path: PathBuf, identity: Identity, verdict: FileVerdict) {
+    pub(super) fn keep(&mut self, path: PathBuf, identity: Identity, verdict: KeptVerdict) {
         self.entries.insert(path, Entry { identity, verdict });
     }
 

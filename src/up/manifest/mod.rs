@@ -25,7 +25,7 @@ mod parse;
 mod validate;
 mod walk;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ use serde_json::Value;
 use crate::crd::{Collection, CollectionAlias, RoutedAlias};
 use crate::plan::ObjectKey;
 pub use cache::FileCache;
-use cache::{FileVerdict, Identity};
+use cache::{FileVerdict, Identity, KeptVerdict, Reused};
 use parse::Loader;
 pub use validate::Checked;
 pub use walk::{DEFAULT_MAX_FILE_BYTES, set_max_file_bytes};
@@ -195,6 +195,10 @@ pub struct Loaded {
     pub broken: BTreeSet<PathBuf>,
     /// Files read and checked (the others' verdicts came from the cache).
     pub read: usize,
+    /// Only from [`load_by_file_reusing`]: the resources of files whose cached verdict
+    /// held, whose objects are the last accepted ones (`previous`), in file order (by
+    /// kind, as in `set`); not in `set`.
+    pub kept: Vec<(ResourceId, Origin)>,
 }
 
 /// Reads and validates every manifest under `paths`; any problem is an error (what
@@ -233,6 +237,84 @@ pub fn load_by_file_cached(
     previous: Option<&(dyn Previous + Sync)>,
     cache: &mut FileCache,
 ) -> Loaded {
+    load_reusing(paths, previous, cache, true)
+}
+
+/// [`load_by_file_cached`] for a caller that keeps the last accepted objects itself
+/// (`up`): the resources of a file whose cached verdict holds and whose objects are the
+/// ones `previous` gives come in [`Loaded::kept`], by id, rather than as copies in
+/// [`Loaded::set`]. With 10,000 resources the copies would double what `up` holds.
+/// A verdict whose resources are not the previous objects is not cached: the caller
+/// accepts them, which would invalidate it.
+pub fn load_by_file_reusing(
+    paths: &[PathBuf],
+    previous: Option<&(dyn Previous + Sync)>,
+    cache: &mut FileCache,
+) -> Loaded {
+    load_reusing(paths, previous, cache, false)
+}
+
+/// A file's verdict in a read: taken from the cache, or made by reading the file.
+enum Verdict {
+    Cached(KeptVerdict, Reused),
+    Read(FileVerdict),
+}
+
+/// Resources defined a second time, found in file order.
+#[derive(Default)]
+struct Duplicates {
+    first: HashMap<ResourceId, Origin>,
+    /// The problems of each kind (reported collections first, then aliases, then
+    /// routed aliases, each in file order).
+    problems: [Vec<String>; 3],
+    /// The files of the second definitions.
+    files: BTreeSet<PathBuf>,
+}
+
+impl Duplicates {
+    fn check(&mut self, id: ResourceId, origin: &Origin) {
+        if let Some(first) = self.first.get(&id) {
+            let bucket = match id.kind {
+                Kind::Collection => 0,
+                Kind::CollectionAlias => 1,
+                Kind::RoutedAlias => 2,
+            };
+            self.problems[bucket].push(format!("{origin}: {id} is already defined in {first}"));
+            self.files.insert(origin.path.clone());
+        } else {
+            self.first.insert(id, origin.clone());
+        }
+    }
+
+    fn check_set(&mut self, set: &ManifestSet) {
+        for m in &set.collections {
+            self.check(id_of(Kind::Collection, &m.resource), &m.origin);
+        }
+        for m in &set.aliases {
+            self.check(id_of(Kind::CollectionAlias, &m.resource), &m.origin);
+        }
+        for m in &set.routed {
+            self.check(id_of(Kind::RoutedAlias, &m.resource), &m.origin);
+        }
+    }
+}
+
+/// Moves the resources and notes of `from` to the end of `to`.
+fn append(to: &mut ManifestSet, from: ManifestSet) {
+    to.collections.extend(from.collections);
+    to.aliases.extend(from.aliases);
+    to.routed.extend(from.routed);
+    to.ignored.extend(from.ignored);
+}
+
+/// The read behind [`load_by_file_cached`] (`materialize`: cached resources as
+/// copies in `set`) and [`load_by_file_reusing`] (by id in `kept`).
+fn load_reusing(
+    paths: &[PathBuf],
+    previous: Option<&(dyn Previous + Sync)>,
+    cache: &mut FileCache,
+    materialize: bool,
+) -> Loaded {
     let mut problems = Vec::new();
     let mut files = Vec::new();
     for path in paths {
@@ -242,14 +324,15 @@ pub fn load_by_file_cached(
     let now = std::time::SystemTime::now();
     // Identities are taken before the files are read: a write in between leaves a
     // verdict newer than its identity, which only costs a read next time.
-    let mut verdicts: Vec<Option<(Option<Identity>, FileVerdict)>> = files
+    let mut verdicts: Vec<Option<(Option<Identity>, Verdict)>> = files
         .iter()
         .map(|file| {
             let identity = (file.as_os_str() != "-")
                 .then(|| cache.identity(file, now))
                 .flatten()?;
-            let (identity, verdict) = cache.take(file, &identity, previous)?;
-            Some((Some(identity), verdict))
+            let (identity, kept) = cache.take(file, &identity, previous)?;
+            let reused = kept.reuse(file, previous, materialize)?;
+            Some((Some(identity), Verdict::Cached(kept, reused)))
         })
         .collect();
     cache.forget_rest();
@@ -315,7 +398,7 @@ pub fn load_by_file_cached(
         to_read.into_iter().zip(parts.into_iter().flatten())
     {
         // A file that could not be read is tried again on every pass.
-        verdicts[index] = Some((identity.filter(|_| readable), verdict));
+        verdicts[index] = Some((identity.filter(|_| readable), Verdict::Read(verdict)));
     }
     let mut loaded = Loaded {
         set: ManifestSet {
@@ -325,31 +408,59 @@ pub fn load_by_file_cached(
         read,
         ..Loaded::default()
     };
+    let mut duplicates = Duplicates::default();
     for (file, verdict) in files.into_iter().zip(verdicts) {
         let Some((identity, verdict)) = verdict else {
             continue;
         };
-        let set = &mut loaded.set;
-        set.collections
-            .extend(verdict.set.collections.iter().cloned());
-        set.aliases.extend(verdict.set.aliases.iter().cloned());
-        set.routed.extend(verdict.set.routed.iter().cloned());
-        set.ignored.extend(verdict.set.ignored.iter().cloned());
-        if !verdict.problems.is_empty() {
+        let (kept, file_problems) = match verdict {
+            Verdict::Cached(kept, reused) => {
+                loaded.set.ignored.extend(kept.ignored().iter().cloned());
+                match reused {
+                    Reused::Set(set) => {
+                        duplicates.check_set(&set);
+                        append(&mut loaded.set, set);
+                    }
+                    Reused::Previous(ids) => {
+                        for (id, origin) in &ids {
+                            duplicates.check(id.clone(), origin);
+                        }
+                        loaded.kept.extend(ids);
+                    }
+                }
+                let file_problems = kept.problems().to_vec();
+                (Some(kept), file_problems)
+            }
+            Verdict::Read(verdict) => {
+                let (kept, verdict) = KeptVerdict::split(verdict, materialize);
+                duplicates.check_set(&verdict.set);
+                append(&mut loaded.set, verdict.set);
+                (kept, verdict.problems)
+            }
+        };
+        if !file_problems.is_empty() {
             loaded.broken.insert(file.clone());
         }
-        problems.extend(verdict.problems.iter().cloned());
-        if let Some(identity) = identity {
-            cache.keep(file, identity, verdict);
+        problems.extend(file_problems);
+        if let (Some(identity), Some(kept)) = (identity, kept) {
+            cache.keep(file, identity, kept);
         }
     }
-    let duplicated = find_duplicates(&loaded.set, &mut problems);
+    let Duplicates {
+        problems: duplicate_problems,
+        files: duplicated,
+        ..
+    } = duplicates;
+    problems.extend(duplicate_problems.into_iter().flatten());
     if !duplicated.is_empty() {
         let set = &mut loaded.set;
         set.collections
             .retain(|m| !duplicated.contains(&m.origin.path));
         set.aliases.retain(|m| !duplicated.contains(&m.origin.path));
         set.routed.retain(|m| !duplicated.contains(&m.origin.path));
+        loaded
+            .kept
+            .retain(|(_, origin)| !duplicated.contains(&origin.path));
         loaded.broken.extend(duplicated);
     }
     loaded.problems = problems;
@@ -390,36 +501,6 @@ fn load_files(
         verdicts.push((verdict, readable));
     }
     verdicts
-}
-
-/// Reports every resource defined a second time; returns the files of the second
-/// definitions.
-fn find_duplicates(set: &ManifestSet, problems: &mut Vec<String>) -> BTreeSet<PathBuf> {
-    let mut duplicated = BTreeSet::new();
-    let mut seen: BTreeMap<ResourceId, &Origin> = BTreeMap::new();
-    let ids = set
-        .collections
-        .iter()
-        .map(|m| (id_of(Kind::Collection, &m.resource), &m.origin))
-        .chain(
-            set.aliases
-                .iter()
-                .map(|m| (id_of(Kind::CollectionAlias, &m.resource), &m.origin)),
-        )
-        .chain(
-            set.routed
-                .iter()
-                .map(|m| (id_of(Kind::RoutedAlias, &m.resource), &m.origin)),
-        );
-    for (id, origin) in ids {
-        if let Some(first) = seen.get(&id) {
-            problems.push(format!("{origin}: {id} is already defined in {first}"));
-            duplicated.insert(origin.path.clone());
-        } else {
-            seen.insert(id, origin);
-        }
-    }
-    duplicated
 }
 
 /// The resource id of a typed resource.

@@ -6,7 +6,7 @@ use std::path::Path;
 use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde_json::Value;
 
-use super::{API_VERSION, Kind, ManifestSet, Origin, Previous, ResourceId};
+use super::{API_VERSION, Kind, ManifestSet, Origin, Previous};
 use crate::crd::{Collection, CollectionAlias, GROUP, RoutedAlias};
 use crate::up::schema::Checker;
 
@@ -19,7 +19,7 @@ pub(super) struct Loader<'a> {
     pub(super) previous: Option<&'a dyn Previous>,
     /// Every last accepted object a check looked up, since last taken: a file's verdict
     /// holds only while these stay the same (see [`super::cache`]).
-    pub(super) previous_seen: Vec<(ResourceId, Option<Value>)>,
+    pub(super) previous_seen: Vec<super::cache::Seen>,
     pub(super) checker: Checker,
     pub(super) validator: Validator,
     pub(super) collection: Option<KindSchema>,

@@ -539,3 +539,124 @@ fn a_cached_verdict_is_checked_again_when_its_previous_object_changes() {
     assert_eq!(same_again.read, 0);
     assert_eq!(same_again.problems, rechecked.problems);
 }
+
+/// What `up` does after a read: every resource read becomes the last accepted object of
+/// its id.
+fn accept_all(loaded: &Loaded, previous: &mut HashMap<ResourceId, Value>) {
+    let set = &loaded.set;
+    for m in &set.collections {
+        previous.insert(id_of(Kind::Collection, &m.resource), m.object.clone());
+    }
+    for m in &set.aliases {
+        previous.insert(id_of(Kind::CollectionAlias, &m.resource), m.object.clone());
+    }
+}
+
+fn kept_ids(loaded: &Loaded) -> Vec<String> {
+    loaded.kept.iter().map(|(id, _)| id.to_string()).collect()
+}
+
+#[test]
+fn up_s_read_names_the_resources_of_unchanged_files_instead_of_copying_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "a.yaml", COLLECTION);
+    let alias = write(dir.path(), "b.yaml", ALIAS);
+    clock_step();
+    let mut cache = eager_cache();
+    let folder = [dir.path().to_path_buf()];
+    let mut previous = HashMap::new();
+    // Nothing accepted yet: what is read is not kept, as accepting it changes the last
+    // accepted objects its checks saw.
+    let first = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!(
+        (first.read, first.set.aliases.len(), cache.len()),
+        (2, 1, 0)
+    );
+    assert!(first.kept.is_empty());
+    accept_all(&first, &mut previous);
+    let second = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!((second.read, cache.len()), (2, 2));
+    assert_eq!(alias_targets(&second.set), ["products_v1"]);
+
+    // Nothing changed: nothing read, nothing copied, both named with their origins.
+    let again = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!(again.read, 0);
+    assert_eq!(
+        (again.set.collections.len(), again.set.aliases.len()),
+        (0, 0)
+    );
+    assert_eq!(
+        kept_ids(&again),
+        [
+            "Collection default/products-v1",
+            "CollectionAlias default/products"
+        ]
+    );
+    assert_eq!(again.kept[1].1, second.set.aliases[0].origin);
+    assert_eq!(again.set.files, 2);
+
+    // An edited file is read; the other one stays named.
+    std::fs::write(&alias, ALIAS.replace("products_v1", "products_v2")).expect("write");
+    clock_step();
+    let edited = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!(edited.read, 1);
+    assert_eq!(alias_targets(&edited.set), ["products_v2"]);
+    assert_eq!(kept_ids(&edited), ["Collection default/products-v1"]);
+
+    // The last accepted alias is no longer the unchanged file's (say another file
+    // defined it meanwhile): the file is read again, not named.
+    accept_all(&edited, &mut previous);
+    let accepted = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!((accepted.read, accepted.kept.len()), (1, 1));
+    let kept = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!((kept.read, kept.kept.len()), (0, 2));
+    let id = ResourceId::new(Kind::CollectionAlias, "default", "products");
+    let mut other = previous[&id].clone();
+    other["spec"]["collection"] = serde_json::json!("products_v3");
+    previous.insert(id, other);
+    let reread = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!(reread.read, 1);
+    assert_eq!(alias_targets(&reread.set), ["products_v2"]);
+    assert_eq!(kept_ids(&reread), ["Collection default/products-v1"]);
+}
+
+#[test]
+fn up_s_read_finds_a_resource_defined_twice_across_named_and_read_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "b.yaml", ALIAS);
+    clock_step();
+    let mut cache = eager_cache();
+    let folder = [dir.path().to_path_buf()];
+    let mut previous = HashMap::new();
+    accept_all(
+        &load_by_file_reusing(&folder, Some(&previous), &mut cache),
+        &mut previous,
+    );
+    load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    // A new file defines the alias again: the later file is broken, though the earlier
+    // one is only named.
+    write(dir.path(), "c.yaml", ALIAS);
+    clock_step();
+    let twice = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!((twice.read, twice.set.aliases.len()), (1, 0));
+    assert_eq!(kept_ids(&twice), ["CollectionAlias default/products"]);
+    assert_eq!(twice.kept[0].1.path, dir.path().join("b.yaml"));
+    assert_eq!(twice.problems.len(), 1, "{:?}", twice.problems);
+    assert!(twice.problems[0].contains("c.yaml: document 1"));
+    assert!(twice.problems[0].contains("already defined in"));
+    assert!(twice.broken.contains(&dir.path().join("c.yaml")));
+    // Still so with both files named, and the same as a read of everything.
+    let again = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!((again.read, again.kept.len()), (0, 1));
+    assert_eq!(again.problems, twice.problems);
+    assert_eq!(
+        again.problems,
+        load_by_file(&folder, Some(&previous)).problems
+    );
+    // The first definition goes: the resource is the other file's now.
+    std::fs::remove_file(dir.path().join("b.yaml")).expect("rm");
+    let moved = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+    assert_eq!(moved.read, 0);
+    assert!(moved.problems.is_empty(), "{:?}", moved.problems);
+    assert_eq!(moved.kept[0].1.path, dir.path().join("c.yaml"));
+}

@@ -75,7 +75,8 @@ impl Loader<'_> {
             };
             let old = self.previous.and_then(|previous| previous.previous(&id));
             // Also when there is none: the verdict then holds only while there is none.
-            self.previous_seen.push((id, old.cloned()));
+            self.previous_seen
+                .push((id, old.map(super::cache::Fingerprint::of)));
             old
         });
         if let Err(failures) = self.validator.validate_compiled(&schema.cel, &value, old) {
