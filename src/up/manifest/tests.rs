@@ -660,3 +660,147 @@ fn up_s_read_finds_a_resource_defined_twice_across_named_and_read_files() {
     assert!(moved.problems.is_empty(), "{:?}", moved.problems);
     assert_eq!(moved.kept[0].1.path, dir.path().join("c.yaml"));
 }
+
+/// One step of a random folder history for the reusing read's property test.
+#[derive(Debug, Clone)]
+enum FolderStep {
+    /// Writes file `file` with these resources (see [`random_resource`]).
+    Write(usize, Vec<(u8, usize, usize)>),
+    /// Writes file `file` with a document that does not parse.
+    Break(usize),
+    Remove(usize),
+}
+
+/// A resource of a small pool, so that files share ids, define them twice and move
+/// them: kind 0 a Collection `coll-<n>` whose database and dimension come from
+/// `variant` (both immutable: a changed one is refused against the accepted object),
+/// else an alias `alias-<n>` pointing at `coll_<variant % 2>`.
+fn random_resource((kind, n, variant): (u8, usize, usize)) -> String {
+    if kind == 0 {
+        let database = ["default", "other"][variant % 2];
+        let dim = [4, 8][variant / 2 % 2];
+        format!(
+            "apiVersion: collections.dev/v1alpha1\nkind: Collection\nmetadata:\n  \
+             name: coll-{n}\nspec:\n  coordinatorRef: {{name: local}}\n  database: {database}\n  \
+             fields:\n    - {{name: id, dataType: Int64, isPrimaryKey: true}}\n    \
+             - {{name: v, dataType: FloatVector, dim: {dim}}}\n"
+        )
+    } else {
+        format!(
+            "apiVersion: collections.dev/v1alpha1\nkind: CollectionAlias\nmetadata:\n  \
+             name: alias-{n}\nspec:\n  coordinatorRef: {{name: local}}\n  \
+             collection: coll_{}\n",
+            variant % 2
+        )
+    }
+}
+
+fn folder_step() -> impl proptest::strategy::Strategy<Value = FolderStep> {
+    use proptest::prelude::*;
+    let resource = (0u8..2, 0usize..2, 0usize..4);
+    prop_oneof![
+        6 => (0usize..3, proptest::collection::vec(resource, 0..4))
+            .prop_map(|(file, resources)| FolderStep::Write(file, resources)),
+        1 => (0usize..3).prop_map(FolderStep::Break),
+        1 => (0usize..3).prop_map(FolderStep::Remove),
+    ]
+}
+
+/// Every resource a read gives, the named ones resolved through `previous`, as
+/// comparable lines (id, origin, object).
+fn resolved(loaded: &Loaded, previous: &HashMap<ResourceId, Value>) -> Vec<String> {
+    let set = &loaded.set;
+    let mut lines: Vec<String> = set
+        .collections
+        .iter()
+        .map(|m| (id_of(Kind::Collection, &m.resource), &m.origin, &m.object))
+        .chain(set.aliases.iter().map(|m| {
+            (
+                id_of(Kind::CollectionAlias, &m.resource),
+                &m.origin,
+                &m.object,
+            )
+        }))
+        .map(|(id, origin, object)| format!("{id} {origin:?} {object}"))
+        .collect();
+    for (id, origin) in &loaded.kept {
+        let object = previous
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is named but has no accepted object"));
+        lines.push(format!("{id} {origin:?} {object}"));
+    }
+    lines.sort();
+    lines
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 32,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Whatever the history of the folder, `up`'s read (cached verdicts, unchanged
+    /// resources named by id) says what a fresh read of every file says: the same
+    /// resources with the same origins and objects, the same problems, the same broken
+    /// files. Between reads the last accepted objects change as `up` changes them.
+    #[test]
+    fn up_s_read_says_what_a_fresh_read_says(
+        steps in proptest::collection::vec(folder_step(), 1..10)
+    ) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let folder = [dir.path().to_path_buf()];
+        let mut cache = eager_cache();
+        let mut previous: HashMap<ResourceId, Value> = HashMap::new();
+        for step in &steps {
+            let file = |n: usize| dir.path().join(format!("f{n}.yaml"));
+            match step {
+                FolderStep::Write(n, resources) => {
+                    let text: Vec<String> =
+                        resources.iter().copied().map(random_resource).collect();
+                    std::fs::write(file(*n), text.join("---\n")).expect("write");
+                }
+                FolderStep::Break(n) => {
+                    std::fs::write(file(*n), "kind: CollectionAlias\nspec: [\n").expect("write");
+                }
+                FolderStep::Remove(n) => {
+                    let _ = std::fs::remove_file(file(*n));
+                }
+            }
+            clock_step();
+            // Twice: once after the change, once with nothing changed (all cached).
+            for _ in 0..2 {
+                let reusing = load_by_file_reusing(&folder, Some(&previous), &mut cache);
+                let fresh = load_by_file(&folder, Some(&previous));
+                proptest::prop_assert_eq!(resolved(&reusing, &previous), resolved(&fresh, &previous));
+                proptest::prop_assert_eq!(&reusing.problems, &fresh.problems);
+                proptest::prop_assert_eq!(&reusing.broken, &fresh.broken);
+                // What `up` then accepts: what was read; with no problems, what is gone
+                // is no longer accepted.
+                let present: BTreeSet<ResourceId> = resolved_ids(&reusing);
+                for m in &reusing.set.collections {
+                    previous.insert(id_of(Kind::Collection, &m.resource), m.object.clone());
+                }
+                for m in &reusing.set.aliases {
+                    previous.insert(id_of(Kind::CollectionAlias, &m.resource), m.object.clone());
+                }
+                if reusing.problems.is_empty() {
+                    previous.retain(|id, _| present.contains(id));
+                }
+            }
+        }
+    }
+}
+
+fn resolved_ids(loaded: &Loaded) -> BTreeSet<ResourceId> {
+    let set = &loaded.set;
+    set.collections
+        .iter()
+        .map(|m| id_of(Kind::Collection, &m.resource))
+        .chain(
+            set.aliases
+                .iter()
+                .map(|m| id_of(Kind::CollectionAlias, &m.resource)),
+        )
+        .chain(loaded.kept.iter().map(|(id, _)| id.clone()))
+        .collect()
+}
